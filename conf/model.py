@@ -1,0 +1,238 @@
+"""The configuration model: frozen dataclasses, one per section of the TOML.
+
+Defaults are the ones HAProxy, nginx and keepalived users expect; each is
+documented next to its field. Validation lives in `conf.load`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh", "mh", "lblc")
+Scheduler = Literal["rr", "wrr", "lc", "wlc", "sh", "mh", "lblc"]
+HealthKind = Literal["tcp", "http", "smtp", "script", "none"]
+
+
+@dataclass(frozen=True, order=True)
+class Address:
+    """`host:port`; host is an IP literal or a name (resolved by lb at run time)."""
+
+    host: str
+    port: int
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class GlobalSettings:
+    metrics: Address | None = None  # admin listener: /metrics, /status, admin API
+    pidfile: str | None = None
+    access_log: str = "-"  # "-" stderr, "" off, else a file path
+    log_format: Literal["combined", "json"] = "combined"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    drain_timeout: float = 30.0  # SIGTERM: in-flight work gets this long to finish
+
+
+@dataclass(frozen=True)
+class Server:
+    address: Address
+    weight: int = 1  # 0 = quiesced (ipvsadm -w 0): never picked
+    max_connections: int = 0  # 0 = unlimited
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    kind: HealthKind = "none"
+    interval: float = 3.0  # keepalived delay_loop
+    timeout: float = 2.0  # keepalived connect_timeout
+    rise: int = 2  # consecutive successes before up (HAProxy default)
+    fall: int = 3  # consecutive failures before down (HAProxy default)
+    port: int | None = None  # check another port than the server's (connect_port)
+    # http
+    path: str = "/"
+    expect_status: tuple[int, ...] = (200,)
+    expect_body: str | None = None
+    host: str | None = None  # Host header; default the server address
+    # script
+    command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    servers: tuple[Server, ...]
+    scheduler: Scheduler = "rr"
+    health: HealthCheck = field(default_factory=HealthCheck)
+    on_failure: Literal["inhibit", "remove"] = "inhibit"
+    sorry_server: Address | None = None
+    proxy_protocol: Literal["v1", "v2"] | None = None
+    resolve_interval: float = 30.0  # re-resolve hostnames this often
+    slow_start: float = 0.0  # seconds over which a returning server ramps its weight
+
+
+@dataclass(frozen=True)
+class TlsCert:
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True)
+class HttpTimeouts:
+    header: float = 10.0  # request head must be complete within this: 408
+    idle: float = 60.0  # keep-alive connection closed after this idle time
+    connect: float = 3.0  # upstream connect: 502 (after a retry on another server)
+    response: float = 60.0  # upstream response head / gaps in the body: 504
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """One route; exactly one of pool, redirect or a bare status is its target."""
+
+    host: str | None = None  # exact, "*.suffix", or None for any host (lower-cased)
+    path: str = "/"
+    pool: str | None = None
+    status: int | None = None
+    redirect: str | None = None
+    strip_prefix: bool = False
+
+    @property
+    def target(self) -> Literal["pool", "redirect", "status"]:
+        if self.pool is not None:
+            return "pool"
+        if self.redirect is not None:
+            return "redirect"
+        return "status"
+
+
+@dataclass(frozen=True)
+class HttpListener:
+    listen: tuple[Address, ...]
+    routes: tuple[HttpRoute, ...] = ()
+    tls: tuple[TlsCert, ...] = ()
+    allow: tuple[IPNetwork, ...] = (
+        ipaddress.IPv4Network("0.0.0.0/0"),
+        ipaddress.IPv6Network("::/0"),
+    )
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    forwarded_headers: tuple[str, ...] = (
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+    )
+    max_connections: int = 10000
+    max_header_bytes: int = 16384
+    max_body_bytes: int = 0  # 0 = unlimited
+    timeouts: HttpTimeouts = field(default_factory=HttpTimeouts)
+
+
+@dataclass(frozen=True)
+class SmtpTimeouts:
+    command: float = 300.0  # RFC 5321 4.5.3.2: server waits 5 minutes for a command
+    connect: float = 5.0  # backend connect and banner
+    data: float = 600.0  # gaps in the DATA stream (RFC 5321: 10 minutes for the final dot)
+
+
+@dataclass(frozen=True)
+class SmtpRoute:
+    domain: str  # exact or "*.suffix", lower-cased
+    pool: str
+    xclient: bool = False
+
+
+@dataclass(frozen=True)
+class SmtpListener:
+    listen: tuple[Address, ...]
+    hostname: str
+    routes: tuple[SmtpRoute, ...] = ()
+    max_message_bytes: int = 10240000  # Postfix message_size_limit default
+    max_recipients: int = 100  # RFC 5321 4.5.3.1.8 minimum
+    max_unknown_commands: int = 20  # Postfix smtpd_hard_error_limit
+    bare_line_endings: Literal["reject", "normalize"] = "reject"  # SMTP smuggling defence
+    tls: TlsCert | None = None
+    allow: tuple[IPNetwork, ...] = (
+        ipaddress.IPv4Network("0.0.0.0/0"),
+        ipaddress.IPv6Network("::/0"),
+    )
+    max_connections: int = 1000
+    timeouts: SmtpTimeouts = field(default_factory=SmtpTimeouts)
+
+
+@dataclass(frozen=True)
+class TcpTimeouts:
+    connect: float = 3.0
+    idle: float = 900.0  # LVS' default TCP established timeout
+
+
+@dataclass(frozen=True)
+class TcpService:
+    listen: tuple[Address, ...]
+    pool: str
+    max_connections: int = 10000
+    timeouts: TcpTimeouts = field(default_factory=TcpTimeouts)
+
+
+@dataclass(frozen=True)
+class VrrpNotify:
+    """Commands run (without a shell) on each transition; argv already split."""
+
+    master: tuple[str, ...] = ()
+    backup: tuple[str, ...] = ()
+    fault: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ()
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class VrrpInstance:
+    name: str
+    interface: str
+    virtual_router_id: int
+    priority: int
+    virtual_ipaddress: tuple[IPInterface, ...]
+    version: Literal[2, 3] = 2
+    advert_int: float = 1.0
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    auth_pass: str | None = None
+    garp_master_delay: float = 5.0
+    track_interface: tuple[str, ...] = ()
+    notify: VrrpNotify = field(default_factory=VrrpNotify)
+    unicast_peer: tuple[IPAddress, ...] = ()  # empty = multicast 224.0.0.18 / ff02::12
+    unicast_src_ip: IPAddress | None = None
+    initial_state: Literal["BACKUP", "MASTER"] = "BACKUP"  # keepalived `state`
+
+
+@dataclass(frozen=True)
+class Config:
+    global_: GlobalSettings = field(default_factory=GlobalSettings)
+    pools: Mapping[str, Pool] = field(default_factory=dict)
+    http: tuple[HttpListener, ...] = ()
+    smtp: tuple[SmtpListener, ...] = ()
+    tcp: tuple[TcpService, ...] = ()
+    vrrp: tuple[VrrpInstance, ...] = ()
+    source: str = "<string>"
+
+    def summary(self) -> str:
+        routes = sum(len(h.routes) for h in self.http) + sum(len(s.routes) for s in self.smtp)
+        servers = sum(len(p.servers) for p in self.pools.values())
+        return (
+            f"{len(self.pools)} pools ({servers} servers), {len(self.http)} http, "
+            f"{len(self.smtp)} smtp, {len(self.tcp)} tcp listeners, {routes} routes, "
+            f"{len(self.vrrp)} vrrp instances"
+        )

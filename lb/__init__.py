@@ -1,0 +1,1 @@
+"""Backend pools: schedulers, health checks, the L4 relay, PROXY protocol."""

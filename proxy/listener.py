@@ -1,0 +1,204 @@
+"""Listening sockets and the accept loop shared by every front end.
+
+The daemon owns the sockets; a `Listener` accepts on one and hands each
+connection to whatever `Frontend` is current for it. A reload swaps the
+frontend, never the socket, so no connection is refused while reloading and
+connections already accepted finish on the frontend (config) they started on.
+
+We run our own accept loop rather than `loop.create_server` for two things
+users of HAProxy and nginx expect: at `max_connections` we stop accepting, so
+new connections wait in the kernel backlog instead of being refused; and when
+the process runs out of file descriptors we back off and log once a while
+instead of spinning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from conf import Address
+
+log = logging.getLogger("sekisho.listener")
+
+_FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_BACKOFF = 0.1
+_LOG_EVERY = 10.0
+
+
+class Frontend(Protocol):
+    """What a listener needs from the HTTP, SMTP or TCP side."""
+
+    max_connections: int
+
+    def make_protocol(self, on_close: Callable[[], None]) -> asyncio.BaseProtocol:
+        """A protocol for one accepted connection; it calls `on_close` once when done."""
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context to wrap accepted connections in, or None for plain TCP."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+def bind(address: Address, backlog: int = 1024) -> socket.socket:
+    """Bind and listen (non-blocking, SO_REUSEADDR); raises OSError."""
+    infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Listener:
+    def __init__(self, kind: str, address: Address, sock: socket.socket, frontend: Frontend) -> None:
+        self.kind = kind
+        self.address = address
+        self.sock = sock
+        self.frontend = frontend
+        self.active = 0
+        self.accepted = 0
+        self.accept_errors = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task: asyncio.Task[None] | None = None
+        self._last_fd_log = 0.0
+
+    @property
+    def bound(self) -> tuple[str, int]:
+        host, port = self.sock.getsockname()[:2]
+        return host, port
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._accept_loop(), name=f"accept {self.kind} {self.address}"
+        )
+
+    async def stop_accepting(self) -> None:
+        """Stop the accept loop and close the socket; accepted connections go on."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self.sock.close()
+
+    def _closed(self) -> None:
+        self.active -= 1
+        if self.active < self.frontend.max_connections:
+            self._room.set()
+
+    async def _wait_readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        fd = self.sock.fileno()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(fd, wake)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+
+    async def _accept_loop(self) -> None:
+        while True:
+            if self.active >= self.frontend.max_connections:
+                self._room.clear()
+                await self._room.wait()
+            try:
+                # Accept straight off the socket while connections are queued:
+                # one readiness wait serves a whole burst of connects.
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                await self._wait_readable()
+                continue
+            except OSError as exc:
+                self.accept_errors += 1
+                if exc.errno in _FD_ERRORS:
+                    self._log_fd_exhaustion(exc)
+                    await asyncio.sleep(_BACKOFF)
+                continue
+            conn.setblocking(False)
+            self.accepted += 1
+            self.active += 1
+            frontend = self.frontend
+            done = _once(self._closed)
+            ctx = frontend.ssl_context()
+            if ctx is None:
+                await self._setup(conn, frontend, done, None)
+            else:
+                # A TLS handshake takes round trips: never hold the accept loop for it.
+                asyncio.get_running_loop().create_task(self._setup(conn, frontend, done, ctx))
+
+    async def _setup(
+        self,
+        conn: socket.socket,
+        frontend: Frontend,
+        done: Callable[[], None],
+        ctx: ssl.SSLContext | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(
+                lambda: frontend.make_protocol(done),
+                conn,
+                ssl=ctx,
+                ssl_handshake_timeout=10.0 if ctx else None,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            # A client that went away during the TLS handshake is not ours to log loudly.
+            log.debug("%s %s: connection setup failed: %s", self.kind, self.address, exc)
+            conn.close()
+            done()
+
+    def _log_fd_exhaustion(self, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self._last_fd_log >= _LOG_EVERY:
+            self._last_fd_log = now
+            log.error(
+                "%s %s: cannot accept: %s (%d connections open); backing off",
+                self.kind,
+                self.address,
+                exc.strerror,
+                self.active,
+            )
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "address": str(self.address),
+            "active": self.active,
+            "accepted": self.accepted,
+            "accept_errors": self.accept_errors,
+        }
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    called = False
+
+    def wrapper() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            fn()
+
+    return wrapper

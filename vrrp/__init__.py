@@ -1,0 +1,1 @@
+"""The VRRP speaker: packet codec, sans-IO state machine, thin I/O."""
