@@ -27,6 +27,7 @@ from conf import Address
 
 log = logging.getLogger("sekisho.listener")
 
+_IP_FREEBIND = 15  # linux/in.h; honoured by IPv6 sockets too
 _FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _BACKOFF = 0.1
 _LOG_EVERY = 10.0
@@ -53,6 +54,9 @@ def bind(address: Address, backlog: int = 1024) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # A service on the VRRP VIP must start on the backup too, before the VIP
+        # is there (HAProxy's `transparent`, net.ipv4.ip_nonlocal_bind).
+        sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(sockaddr)

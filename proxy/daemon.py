@@ -1,0 +1,454 @@
+"""The daemon: one config, wired into listeners, pools, VRRP and the admin API.
+
+Lifecycle, as HAProxy and nginx users expect it:
+- start: every listener bound before READY; a bind failure stops the start.
+- SIGHUP: load the file again; an invalid config (or one whose new sockets
+  cannot be bound, or whose certificates do not load) keeps the running one and
+  logs why. Sockets whose address did not change stay open, so no connection is
+  refused during a reload; connections already accepted finish on the config
+  they started on.
+- SIGTERM/SIGINT: stop accepting, let in-flight work finish up to
+  `global.drain_timeout`, release the VIPs, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import conf
+from lb.pool import PoolSet
+from proxy import VERSION
+from proxy.admin import AdminRequest, AdminResponse, AdminServer
+from proxy.frontends import StatsBook, build_frontend, check_runtimes, sections
+from proxy.listener import Frontend, Listener, bind
+from proxy.metrics import Exposition
+from proxy.metrics.core import daemon_families
+
+log = logging.getLogger("sekisho")
+
+
+class StartupError(Exception):
+    """The daemon cannot start with this config on this machine."""
+
+
+class Daemon:
+    def __init__(self, config_path: str, config: conf.Config) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.started = time.time()
+        self.reloads = {"success": 0, "failure": 0}
+        self.last_reload_success = time.time()
+        self.pools = PoolSet(config.pools)
+        self.stats = StatsBook()
+        self.listeners: dict[tuple[str, conf.Address], Listener] = {}
+        self.frontends: dict[tuple[str, conf.Address], Frontend] = {}
+        self.retired: set[Frontend] = set()
+        self.vrrp: dict[str, tuple[conf.VrrpInstance, Any, asyncio.Task[None]]] = {}
+        self.exposition = Exposition()
+        self.admin = AdminServer()
+        self.access_log: Any = None
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.notifier = _notifier()
+
+    # ------------------------------------------------------------------ start
+
+    async def start(self) -> None:
+        problems = check_runtimes(self.config)
+        if problems:
+            raise StartupError("\n".join(problems))
+        self.access_log = _access_log(self.config.global_)
+        fresh = self._frontends_for(self.config)  # builds TLS contexts: fails early on bad certs
+        sockets = self._bind_new(self.config, set())
+        await self.pools.start()
+        for key, sock in sockets.items():
+            listener = Listener(key[0], key[1], sock, fresh[key])
+            self.listeners[key] = listener
+            self.frontends[key] = fresh[key]
+            listener.start()
+            log.info("listening: %s %s", key[0], key[1])
+        await self._start_admin()
+        for instance in self.config.vrrp:
+            self._start_vrrp(instance)
+        self._register_metrics()
+        self._write_pidfile()
+        log.info("sekisho %s started: %s", VERSION, self.config.summary())
+        self.notifier.ready()
+
+    def _frontends_for(self, config: conf.Config) -> dict[tuple[str, conf.Address], Frontend]:
+        built: dict[tuple[str, conf.Address], Frontend] = {}
+        for section in sections(config):
+            try:
+                frontend = build_frontend(section, self.pools, self.stats, self.access_log)
+            except (OSError, ValueError) as exc:
+                raise StartupError(f"{section.path}: {exc}") from exc
+            for address in section.config.listen:
+                built[(section.kind, address)] = frontend
+        return built
+
+    def _bind_new(
+        self, config: conf.Config, existing: set[tuple[str, conf.Address]]
+    ) -> dict[tuple[str, conf.Address], socket.socket]:
+        """Bind every listen address not already open; all or nothing."""
+        bound: dict[tuple[str, conf.Address], socket.socket] = {}
+        try:
+            for section in sections(config):
+                for i, address in enumerate(section.config.listen):
+                    key = (section.kind, address)
+                    if key in existing or key in bound:
+                        continue
+                    try:
+                        bound[key] = bind(address)
+                    except OSError as exc:
+                        raise StartupError(
+                            f"{section.path}.listen[{i}]: cannot bind {address}: {exc.strerror}"
+                        ) from None
+        except BaseException:
+            for sock in bound.values():
+                sock.close()
+            raise
+        return bound
+
+    async def _start_admin(self) -> None:
+        address = self.config.global_.metrics
+        if address is None:
+            return
+        self.admin.route("GET", "/metrics", self._metrics)
+        self.admin.route("GET", "/api/status", self._status_json)
+        self.admin.route("GET", "/status", self._status_html)
+        self.admin.route("GET", "/", self._index)
+        with contextlib.suppress(ImportError):
+            from proxy import pool_admin
+
+            pool_admin.register(self.admin, lambda: self.pools)
+        try:
+            sock = bind(address)
+        except OSError as exc:
+            raise StartupError(f"global.metrics: cannot bind {address}: {exc.strerror}") from None
+        await self.admin.start(sock)
+        log.info("admin and metrics: http://%s/metrics", address)
+
+    def _start_vrrp(self, instance: conf.VrrpInstance) -> None:
+        from vrrp.service import VrrpService
+
+        service = VrrpService(instance)
+        task = asyncio.get_running_loop().create_task(self._run_vrrp(service), name=f"vrrp {instance.name}")
+        self.vrrp[instance.name] = (instance, service, task)
+
+    async def _run_vrrp(self, service: Any) -> None:
+        try:
+            await service.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A VRRP failure must be loud: the pair depends on it. Stop the daemon
+            # rather than silently serving without the VIP logic.
+            log.exception("vrrp instance failed; stopping")
+            self._stop.set()
+
+    def _register_metrics(self) -> None:
+        ex = self.exposition
+        ex.add_source("daemon", lambda: daemon_families(self))
+        with contextlib.suppress(ImportError):
+            from proxy.metrics import http as http_metrics
+
+            ex.add_source("http", lambda: http_metrics.families(self.stats.by_kind["http"]))
+        with contextlib.suppress(ImportError):
+            from proxy.metrics import lb as lb_metrics
+
+            ex.add_source("lb", lambda: lb_metrics.families(self.pools))
+            ex.add_source("tcp", lambda: lb_metrics.tcp_families(self.stats.by_kind["tcp"]))
+        with contextlib.suppress(ImportError):
+            from proxy.metrics import smtp as smtp_metrics
+
+            ex.add_source("smtp", lambda: smtp_metrics.families(self.stats.by_kind["smtp"]))
+        with contextlib.suppress(ImportError):
+            from proxy.metrics import vrrp as vrrp_metrics
+
+            ex.add_source("vrrp", lambda: vrrp_metrics.families(s for _, s, _ in self.vrrp.values()))
+
+    def _write_pidfile(self) -> None:
+        path = self.config.global_.pidfile
+        if path:
+            Path(path).write_text(f"{os.getpid()}\n")
+
+    # ----------------------------------------------------------------- reload
+
+    async def reload(self) -> bool:
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                ok = await self._reload()
+            finally:
+                self.notifier.ready()
+            self.reloads["success" if ok else "failure"] += 1
+            if ok:
+                self.last_reload_success = time.time()
+            return ok
+
+    async def _reload(self) -> bool:
+        try:
+            new = conf.load_file(self.config_path)
+        except conf.ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", "; ".join(map(str, exc.issues)))
+            return False
+        problems = check_runtimes(new)
+        if problems:
+            log.error("reload refused, keeping the running config: %s", "; ".join(problems))
+            return False
+        if new.global_.metrics != self.config.global_.metrics:
+            log.warning("global.metrics changed: takes effect at the next restart")
+        self.pools.reconcile(new.pools)
+        old_access_log = self.access_log
+        self.access_log = _access_log(new.global_)
+        try:
+            fresh = self._frontends_for(new)
+            # An address that moves from one kind to another must be freed first.
+            moved = {
+                key
+                for key in self.listeners
+                if key[0] not in _kinds_at(new, key[1]) and _kinds_at(new, key[1])
+            }
+            for key in moved:
+                await self._close_listener(key)
+            sockets = self._bind_new(new, set(self.listeners))
+        except StartupError as exc:
+            self.pools.reconcile(self.config.pools)
+            self.access_log = old_access_log
+            log.error("reload refused, keeping the running config: %s", exc)
+            return False
+        for key in [k for k in self.listeners if k not in fresh]:
+            await self._close_listener(key)
+        for key, frontend in fresh.items():
+            old = self.frontends.get(key)
+            if key in self.listeners:
+                self.listeners[key].frontend = frontend
+            else:
+                listener = Listener(key[0], key[1], sockets[key], frontend)
+                self.listeners[key] = listener
+                listener.start()
+                log.info("listening: %s %s", key[0], key[1])
+            self.frontends[key] = frontend
+            if old is not None and old is not frontend:
+                self._retire(old)
+        self.stats.prune({(s.kind, s.name) for s in sections(new)})
+        self._reconcile_vrrp(new.vrrp)
+        self.config = new
+        log.info("reloaded: %s", new.summary())
+        return True
+
+    async def _close_listener(self, key: tuple[str, conf.Address]) -> None:
+        listener = self.listeners.pop(key)
+        await listener.stop_accepting()
+        frontend = self.frontends.pop(key, None)
+        if frontend is not None and frontend not in self.frontends.values():
+            self._retire(frontend)
+        log.info("closed: %s %s", key[0], key[1])
+
+    def _retire(self, frontend: Frontend) -> None:
+        if frontend in self.retired:
+            return
+        self.retired.add(frontend)
+        frontend.retire()  # type: ignore[attr-defined]
+
+        async def drain() -> None:
+            try:
+                await frontend.drain(self.config.global_.drain_timeout)  # type: ignore[attr-defined]
+            finally:
+                self.retired.discard(frontend)
+
+        self._spawn(drain())
+
+    def _reconcile_vrrp(self, instances: Iterable[conf.VrrpInstance]) -> None:
+        wanted = {i.name: i for i in instances}
+        for name, (instance, _, task) in list(self.vrrp.items()):
+            if wanted.get(name) != instance:
+                task.cancel()  # the service releases its VIP on cancellation
+                del self.vrrp[name]
+        for name, instance in wanted.items():
+            if name not in self.vrrp:
+                self._start_vrrp(instance)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------- stop
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("stopping: draining connections for up to %.0fs", self.config.global_.drain_timeout)
+        for listener in list(self.listeners.values()):
+            await listener.stop_accepting()
+        frontends = {*self.frontends.values(), *self.retired}
+        for frontend in frontends:
+            with contextlib.suppress(Exception):
+                frontend.retire()  # type: ignore[attr-defined]
+        if frontends:
+            await asyncio.gather(
+                *(f.drain(self.config.global_.drain_timeout) for f in frontends),  # type: ignore[attr-defined]
+                return_exceptions=True,
+            )
+        for _, _, task in self.vrrp.values():
+            task.cancel()
+        await asyncio.gather(*(t for _, _, t in self.vrrp.values()), return_exceptions=True)
+        await self.admin.stop()
+        await self.pools.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        _remove_pidfile(self.config.global_.pidfile)
+        log.info("stopped")
+
+    # ----------------------------------------------------------------- status
+
+    def snapshot(self) -> dict[str, Any]:
+        routes: list[dict[str, Any]] = []
+        for section in sections(self.config):
+            for r in getattr(section.config, "routes", ()):
+                if section.kind == "http":
+                    target = (
+                        f"pool:{r.pool}"
+                        if r.pool
+                        else f"redirect:{r.redirect}"
+                        if r.redirect
+                        else f"status:{r.status}"
+                    )
+                    routes.append(
+                        {
+                            "listener": section.name,
+                            "kind": "http",
+                            "host": r.host,
+                            "path": r.path,
+                            "domain": None,
+                            "target": target,
+                        }
+                    )
+                else:
+                    routes.append(
+                        {
+                            "listener": section.name,
+                            "kind": "smtp",
+                            "host": None,
+                            "path": "",
+                            "domain": r.domain,
+                            "target": f"pool:{r.pool}",
+                        }
+                    )
+            if section.kind == "tcp":
+                routes.append(
+                    {
+                        "listener": section.name,
+                        "kind": "tcp",
+                        "host": None,
+                        "path": "",
+                        "domain": None,
+                        "target": f"pool:{section.config.pool}",
+                    }
+                )
+        listeners = [listener.stats() for listener in self.listeners.values()]
+        if self.config.global_.metrics is not None:
+            listeners.append({"kind": "admin", "address": str(self.config.global_.metrics)})
+        return {
+            "version": VERSION,
+            "config": self.config_path,
+            "started": self.started,
+            "reloads": self.reloads["success"],
+            "listeners": listeners,
+            "routes": routes,
+            "pools": self.pools.stats(),
+            "vrrp": [service.stats() for _, service, _ in self.vrrp.values()],
+        }
+
+    async def _metrics(self, request: AdminRequest) -> AdminResponse:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return AdminResponse(200, self.exposition.render(), CONTENT_TYPE_LATEST)
+
+    async def _status_json(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse.json(self.snapshot())
+
+    async def _status_html(self, request: AdminRequest) -> AdminResponse:
+        try:
+            from proxy.status import render_html
+        except ImportError:
+            return AdminResponse.text("status page not available in this build\n", 404)
+        return AdminResponse(200, render_html(self.snapshot()).encode(), "text/html; charset=utf-8")
+
+    async def _index(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse.text("sekisho admin: /metrics /status /api/status\n")
+
+
+def _remove_pidfile(path: str | None) -> None:
+    """Remove our pidfile, unless another instance has written its own since."""
+    if path:
+        with contextlib.suppress(OSError):
+            if Path(path).read_text().strip() == str(os.getpid()):
+                Path(path).unlink()
+
+
+def _kinds_at(config: conf.Config, address: conf.Address) -> set[str]:
+    return {s.kind for s in sections(config) if address in s.config.listen}
+
+
+def _access_log(settings: conf.GlobalSettings) -> Any:
+    try:
+        from proxy.accesslog import AccessLog
+    except ImportError:
+        return None
+    return AccessLog(settings.access_log, settings.log_format)
+
+
+def _notifier() -> Any:
+    try:
+        from proxy.sdnotify import Notifier
+    except ImportError:
+        return _NoNotifier()
+    return Notifier.from_env()
+
+
+class _NoNotifier:
+    def ready(self) -> None: ...
+    def reloading(self) -> None: ...
+    def stopping(self) -> None: ...
+
+
+async def serve(config_path: str, config: conf.Config) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+    loop = asyncio.get_running_loop()
+    daemon = Daemon(config_path, config)
+    try:
+        await daemon.start()
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        await daemon.shutdown()
+        return 1
+    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: daemon._spawn(daemon.reload()))
+    watchdog = None
+    if hasattr(daemon.notifier, "watchdog_loop") and daemon.notifier.watchdog_interval():
+        watchdog = loop.create_task(daemon.notifier.watchdog_loop())
+    await daemon.wait()
+    if watchdog is not None:
+        watchdog.cancel()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
+    await daemon.shutdown()
+    return 0
