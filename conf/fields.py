@@ -85,6 +85,7 @@ class Table:
         if name not in self.raw:
             if default is _MISSING:
                 self.error(name, "required")
+                return None
             return default
         value = self.raw[name]
         # TOML booleans are ints in Python: never accept one for the other.

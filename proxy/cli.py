@@ -160,6 +160,15 @@ def _bind_problem(path: str, address: conf.Address) -> list[str]:
     return []
 
 
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _executable(path: str) -> bool:
     return (
         os.access(path, os.X_OK)
@@ -210,9 +219,7 @@ def _signal(config: conf.Config, command: str, pidfile: str | None) -> int:
         return 0
     deadline = time.monotonic() + config.global_.drain_timeout + 5
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             print(f"sekisho: stopped (pid {pid})")
             return 0
         time.sleep(0.1)

@@ -289,6 +289,18 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop (with drain), SIGHUP reloads."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+
+    def remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
     async def wait(self) -> None:
         await self._stop.wait()
 
@@ -439,16 +451,13 @@ async def serve(config_path: str, config: conf.Config) -> int:
         log.error("cannot start: %s", exc)
         await daemon.shutdown()
         return 1
-    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
-    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, lambda: daemon._spawn(daemon.reload()))
+    daemon.install_signal_handlers()
     watchdog = None
     if hasattr(daemon.notifier, "watchdog_loop") and daemon.notifier.watchdog_interval():
         watchdog = loop.create_task(daemon.notifier.watchdog_loop())
     await daemon.wait()
     if watchdog is not None:
         watchdog.cancel()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.remove_signal_handler(sig)
+    daemon.remove_signal_handlers()
     await daemon.shutdown()
     return 0

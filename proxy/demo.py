@@ -1,0 +1,188 @@
+"""`make demo`: sekisho on loopback in front of real demo backends, no root needed.
+
+Starts small backends (two sites, one of them on two servers, an echo service
+for the L4 balancer, a mail server when aiosmtpd is installed), writes a config
+for them, runs the daemon in this process and prints what to try. Ctrl-C stops
+everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import conf
+from proxy.cli import setup_logging
+from proxy.daemon import Daemon, StartupError
+
+PREFERRED = {"http": 8080, "tcp": 8088, "smtp": 8025, "metrics": 9100}
+
+
+def _port(preferred: int) -> int:
+    """The preferred port when it is free, else any free one."""
+    for candidate in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free port")
+
+
+async def _http_site(name: str) -> tuple[asyncio.Server, int]:
+    """A tiny HTTP/1.1 backend that says who it is and what it was told."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)}
+                length = int(headers.get("content-length", "0") or 0)
+                if length:
+                    await reader.readexactly(length)
+                body = (
+                    f"hello from {name}\n"
+                    f"request: {lines[0]}\n"
+                    f"x-forwarded-for: {headers.get('x-forwarded-for', '-')}\n"
+                    f"x-forwarded-host: {headers.get('x-forwarded-host', '-')}\n"
+                ).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                    + f"Content-Length: {len(body)}\r\nX-Backend: {name}\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _echo() -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def _config(ports: dict[str, int], backends: dict[str, int], state: Path) -> str:
+    return f"""\
+# Written by `make demo`.
+[global]
+metrics = "127.0.0.1:{ports["metrics"]}"
+pidfile = "{state}/sekisho.pid"
+access_log = "-"
+
+[pool.alpha]
+scheduler = "wrr"
+servers = [
+  {{ address = "127.0.0.1:{backends["alpha-1"]}", weight = 3 }},
+  {{ address = "127.0.0.1:{backends["alpha-2"]}", weight = 1 }},
+]
+health = {{ kind = "http", path = "/healthz", interval = 2.0, timeout = 1.0, rise = 1, fall = 2 }}
+
+[pool.beta]
+scheduler = "lc"
+servers = [{{ address = "127.0.0.1:{backends["beta"]}" }}]
+health = {{ kind = "tcp", interval = 2.0, timeout = 1.0 }}
+
+[pool.echo]
+scheduler = "rr"
+servers = [{{ address = "127.0.0.1:{backends["echo"]}" }}]
+health = {{ kind = "tcp", interval = 2.0, timeout = 1.0 }}
+
+[[http]]
+listen = ["127.0.0.1:{ports["http"]}"]
+
+  [[http.route]]
+  path = "/-/"
+  status = 404
+
+  [[http.route]]
+  host = "www.example.com"
+  pool = "alpha"
+
+  [[http.route]]
+  host = "beta.example.com"
+  path = "/app/"
+  pool = "beta"
+  strip_prefix = true
+
+  [[http.route]]
+  host = "old.example.com"
+  redirect = "http://www.example.com/"
+
+[[tcp]]
+listen = "127.0.0.1:{ports["tcp"]}"
+pool = "echo"
+"""
+
+
+async def main() -> int:
+    servers: list[asyncio.Server] = []
+    backends: dict[str, int] = {}
+    for name in ("alpha-1", "alpha-2", "beta"):
+        server, backends[name] = await _http_site(name)
+        servers.append(server)
+    server, backends["echo"] = await _echo()
+    servers.append(server)
+    ports = {kind: _port(p) for kind, p in PREFERRED.items()}
+    state = Path(tempfile.mkdtemp(prefix="sekisho-demo-"))
+    path = state / "sekisho.toml"
+    path.write_text(_config(ports, backends, state))
+    config = conf.load_file(path)
+
+    daemon = Daemon(str(path), config)
+    try:
+        await daemon.start()
+    except StartupError as exc:
+        print(f"demo: cannot start: {exc}", file=sys.stderr)
+        return 1
+    h, t, m = ports["http"], ports["tcp"], ports["metrics"]
+    print(
+        f"""
+sekisho demo is running (pid {os.getpid()}); config: {path}
+
+  curl -H 'Host: www.example.com' http://127.0.0.1:{h}/        # alpha-1/alpha-2, weights 3:1
+  curl -H 'Host: beta.example.com' http://127.0.0.1:{h}/app/x  # beta sees /x (strip_prefix)
+  curl -i -H 'Host: old.example.com' http://127.0.0.1:{h}/a    # 301 to www.example.com/a
+  curl -i http://127.0.0.1:{h}/-/admin                          # 404: admin paths never exposed
+  echo hello | nc -q1 127.0.0.1 {t}                             # L4 balancer to an echo server
+  curl http://127.0.0.1:{m}/metrics                             # Prometheus exposition
+  curl http://127.0.0.1:{m}/api/status                          # state as JSON (also /status)
+  kill -HUP {os.getpid()}                                       # reload {path.name}
+
+Ctrl-C stops the demo.
+""",
+        flush=True,
+    )
+    daemon.install_signal_handlers()
+    await daemon.wait()
+    await daemon.shutdown()
+    for server in servers:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    setup_logging("info")
+    logging.getLogger("sekisho").info("starting the demo")
+    import uvloop
+
+    raise SystemExit(uvloop.run(main()))
