@@ -152,7 +152,8 @@ def test_routes_that_can_never_match() -> None:
         + '[[http.route]]\nhost = "example.com"\npool = "a"\n'
     )
     assert errors(text) == [
-        "http[0].route[1]: can never match: route[0] (host=*.example.com, path=/) takes every request it would"
+        "http[0].route[1]: can never match: route[0] (host=*.example.com, path=/) "
+        "takes every request it would"
     ]
 
 
