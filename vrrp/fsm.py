@@ -1,0 +1,449 @@
+"""The VRRP state machine, sans-IO: `Instance.handle(event, now) -> list[Action]`.
+
+RFC 5798 / RFC 9568 section 6.4 (and RFC 3768 for VRRPv2), with keepalived's
+`nopreempt` and `preempt_delay`. No clock, no socket: the caller passes `now`
+(monotonic seconds), executes the returned actions in order, and calls
+`handle(TimerFired(timer), now)` once the deadline of an `ArmTimer` is reached.
+
+All state transitions happen in this file; every receive check (TTL, version,
+type, length, checksum, VRID, auth, interval, our own packets) happens here
+too, before the state is looked at, so a refused packet can only increment
+`dropped[reason]`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Set
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from conf.model import VrrpInstance
+
+from . import packet
+from .errors import MalformedPacket
+from .packet import Advert, IPAddress
+
+PRIORITY_OWNER = 255
+PRIORITY_RELEASE = 0
+TIMER_SLACK = 1e-3  # a timer that fires this early still counts as due
+
+
+class State(StrEnum):
+    INIT = "INIT"
+    BACKUP = "BACKUP"
+    MASTER = "MASTER"
+    FAULT = "FAULT"
+
+
+Timer = Literal["advert", "master_down", "garp"]
+NotifyKind = Literal["master", "backup", "fault", "stop"]
+
+
+# ----------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Startup:
+    pass
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    timer: Timer
+
+
+@dataclass(frozen=True)
+class PacketReceived:
+    """A VRRP message as the IP layer delivered it (payload only, no IP header)."""
+
+    payload: bytes
+    src: IPAddress
+    dst: IPAddress
+    ttl: int = packet.VRRP_TTL
+
+
+@dataclass(frozen=True)
+class AdvertReceived:
+    """An already decoded advertisement (tests feed instances each other's adverts)."""
+
+    advert: Advert
+    src: IPAddress
+    ttl: int = packet.VRRP_TTL
+
+
+@dataclass(frozen=True)
+class LinkDown:
+    interface: str
+
+
+@dataclass(frozen=True)
+class LinkUp:
+    interface: str
+
+
+Event = Startup | Shutdown | TimerFired | PacketReceived | AdvertReceived | LinkDown | LinkUp
+
+
+# ---------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class SendAdvert:
+    advert: Advert
+
+
+@dataclass(frozen=True)
+class AddVip:
+    addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
+
+
+@dataclass(frozen=True)
+class DelVip:
+    addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
+
+
+@dataclass(frozen=True)
+class SendGarp:
+    addresses: tuple[IPAddress, ...]
+
+
+@dataclass(frozen=True)
+class ArmTimer:
+    """Fire `TimerFired(timer)` at `at` (monotonic seconds); `at=None` cancels it."""
+
+    timer: Timer
+    at: float | None
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    old: State
+    new: State
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunNotify:
+    kind: NotifyKind
+
+
+Action = SendAdvert | AddVip | DelVip | SendGarp | ArmTimer | StateChanged | RunNotify
+
+
+# --------------------------------------------------------------------- instance
+
+
+@dataclass
+class Instance:
+    """One VRRP instance (one VRID on one interface).
+
+    `primary` is the address we send from (the interface's primary address or
+    `unicast_src_ip`): it breaks priority ties and identifies our own packets.
+    `sibling_vrids` are VRIDs other instances of this process run on the same
+    interface: their packets are not ours but not "VRID not configured" either.
+    """
+
+    config: VrrpInstance
+    primary: IPAddress
+    sibling_vrids: Set[int] = frozenset()
+    state: State = State.INIT
+    master_adver_interval: float = 0.0
+    master_address: IPAddress | None = None
+    deadlines: dict[Timer, float] = field(default_factory=dict)
+    links_down: set[str] = field(default_factory=set)
+    preempt_deadline: float | None = None
+    adverts_received: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    last_transition: float | None = None
+
+    def __post_init__(self) -> None:
+        self.master_adver_interval = self.config.advert_int
+        self._vips = tuple(self.config.virtual_ipaddress)
+        self._auth = packet.password_bytes(self.config.auth_pass)
+        self._multicast = not self.config.unicast_peer
+
+    # ------------------------------------------------------------ derived values
+
+    @property
+    def priority(self) -> int:
+        return self.config.priority
+
+    @property
+    def skew_time(self) -> float:
+        if self.config.version == 2:
+            return (256 - self.priority) / 256
+        return (256 - self.priority) * self.master_adver_interval / 256
+
+    @property
+    def master_down_interval(self) -> float:
+        return 3 * self.master_adver_interval + self.skew_time
+
+    def advert(self, priority: int | None = None) -> Advert:
+        """The advertisement this instance sends (priority 0 on release)."""
+        v2 = self.config.version == 2
+        return Advert(
+            version=self.config.version,
+            vrid=self.config.virtual_router_id,
+            priority=self.priority if priority is None else priority,
+            addresses=tuple(v.ip for v in self._vips),
+            interval=self.config.advert_int,
+            auth_type=packet.AUTH_SIMPLE if v2 and self.config.auth_pass else packet.AUTH_NONE,
+            auth_data=self._auth if v2 else b"",
+        )
+
+    def next_deadline(self) -> float | None:
+        return min(self.deadlines.values(), default=None)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        match event:
+            case Startup():
+                return self._startup(now)
+            case Shutdown():
+                return self._shutdown(now)
+            case TimerFired(timer=timer):
+                return self._timer(timer, now)
+            case PacketReceived():
+                advert = self._decode(event)
+                if advert is None:
+                    return []
+                return self._advert(advert, event.src, event.ttl, now, ttl_checked=True)
+            case AdvertReceived(advert=advert, src=src, ttl=ttl):
+                return self._advert(advert, src, ttl, now)
+            case LinkDown(interface=ifname):
+                return self._link_down(ifname, now)
+            case LinkUp(interface=ifname):
+                return self._link_up(ifname, now)
+        raise TypeError(f"not a VRRP event: {event!r}")
+
+    # --------------------------------------------------------------- transitions
+
+    def _arm(self, timer: Timer, at: float | None) -> ArmTimer:
+        if at is None:
+            self.deadlines.pop(timer, None)
+        else:
+            self.deadlines[timer] = at
+        return ArmTimer(timer, at)
+
+    def _change(self, new: State, now: float, reason: str) -> list[Action]:
+        old = self.state
+        self.state = new
+        self.transitions[(old.value, new.value)] += 1
+        self.last_transition = now
+        out: list[Action] = [StateChanged(old, new, reason)]
+        kind: NotifyKind = {
+            State.MASTER: "master",
+            State.BACKUP: "backup",
+            State.FAULT: "fault",
+            State.INIT: "stop",
+        }[new]  # type: ignore[assignment]
+        out.append(RunNotify(kind))
+        return out
+
+    def _release(self, out: list[Action]) -> None:
+        """Leave MASTER: stop advertising, drop the VIPs."""
+        out.append(self._arm("advert", None))
+        out.append(self._arm("garp", None))
+        out.append(DelVip(self._vips))
+
+    def _become_master(self, now: float, reason: str) -> list[Action]:
+        out: list[Action] = [self._arm("master_down", None)]
+        self.master_adver_interval = self.config.advert_int
+        self.master_address = self.primary
+        out.append(AddVip(self._vips))
+        out.append(SendAdvert(self.advert()))
+        out.append(SendGarp(tuple(v.ip for v in self._vips)))
+        out.append(self._arm("advert", now + self.config.advert_int))
+        if self.config.garp_master_delay > 0:
+            out.append(self._arm("garp", now + self.config.garp_master_delay))
+        out += self._change(State.MASTER, now, reason)
+        return out
+
+    def _become_backup(self, now: float, reason: str, master_interval: float | None = None) -> list[Action]:
+        out: list[Action] = []
+        if self.state == State.MASTER:
+            self._release(out)
+        self.master_adver_interval = master_interval or self.config.advert_int
+        out.append(self._arm("master_down", now + self.master_down_interval))
+        out += self._change(State.BACKUP, now, reason)
+        return out
+
+    def _enter_running(self, now: float, reason: str) -> list[Action]:
+        """Initialize -> Master (address owner, or initial_state MASTER) or Backup."""
+        if self.preempt_deadline is None and self.config.preempt_delay > 0:
+            self.preempt_deadline = now + self.config.preempt_delay
+        if self.priority == PRIORITY_OWNER or self.config.initial_state == "MASTER":
+            return self._become_master(now, reason)
+        return self._become_backup(now, reason)
+
+    def _startup(self, now: float) -> list[Action]:
+        if self.state != State.INIT:
+            return []
+        if self.links_down:
+            return self._change(State.FAULT, now, f"startup with {', '.join(sorted(self.links_down))} down")
+        return self._enter_running(now, "startup")
+
+    def _shutdown(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        if self.state == State.MASTER:
+            out.append(SendAdvert(self.advert(PRIORITY_RELEASE)))
+            self._release(out)
+        elif self.state == State.INIT:
+            return []
+        out.append(self._arm("master_down", None))
+        self.master_address = None
+        out += self._change(State.INIT, now, "shutdown")
+        return out
+
+    def _timer(self, timer: Timer, now: float) -> list[Action]:
+        due = self.deadlines.get(timer)
+        if due is None or now < due - TIMER_SLACK:
+            return []  # cancelled or re-armed since: stale
+        self.deadlines.pop(timer)
+        if timer == "master_down" and self.state == State.BACKUP:
+            return self._become_master(now, "master down timer expired")
+        if timer == "advert" and self.state == State.MASTER:
+            return [
+                SendAdvert(self.advert()),
+                self._arm("advert", now + self.config.advert_int),
+            ]
+        if timer == "garp" and self.state == State.MASTER:
+            return [SendGarp(tuple(v.ip for v in self._vips))]
+        return []
+
+    def _link_down(self, ifname: str, now: float) -> list[Action]:
+        self.links_down.add(ifname)
+        if self.state not in (State.MASTER, State.BACKUP):
+            return []
+        out: list[Action] = []
+        if self.state == State.MASTER:
+            out.append(SendAdvert(self.advert(PRIORITY_RELEASE)))
+            self._release(out)
+        out.append(self._arm("master_down", None))
+        self.master_address = None
+        out += self._change(State.FAULT, now, f"link {ifname} down")
+        return out
+
+    def _link_up(self, ifname: str, now: float) -> list[Action]:
+        self.links_down.discard(ifname)
+        if self.state != State.FAULT or self.links_down:
+            return []
+        return self._enter_running(now, f"link {ifname} up")
+
+    # ------------------------------------------------------------------- receive
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] += 1
+
+    def _decode(self, event: PacketReceived) -> Advert | None:
+        if self._multicast and event.ttl != packet.VRRP_TTL:
+            self._drop("ttl")
+            return None
+        group = packet.VRRP_GROUP_V4 if event.src.version == 4 else packet.VRRP_GROUP_V6
+        try:
+            return packet.decode(
+                event.payload,
+                event.src,
+                event.dst,
+                also_dst=None if self._multicast else group,
+            )
+        except MalformedPacket as exc:
+            self._drop(exc.reason)
+            return None
+
+    def accept(self, advert: Advert, src: IPAddress, ttl: int, *, ttl_checked: bool = False) -> str | None:
+        """The receive checks that need the configuration: None, or the drop reason."""
+        if not ttl_checked and self._multicast and ttl != packet.VRRP_TTL:
+            return "ttl"
+        if advert.version != self.config.version:
+            return "version"
+        if advert.type != packet.TYPE_ADVERTISEMENT:
+            return "type"
+        if advert.vrid != self.config.virtual_router_id:
+            return "" if advert.vrid in self.sibling_vrids else "vrid"
+        if src == self.primary:
+            return "own"
+        if advert.version == 2:
+            want = packet.AUTH_SIMPLE if self.config.auth_pass else packet.AUTH_NONE
+            if advert.auth_type != want or (want == packet.AUTH_SIMPLE and advert.auth_data != self._auth):
+                return "auth"
+            if advert.interval != self.config.advert_int:
+                return "interval"
+        elif advert.centiseconds == 0:
+            return "interval"
+        return None
+
+    def _advert(
+        self, advert: Advert, src: IPAddress, ttl: int, now: float, *, ttl_checked: bool = False
+    ) -> list[Action]:
+        reason = self.accept(advert, src, ttl, ttl_checked=ttl_checked)
+        if reason is not None:
+            if reason:
+                self._drop(reason)
+            return []
+        self.adverts_received += 1
+        if self.state == State.BACKUP:
+            return self._backup_advert(advert, src, now)
+        if self.state == State.MASTER:
+            return self._master_advert(advert, src, now)
+        return []  # Initialize / Fault: not listening
+
+    def _backup_advert(self, advert: Advert, src: IPAddress, now: float) -> list[Action]:
+        if advert.priority == PRIORITY_RELEASE:
+            # The master is leaving: take over after Skew_Time only.
+            self.master_address = None
+            return [self._arm("master_down", now + self.skew_time)]
+        self.master_address = src
+        hold = False
+        if self.config.preempt and advert.priority < self.priority and self.config.preempt_delay > 0:
+            if self.preempt_deadline is None:
+                self.preempt_deadline = now + self.config.preempt_delay
+            hold = now < self.preempt_deadline
+        if not self.config.preempt or advert.priority >= self.priority or hold:
+            if advert.priority >= self.priority:
+                self.preempt_deadline = None
+            if advert.version == 3:
+                self.master_adver_interval = advert.interval
+            return [self._arm("master_down", now + self.master_down_interval)]
+        # Preempt: a lower priority master; let the Master_Down_Timer run out.
+        return []
+
+    def _master_advert(self, advert: Advert, src: IPAddress, now: float) -> list[Action]:
+        if advert.priority == PRIORITY_RELEASE:
+            return [SendAdvert(self.advert()), self._arm("advert", now + self.config.advert_int)]
+        if advert.priority > self.priority or (advert.priority == self.priority and src > self.primary):  # type: ignore[operator]
+            self.master_address = src
+            interval = advert.interval if advert.version == 3 else None
+            return self._become_backup(
+                now, f"higher priority master {src} (priority {advert.priority})", interval
+            )
+        return []
+
+    # --------------------------------------------------------------------- stats
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "name": self.config.name,
+            "interface": self.config.interface,
+            "virtual_router_id": self.config.virtual_router_id,
+            "version": self.config.version,
+            "state": self.state.value,
+            "priority": self.priority,
+            "master_address": str(self.master_address) if self.master_address else None,
+            "master_adver_interval": self.master_adver_interval,
+            "transitions": [
+                {"from": a, "to": b, "count": n} for (a, b), n in sorted(self.transitions.items())
+            ],
+            "adverts_received": self.adverts_received,
+            "dropped": dict(self.dropped),
+        }

@@ -1,0 +1,269 @@
+"""`VrrpService`: one VRRP instance wired to the network.
+
+The state machine (`vrrp.fsm.Instance`) decides; this module only turns its
+actions into syscalls and feeds it events: packets from the raw socket, link
+changes from netlink, and timers from the event loop. `await run()` until
+cancelled; on cancellation the instance sends a priority-0 advertisement,
+releases its VIPs, runs the "stop" notify, and re-raises CancelledError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+
+from conf.model import VrrpInstance
+
+from . import arp
+from .errors import VrrpIOError
+from .fsm import (
+    Action,
+    AddVip,
+    ArmTimer,
+    DelVip,
+    Event,
+    Instance,
+    LinkDown,
+    LinkUp,
+    PacketReceived,
+    RunNotify,
+    SendAdvert,
+    SendGarp,
+    Shutdown,
+    Startup,
+    StateChanged,
+    Timer,
+    TimerFired,
+)
+from .io import ArpSender, VrrpSocket
+from .netlink import Link, LinkWatcher, Netlink
+from .notify import Notifier
+from .packet import Advert, IPv4Header
+
+log = logging.getLogger("sekisho.vrrp")
+
+GARP_REPEAT = 3  # frames per address per announcement (keepalived sends 5 by default)
+UNSPECIFIED = ipaddress.IPv4Address("0.0.0.0")
+
+# VRIDs run by this process, per interface: another instance's packets are not
+# "VRID not configured" drops.
+_RUNNING: dict[str, set[int]] = {}
+
+
+class VrrpService:
+    def __init__(self, config: VrrpInstance) -> None:
+        self.config = config
+        self._siblings = _RUNNING.setdefault(config.interface, set())
+        self.instance = Instance(config, config.unicast_src_ip or UNSPECIFIED, sibling_vrids=self._siblings)
+        self.adverts_sent = 0
+        self.send_errors = 0
+        self.garps_sent = 0
+        self.vip_errors = 0
+        self.stale_vips_removed = 0
+        self.last_transition: float | None = None
+        self.link: Link | None = None
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._timers: dict[Timer, asyncio.TimerHandle] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: VrrpSocket | None = None
+        self._arp: ArpSender | None = None
+        self._netlink = Netlink()
+        self._links: LinkWatcher | None = None
+        self._notifier = Notifier(config.name, config.notify)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        vrid = self.config.virtual_router_id
+        self._siblings.add(vrid)
+        try:
+            await self._open()
+            await self._execute(self.instance.handle(Startup(), loop.time()))
+            while True:
+                event = await self._events.get()
+                await self._execute(self.instance.handle(event, loop.time()))
+        finally:
+            try:
+                await self._stop()
+            finally:
+                self._siblings.discard(vrid)
+
+    async def _open(self) -> None:
+        cfg = self.config
+        if any(v.version != 4 for v in cfg.virtual_ipaddress):
+            raise VrrpIOError(f"vrrp {cfg.name}: IPv6 VIPs are not supported by the I/O side yet")
+        await self._netlink.open()
+        link = await self._netlink.link(cfg.interface)
+        if link is None:
+            raise VrrpIOError(f"vrrp {cfg.name}: no interface {cfg.interface!r}")
+        self.link = link
+        addresses = await self._netlink.addresses(link.index)
+        vips = {v.ip for v in cfg.virtual_ipaddress}
+        primary = cfg.unicast_src_ip or next(
+            (a.ip for a, secondary in addresses if not secondary and a.ip not in vips),
+            next((a.ip for a, _ in addresses if a.ip not in vips), None),
+        )
+        if not isinstance(primary, ipaddress.IPv4Address):
+            raise VrrpIOError(f"vrrp {cfg.name}: {cfg.interface} has no IPv4 address to send from")
+        self.instance.primary = primary
+        await self._remove_stale(link, addresses, primary)
+        peers = tuple(p for p in cfg.unicast_peer if isinstance(p, ipaddress.IPv4Address))
+        self._sock = VrrpSocket(cfg.interface, link.index, primary, peers)
+        self._sock.attach(asyncio.get_running_loop(), self._on_packet, self._on_bad_packet)
+        self._arp = ArpSender(cfg.interface, link.mac)
+        names = {cfg.interface, *cfg.track_interface}
+        initial: dict[str, bool] = {}
+        for name in sorted(names):
+            found = link if name == cfg.interface else await self._netlink.link(name)
+            initial[name] = found is not None and found.up
+        self._links = LinkWatcher(names, self._on_link)
+        await self._links.start(initial)
+        now = asyncio.get_running_loop().time()
+        for name, up in sorted(initial.items()):
+            if not up:
+                self.instance.handle(LinkDown(name), now)
+        log.info(
+            "vrrp %s: %s vrid %d priority %d from %s (%s)",
+            cfg.name,
+            cfg.interface,
+            cfg.virtual_router_id,
+            cfg.priority,
+            primary,
+            f"unicast to {', '.join(map(str, peers))}" if peers else "multicast",
+        )
+
+    async def _remove_stale(
+        self,
+        link: Link,
+        addresses: list[tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, bool]],
+        primary: ipaddress.IPv4Address,
+    ) -> None:
+        """A VIP on the interface before we ever were master was left by a crashed run."""
+        if self.config.priority == 255:
+            return  # the address owner really has these addresses
+        present = {a.ip for a, _ in addresses}
+        for vip in self.config.virtual_ipaddress:
+            if vip.ip in present and vip.ip != primary:
+                log.warning("vrrp %s: removing stale VIP %s left on %s", self.name, vip, link.name)
+                if await self._netlink.del_address(link.index, vip):
+                    self.stale_vips_removed += 1
+
+    async def _stop(self) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        try:
+            if self._sock is not None:
+                await self._execute(self.instance.handle(Shutdown(), loop.time()))
+                await self._notifier.drain(self.config.notify.timeout)
+        finally:
+            for handle in self._timers.values():
+                handle.cancel()
+            self._timers.clear()
+            self._notifier.close()
+            if self._links is not None:
+                await self._links.stop()
+            if self._sock is not None:
+                self._sock.close(loop)
+            if self._arp is not None:
+                self._arp.close()
+            self._netlink.close()
+
+    # -------------------------------------------------------------------- inputs
+
+    def _on_packet(self, header: IPv4Header) -> None:
+        self._events.put_nowait(PacketReceived(header.payload, header.src, header.dst, header.ttl))
+
+    def _on_bad_packet(self, reason: str) -> None:
+        self.instance.dropped[reason] += 1
+
+    def _on_link(self, name: str, up: bool) -> None:
+        log.info("vrrp %s: link %s %s", self.name, name, "up" if up else "down")
+        self._events.put_nowait(LinkUp(name) if up else LinkDown(name))
+
+    # ------------------------------------------------------------------- actions
+
+    async def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case SendAdvert(advert=advert):
+                    self._send(advert)
+                case AddVip(addresses=vips):
+                    await self._vips(vips, add=True)
+                case DelVip(addresses=vips):
+                    await self._vips(vips, add=False)
+                case SendGarp(addresses=addresses):
+                    self._garp(addresses)
+                case ArmTimer(timer=timer, at=at):
+                    self._arm(timer, at)
+                case StateChanged(old=old, new=new, reason=reason):
+                    self.last_transition = time.time()
+                    log.info("vrrp %s: %s -> %s (%s)", self.name, old.value, new.value, reason)
+                case RunNotify(kind=kind):
+                    self._notifier.submit(kind)
+
+    def _send(self, advert: Advert) -> None:
+        if self._sock is None:
+            return
+        try:
+            self.adverts_sent += self._sock.send(advert)
+        except OSError as exc:
+            self.send_errors += 1
+            log.debug("vrrp %s: advert send failed: %s", self.name, exc)
+
+    async def _vips(
+        self, vips: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...], add: bool
+    ) -> None:
+        if self.link is None:
+            return
+        for vip in vips:
+            try:
+                if add:
+                    await self._netlink.add_address(self.link.index, vip)
+                else:
+                    await self._netlink.del_address(self.link.index, vip)
+            except VrrpIOError as exc:
+                self.vip_errors += 1
+                log.error("vrrp %s: %s", self.name, exc)
+
+    def _garp(self, addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]) -> None:
+        if self._arp is None:
+            return
+        for address in addresses:
+            for _ in range(GARP_REPEAT):
+                try:
+                    if self._arp.announce(address):
+                        self.garps_sent += 1
+                except OSError as exc:
+                    self.send_errors += 1
+                    log.debug("vrrp %s: gratuitous ARP failed: %s", self.name, exc)
+
+    def _arm(self, timer: Timer, at: float | None) -> None:
+        old = self._timers.pop(timer, None)
+        if old is not None:
+            old.cancel()
+        if at is not None and self._loop is not None:
+            self._timers[timer] = self._loop.call_at(at, self._events.put_nowait, TimerFired(timer))
+
+    # --------------------------------------------------------------------- stats
+
+    def stats(self) -> dict[str, object]:
+        s = self.instance.stats()
+        s.update(
+            adverts_sent=self.adverts_sent,
+            send_errors=self.send_errors,
+            garps_sent=self.garps_sent,
+            vip_errors=self.vip_errors,
+            stale_vips_removed=self.stale_vips_removed,
+            notify_started=self._notifier.started,
+            notify_failed=self._notifier.failed,
+            last_transition=self.last_transition,
+            primary_address=str(self.instance.primary),
+            mac=arp.mac_to_str(self.link.mac) if self.link else None,
+        )
+        return s
