@@ -1,0 +1,257 @@
+"""The backend leg: a small SMTP client over one asyncio Protocol.
+
+`open_backend` dials a server of the route's pool (lb.dial: pick, retry,
+passive health), reads the banner, says EHLO with the client's HELO name and
+passes the client's identity on: XCLIENT when the route asks for it and the
+server offers it, a PROXY protocol header when the pool asks for one.
+Every network failure becomes `BackendError`: this module is the one place
+the backend leg's exceptions are caught.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import ipaddress
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import conf
+from lb.dial import dial
+from lb.errors import LbError
+from lb.pool import Backend, BackendPool
+from proxy.smtp.errors import SmtpError, SmtpProtocolError
+from proxy.smtp.replies import Reply, ReplyParser, ehlo_keywords
+
+log = logging.getLogger("sekisho.smtp")
+
+XCLIENT_ATTRS = ("NAME", "ADDR", "PORT", "PROTO", "HELO")
+
+
+class BackendError(SmtpError):
+    """The backend connection failed, timed out, closed or spoke nonsense."""
+
+
+class BackendUnavailable(BackendError):
+    """No server of the route's pool could be reached (or would talk to us)."""
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    addr: str
+    port: int
+    helo: str
+    esmtp: bool
+    local_addr: str = "127.0.0.1"
+    local_port: int = 25
+
+
+class BackendProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = ReplyParser()
+        self.closed = False
+        self.error: str | None = None
+        self._wake = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed(data)
+        self._wake.set()
+
+    def eof_received(self) -> bool | None:
+        self.closed = True
+        self._wake.set()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.error = str(exc) if exc else None
+        self._wake.set()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+
+class BackendLink:
+    """One connection to one backend server, for one route."""
+
+    def __init__(
+        self,
+        route: conf.SmtpRoute,
+        pool: BackendPool,
+        backend: Backend,
+        transport: asyncio.Transport,
+        protocol: BackendProtocol,
+    ) -> None:
+        self.route = route
+        self.pool = pool
+        self.backend = backend
+        self.transport = transport
+        self.protocol = protocol
+        self.keywords: dict[str, str] = {}
+        self.txn: int | None = None  # the client transaction our MAIL FROM belongs to
+        self.in_txn = False  # the server holds an open transaction (MAIL accepted, no end yet)
+        self._released = False
+
+    @property
+    def alive(self) -> bool:
+        return not self.protocol.closed and not self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if not self.alive:
+            raise BackendError("backend connection closed")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        await self.protocol._writable.wait()
+        if not self.alive:
+            raise BackendError("backend connection closed")
+
+    async def reply(self, timeout: float) -> Reply:
+        proto = self.protocol
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    proto._wake.clear()
+                    try:
+                        reply = proto.parser.next_reply()
+                    except SmtpProtocolError as exc:
+                        raise BackendError(str(exc)) from None
+                    if reply is not None:
+                        return reply
+                    if proto.closed:
+                        raise BackendError("backend closed the connection")
+                    await proto._wake.wait()
+        except TimeoutError:
+            raise BackendError("backend reply timed out") from None
+
+    async def command(self, line: str, timeout: float) -> Reply:
+        self.write(line.encode("ascii") + b"\r\n")
+        return await self.reply(timeout)
+
+    def close(self) -> None:
+        """Close now (mid-DATA this abandons the message: no terminating dot was sent)."""
+        if not self.transport.is_closing():
+            self.transport.close()
+        if not self._released:
+            self._released = True
+            self.pool.drop(self.backend)
+
+    async def quit(self, timeout: float = 2.0) -> None:
+        if self.alive:
+            try:
+                await self.command("QUIT", timeout)
+            except BackendError:
+                pass
+        self.close()
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 xtext: '+', '=' and anything outside ! .. ~ as +HH."""
+    return "".join(c if "!" <= c <= "~" and c not in "+=" else f"+{ord(c):02X}" for c in value)
+
+
+def xclient_line(client: ClientInfo, offered: str) -> str:
+    names = {w.upper() for w in offered.split()}
+    addr = client.addr
+    if ":" in addr:
+        addr = "IPV6:" + addr
+    values = {
+        "NAME": "[UNAVAILABLE]",
+        "ADDR": addr,
+        "PORT": str(client.port),
+        "PROTO": "ESMTP" if client.esmtp else "SMTP",
+        "HELO": client.helo,
+    }
+    attrs = [f"{k}={xtext(values[k])}" for k in XCLIENT_ATTRS if k in names]
+    return "XCLIENT " + " ".join(attrs)
+
+
+def proxy_header(version: str, client: ClientInfo) -> bytes:
+    """PROXY protocol header: lb.proxy_protocol.encode when it exists, else our own."""
+    src = (client.addr, client.port)
+    dst = (client.local_addr, client.local_port)
+    try:
+        module = importlib.import_module("lb.proxy_protocol")
+        encoded: bytes = module.encode(version, src, dst)
+        return encoded
+    except (ImportError, AttributeError, TypeError):
+        return _encode_proxy(version, src, dst)
+
+
+def _encode_proxy(version: str, src: tuple[str, int], dst: tuple[str, int]) -> bytes:
+    s = ipaddress.ip_address(src[0])
+    d = ipaddress.ip_address(dst[0])
+    if s.version != d.version:  # mixed families: map to IPv6
+        s = ipaddress.IPv6Address(f"::ffff:{s}") if s.version == 4 else s
+        d = ipaddress.IPv6Address(f"::ffff:{d}") if d.version == 4 else d
+    if version == "v1":
+        fam = "TCP4" if s.version == 4 else "TCP6"
+        return f"PROXY {fam} {s} {d} {src[1]} {dst[1]}\r\n".encode("ascii")
+    family = 0x11 if s.version == 4 else 0x21
+    body = s.packed + d.packed + struct.pack("!HH", src[1], dst[1])
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, family]) + struct.pack("!H", len(body)) + body
+
+
+async def open_backend(
+    route: conf.SmtpRoute,
+    pool: BackendPool,
+    client: ClientInfo,
+    timeout: float,
+    on_connect_failure: Callable[[str], None],
+) -> BackendLink:
+    """Dial, banner, EHLO, identity; raises BackendUnavailable."""
+    preamble: Callable[[Backend], bytes] | None = None
+    if pool.proxy_protocol is not None:
+        version = pool.proxy_protocol
+
+        def preamble(_: Backend) -> bytes:
+            return proxy_header(version, client)
+
+    try:
+        transport, protocol, backend = await dial(pool, client.addr, BackendProtocol, timeout, preamble)
+    except LbError as exc:
+        on_connect_failure(pool.name)
+        raise BackendUnavailable(str(exc)) from None
+    link = BackendLink(route, pool, backend, transport, protocol)
+    try:
+        banner = await link.reply(timeout)
+        if banner.code != 220:
+            raise BackendError(f"banner {banner}")
+        link.keywords = await _ehlo(link, client.helo, timeout)
+        if route.xclient and "XCLIENT" in link.keywords:
+            r = await link.command(xclient_line(client, link.keywords["XCLIENT"]), timeout)
+            if r.code != 220:
+                raise BackendError(f"XCLIENT refused: {r}")
+            link.keywords = await _ehlo(link, client.helo, timeout)
+        elif route.xclient and pool.proxy_protocol is None:
+            log.warning("%s: route %s wants XCLIENT, the server does not offer it", backend.key, route.domain)
+    except BackendError as exc:
+        log.warning("smtp backend %s (pool %s): %s", backend.key, pool.name, exc)
+        link.close()
+        pool.connect_failed(backend)
+        on_connect_failure(pool.name)
+        raise BackendUnavailable(str(exc)) from None
+    return link
+
+
+async def _ehlo(link: BackendLink, helo: str, timeout: float) -> dict[str, str]:
+    r = await link.command(f"EHLO {helo}", timeout)
+    if r.positive:
+        return ehlo_keywords(r)
+    r = await link.command(f"HELO {helo}", timeout)
+    if not r.positive:
+        raise BackendError(f"HELO refused: {r}")
+    return {}
