@@ -1,0 +1,905 @@
+"""One client connection: h11 server on the client side, h11 client towards the backend.
+
+The hot path is callbacks only: bytes arrive in `data_received`, h11 turns them
+into events, events are written to the other side. A task exists only while a
+new backend connection is being opened. Backpressure: when one side's transport
+asks us to pause writing, we pause reading on the other side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import h11
+
+from lb.dial import MAX_ATTEMPTS, open_connection
+from lb.errors import UpstreamConnectError
+from lb.pool import Backend, BackendPool
+from proxy.http.errors import BadRequest
+from proxy.http.headers import check_content_length, head_end, precheck_head, response_headers
+from proxy.http.routing import Route, normalize_host
+from proxy.http.upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from proxy.http.frontend import HttpFrontend
+
+log = logging.getLogger("sekisho.http")
+
+_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_REASONS = {
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+# Reasons to stop reading from the client (bits).
+_HELD = 1  # a request is being dispatched / waits for its backend or its response
+_BACKPRESSURE = 2  # the backend cannot take more right now
+
+_Response = h11.Response
+_Data = h11.Data
+_EOM = h11.EndOfMessage
+_Request = h11.Request
+_Info = h11.InformationalResponse
+_NEED_DATA = h11.NEED_DATA
+_PAUSED = h11.PAUSED
+_DONE = h11.DONE
+
+
+def _plain(status: int, body: bytes | None = None, extra: bytes = b"", close: bool = True) -> bytes:
+    reason = _REASONS.get(status, b"Error")
+    if body is None:
+        body = reason + b"\n"
+    return b"".join(
+        (
+            b"HTTP/1.1 %d %s\r\n" % (status, reason),
+            b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body),
+            extra,
+            b"connection: close\r\n\r\n" if close else b"\r\n",
+            body,
+        )
+    )
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, frontend: HttpFrontend, on_close: object) -> None:
+        self.fe = frontend
+        self.on_close = on_close
+        self.loop = frontend.loop
+        self.transport: asyncio.Transport | None = None
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=frontend.config.max_header_bytes)
+        self.peer = ""
+        self.proto = b"http"
+        self.allowed = True
+        self.trusted = False
+        self.closed = False
+        # request head gate: bytes held back from h11 until the head is complete and checked
+        self.gate: bytearray | None = bytearray()
+        self.head: bytes = b""
+        self.timer: asyncio.TimerHandle | None = None
+        self.read_paused = 0
+        self.write_paused = False
+        self.tunnel = False
+        self.idle = False
+        self.pending: bool = False  # stop pumping h11 events (waiting for a backend)
+        # the current exchange
+        self.req: h11.Request | None = None
+        self.route: Route | None = None
+        self.host = ""
+        self.t0 = 0.0
+        self.status = 0
+        self.sent = 0  # response bytes written to the client for this request
+        self.body_in = 0
+        self.response_started = False
+        self.response_done = False
+        self.request_done = False
+        self.upgrade: bytes | None = None
+        self.up: UpstreamConnection | None = None
+        self.up_headers: list[tuple[bytes, bytes]] = []
+        self.up_target = b""
+        self.backend: Backend | None = None
+        self.pool: BackendPool | None = None
+        self.reused = False
+        self.retried = False
+        self.last_up = 0.0
+        self.resp_timer: asyncio.TimerHandle | None = None
+        self.connect_task: asyncio.Task[None] | None = None
+        self.head_limit = frontend.config.max_header_bytes
+        self.max_body = frontend.config.max_body_bytes
+
+    # ------------------------------------------------------------------ transport callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        if transport.get_extra_info("sslcontext") is not None:
+            self.proto = b"https"
+        fe = self.fe
+        self.allowed, self.trusted = fe.classify(self.peer)
+        fe.conn_opened(self)
+        self.timer = self.loop.call_later(fe.config.timeouts.header, self._head_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        fe = self.fe
+        fe.counters.bytes_in += len(data)
+        if self.tunnel:
+            up = self.up
+            if up is not None and up.transport is not None:
+                up.transport.write(data)
+            return
+        gate = self.gate
+        if gate is not None:
+            if self.idle:  # first bytes of a kept-alive connection's next request
+                self.idle = False
+                if self.timer is not None:
+                    self.timer.cancel()
+                self.timer = self.loop.call_later(fe.config.timeouts.header, self._head_timeout)
+            if gate:
+                gate += data
+                buf: bytes | bytearray = gate
+            else:
+                if data[:2] == b"\r\n":  # RFC 9112 2.2: ignore empty lines before a request
+                    data = data.lstrip(b"\r\n")
+                    if not data:
+                        return
+                buf = data
+            end = head_end(buf)
+            if end == -1:
+                if len(buf) > self.head_limit:
+                    self._refuse(431, "request head too large")
+                elif buf is data:
+                    gate += data
+                return
+            if end == -2:
+                self._refuse(400, "bare LF in request head")
+                return
+            if end > self.head_limit:
+                self._refuse(431, "request head too large")
+                return
+            head = bytes(buf[:end])
+            reason = precheck_head(head)
+            if reason is not None:
+                self._refuse(400, reason)
+                return
+            self.head = head
+            self.gate = None
+            self.h11.receive_data(bytes(buf) if buf is gate else data)
+        else:
+            self.h11.receive_data(data)
+        if not self.pending:
+            self._pump()
+
+    def eof_received(self) -> bool:
+        if self.tunnel:
+            up = self.up
+            if up is not None and up.transport is not None and up.transport.can_write_eof():
+                up.transport.write_eof()
+                return True
+            self._close()
+            return False
+        if self.gate is not None:
+            if self.gate:
+                self._refuse(400, "incomplete request head")
+            self._close()
+            return False
+        self.h11.receive_data(b"")
+        if not self.pending:
+            self._pump()
+        # Keep the transport for the response; half-closed clients still get their answer
+        # (TLS has no half-close).
+        return not self.closed and self.proto == b"http"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timers()
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.owner = None
+            if self.response_done:
+                up.close()
+            else:
+                up.abort()
+            self._drop_backend()
+        self.fe.conn_closed(self)
+        on_close = self.on_close
+        assert callable(on_close)
+        on_close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        up = self.up
+        if up is not None and up.transport is not None:
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        up = self.up
+        if up is not None and up.transport is not None and not up.closed:
+            up.transport.resume_reading()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _pause(self, bit: int) -> None:
+        if not self.read_paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self.read_paused |= bit
+
+    def _resume(self, bit: int) -> None:
+        if self.read_paused & bit:
+            self.read_paused &= ~bit
+            if not self.read_paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def _cancel_timers(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.resp_timer is not None:
+            self.resp_timer.cancel()
+            self.resp_timer = None
+
+    def _write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+            n = len(data)
+            self.sent += n
+            self.fe.counters.bytes_out += n
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._cancel_timers()
+            if self.transport is not None:
+                self.transport.close()
+
+    def _abort(self) -> None:
+        """Kill the client connection: a response we cannot complete must not look complete."""
+        if self.transport is not None:
+            self.transport.abort()
+        self.closed = True
+        self._cancel_timers()
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer a request we will not forward, then close."""
+        if self.closed:
+            return
+        if status in {400, 431}:
+            self.fe.counters.bad_requests += 1
+        log.debug("%s: %d %s", self.peer, status, reason)
+        self._local_done(status, _plain(status), close=True)
+
+    def _local_done(self, status: int, data: bytes, close: bool) -> None:
+        self._write(data)
+        self.status = status
+        self._log(status)
+        if close:
+            self._close()
+
+    def _log(self, status: int) -> None:
+        fe = self.fe
+        now = self.loop.time()
+        duration = now - self.t0 if self.t0 else 0.0
+        route = self.route
+        fe.counters.observe(route.label if route is not None else "none", status, duration)
+        if fe.access_log is not None:
+            req = self.req
+            backend = self.backend
+            fe.access_log.log(
+                client=self.peer,
+                host=self.host,
+                method=req.method if req is not None else b"-",
+                target=req.target if req is not None else b"",
+                version=req.http_version if req is not None else b"1.1",
+                status=status,
+                size=self.sent,
+                upstream=backend.key if backend is not None else "-",
+                duration=duration,
+                headers=req.headers if req is not None else None,
+            )
+
+    # ------------------------------------------------------------------ timers
+
+    def _head_timeout(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        if self.gate:  # part of a head arrived: tell the client
+            self._refuse(408, "request head timeout")
+        else:
+            self._close()
+
+    def _idle_timeout(self) -> None:
+        self.timer = None
+        if self.gate is not None and not self.gate:
+            self._close()
+
+    def _response_timeout(self) -> None:
+        self.resp_timer = None
+        if self.closed or self.response_done:
+            return
+        timeout = self.fe.config.timeouts.response
+        left = self.last_up + timeout - self.loop.time()
+        if left > 0.001:
+            self.resp_timer = self.loop.call_later(left, self._response_timeout)
+            return
+        self._upstream_failure(504, "backend response timeout")
+
+    # ------------------------------------------------------------------ client side
+
+    def _pump(self) -> None:
+        conn = self.h11
+        while not self.pending and not self.closed:
+            try:
+                ev = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                self._refuse(431 if status == 431 else 400, str(exc))
+                return
+            t = type(ev)
+            if t is _Data:
+                self._on_body(ev.data)  # type: ignore[union-attr]
+            elif t is _Request:
+                self._on_request(ev)  # type: ignore[arg-type]
+            elif t is _EOM:
+                self._on_body_end()
+            elif ev is _NEED_DATA or ev is _PAUSED:
+                return
+            elif t is h11.ConnectionClosed:
+                if self.up is None and not self.pending:
+                    self._close()
+                return
+
+    def _on_request(self, req: h11.Request) -> None:
+        fe = self.fe
+        loop = self.loop
+        self.t0 = loop.time()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.req = req
+        self.sent = 0
+        self.body_in = 0
+        self.status = 0
+        self.response_started = self.response_done = self.request_done = False
+        self.backend = None
+        self.retried = False
+        self.upgrade = None
+        host = b""
+        cl = te = False
+        upgrade = None
+        conn_upgrade = False
+        for _, name, value in req.headers._full_items:
+            if name == b"host":
+                host = value
+            elif name == b"content-length":
+                cl = True
+            elif name == b"transfer-encoding":
+                te = True
+            elif name == b"upgrade":
+                upgrade = value
+            elif name == b"connection" and b"upgrade" in value.lower():
+                conn_upgrade = True
+        target = req.target
+        try:
+            if cl and te:
+                raise BadRequest("both Content-Length and Transfer-Encoding")
+            if te and req.http_version != b"1.1":
+                raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+            if cl:
+                reason = check_content_length(self.head)
+                if reason is not None:
+                    raise BadRequest(reason)
+            if target[:1] != b"/":
+                target = self._absolute_form(target, host)
+        except BadRequest as exc:
+            self.host = normalize_host(host)
+            self._refuse(exc.status, str(exc))
+            return
+        self.host = hostname = normalize_host(host)
+        self.route = route = fe.routes.match(hostname, target)
+        if not self.allowed:
+            fe.counters.denied += 1
+            self._refuse(403, "client not allowed")
+            return
+        kind = route.kind
+        if kind != "pool":
+            self._local_route(route, target)
+            return
+        if self.max_body and cl:
+            length = int(req.headers._full_items[self._index_of(req, b"content-length")][2])
+            if length > self.max_body:
+                self._refuse(413, "request body too large")
+                return
+        if upgrade is not None and conn_upgrade:
+            self.upgrade = upgrade
+        assert route.pool is not None
+        pool = fe.pools.get(route.pool)
+        self.pool = pool
+        self.up_target = route.upstream_target(target)
+        self.up_headers = fe.policy.apply(
+            [(n, v) for _, n, v in req.headers._full_items],
+            peer=self.peer,
+            proto=self.proto,
+            trusted=self.trusted,
+            chunked=te,
+            upgrade=self.upgrade,
+        )
+        self.pending = True
+        self._pause(_HELD)
+        if pool is None:
+            self._upstream_failure(503, f"no pool {route.pool}")
+            return
+        backend = pool.pick(self.peer)
+        if backend is None:
+            self._upstream_failure(503, f"pool {pool.name}: no server is up")
+            return
+        if pool.proxy_protocol is None:
+            up = fe.upstreams.acquire(backend, self.t0)
+            if up is not None:
+                pool.take(backend)
+                fe.counters.upstream_reused += 1
+                self._attach(up, pool, backend, reused=True)
+                return
+        self.connect_task = loop.create_task(self._connect(pool, backend))
+
+    @staticmethod
+    def _index_of(req: h11.Request, name: bytes) -> int:
+        for i, item in enumerate(req.headers._full_items):
+            if item[1] == name:
+                return i
+        return -1
+
+    def _absolute_form(self, target: bytes, host: bytes) -> bytes:
+        """absolute-form (`http://host/path`): route by its authority, which must agree with Host."""
+        if target == b"*":
+            return target
+        scheme, sep, rest = target.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            raise BadRequest("unsupported request target")
+        slash = rest.find(b"/")
+        authority, path = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
+        if normalize_host(authority) != normalize_host(host):
+            raise BadRequest("request target and Host disagree")
+        return path
+
+    def _local_route(self, route: Route, target: bytes) -> None:
+        """Fixed-status and redirect routes, answered here."""
+        status = route.status
+        reason = _REASONS.get(status, b"")
+        if route.kind == "redirect":
+            body = b""
+            headers = [
+                (b"location", route.location(target).encode("latin-1")),
+                (b"content-length", b"0"),
+            ]
+        else:
+            body = reason + b"\n"
+            headers = [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+        conn = self.h11
+        if conn.their_state is not _DONE:
+            try:  # a bodiless request's end is already buffered
+                ev = conn.next_event()
+            except h11.RemoteProtocolError:
+                ev = None
+            if type(ev) is not _EOM:
+                # We will not read a body nobody asked for: answer and close.
+                headers.append((b"connection", b"close"))
+        try:
+            out = conn.send(_Response(status_code=status, headers=headers, reason=reason))
+            if body:
+                out += conn.send(_Data(data=body))
+            out += conn.send(_EOM())
+        except h11.LocalProtocolError:
+            self._close()
+            return
+        self.response_done = True
+        self._local_done(status, out, close=False)
+        self._next_cycle()
+
+    # ------------------------------------------------------------------ backend connection
+
+    async def _connect(self, pool: BackendPool, backend: Backend | None) -> None:
+        fe = self.fe
+        tried: list[Backend] = []
+        timeout = fe.config.timeouts.connect
+        try:
+            for _ in range(MAX_ATTEMPTS):
+                if backend is None:
+                    break
+                pool.take(backend)
+                up = UpstreamConnection(backend, fe.upstreams)
+                try:
+                    await open_connection(backend, lambda up=up: up, timeout)  # type: ignore[misc]
+                except UpstreamConnectError as exc:
+                    pool.drop(backend)
+                    pool.connect_failed(backend)
+                    fe.counters.upstream_connect_errors += 1
+                    log.info("upstream connect failed: %s", exc)
+                    tried.append(backend)
+                    backend = pool.pick(self.peer, exclude=tried)
+                    continue
+                except BaseException:
+                    pool.drop(backend)
+                    raise
+                fe.counters.upstream_opened += 1
+                if self.closed:
+                    pool.drop(backend)
+                    if pool.proxy_protocol is None:
+                        fe.upstreams.release(up, self.loop.time())
+                    else:
+                        up.close()
+                    return
+                if pool.proxy_protocol is not None and up.transport is not None:
+                    up.transport.write(fe.proxy_header(pool.proxy_protocol, self, up))
+                self._attach(up, pool, backend, reused=False)
+                return
+        except asyncio.CancelledError:
+            return
+        finally:
+            self.connect_task = None
+        if tried:
+            self._upstream_failure(502, "no backend could be reached")
+        else:
+            self._upstream_failure(503, f"pool {pool.name}: no server is up")
+
+    def _attach(self, up: UpstreamConnection, pool: BackendPool, backend: Backend, reused: bool) -> None:
+        self.up = up
+        self.pool = pool
+        self.backend = backend
+        self.reused = reused
+        up.owner = self
+        up.requests += 1
+        req = self.req
+        assert req is not None and up.transport is not None
+        try:
+            data = up.h11.send(
+                _Request(
+                    method=req.method,
+                    target=self.up_target,
+                    headers=self.up_headers,
+                    _parsed=True,
+                )
+            )
+        except h11.LocalProtocolError as exc:
+            self._upstream_failure(502, f"cannot forward request: {exc}")
+            return
+        assert data is not None
+        up.transport.write(data)
+        self.last_up = self.loop.time()
+        if self.write_paused:
+            up.transport.pause_reading()
+        if self.request_done:  # a retry: the whole request was read already
+            self._request_end(up)
+            return
+        self.pending = False
+        self._resume(_HELD)
+        self._pump()
+
+    def _on_body(self, data: bytes) -> None:
+        n = len(data)
+        self.body_in += n
+        if self.max_body and self.body_in > self.max_body:
+            if not self.response_started:
+                self._refuse(413, "request body too large")
+            else:
+                self._abort()
+            return
+        up = self.up
+        if up is None or up.closed or up.transport is None:
+            return  # local answer already given; the connection closes
+        parts = up.h11.send_with_data_passthrough(_Data(data=data))
+        assert parts is not None
+        up.transport.writelines(parts)
+
+    def _on_body_end(self) -> None:
+        self.request_done = True
+        up = self.up
+        if up is None:
+            return
+        self._request_end(up)
+
+    def _request_end(self, up: UpstreamConnection) -> None:
+        if not up.closed and up.transport is not None:
+            try:
+                data = up.h11.send(_EOM())
+            except h11.LocalProtocolError:
+                # The backend's framing ended before the body did (it already answered).
+                return
+            if data:
+                up.transport.write(data)
+        # Hold further client bytes (pipelining) until this response is done.
+        self.pending = True
+        self._pause(_HELD)
+        if not self.response_done:
+            self.last_up = self.loop.time()
+            if self.resp_timer is None:
+                self.resp_timer = self.loop.call_later(
+                    self.fe.config.timeouts.response, self._response_timeout
+                )
+        else:
+            self._finish()
+
+    # ------------------------------------------------------------------ backend side
+
+    def upstream_data(self, data: bytes) -> None:
+        if self.tunnel:
+            self._write(data)
+            return
+        up = self.up
+        assert up is not None
+        self.last_up = self.loop.time()
+        conn = up.h11
+        if not self.response_started and b"ontent-" in data:
+            i = data.find(b"\r\n\r\n")
+            if i >= 0 and check_content_length(data[: i + 4]) == "duplicate Content-Length":
+                self._upstream_failure(502, "backend sent duplicate Content-Length")
+                return
+        conn.receive_data(data)
+        self._pump_upstream(conn)
+
+    def _pump_upstream(self, conn: h11.Connection) -> None:
+        client = self.h11
+        while True:
+            try:
+                ev = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._upstream_failure(502, f"bad response from backend: {exc}")
+                return
+            t = type(ev)
+            if t is _Data:
+                parts = client.send_with_data_passthrough(ev)  # type: ignore[arg-type]
+                assert parts is not None
+                if not self.closed and self.transport is not None:
+                    self.transport.writelines(parts)
+                    n = sum(map(len, parts))
+                    self.sent += n
+                    self.fe.counters.bytes_out += n
+            elif t is _Response:
+                if not self._on_response(ev):  # type: ignore[arg-type]
+                    return
+            elif t is _EOM:
+                try:
+                    self._write(client.send(_EOM()))
+                except h11.LocalProtocolError as exc:
+                    self._upstream_failure(502, str(exc))
+                    return
+                self.response_done = True
+                # (If the backend answered before the request body was complete, the
+                # client connection cannot be reused: _next_cycle closes it.)
+                self._finish()
+                return
+            elif t is _Info:
+                self._on_informational(ev)  # type: ignore[arg-type]
+                if self.tunnel or self.closed:
+                    return
+            elif ev is _NEED_DATA or ev is _PAUSED:
+                return
+            else:  # ConnectionClosed before a response ended
+                self._upstream_failure(502, "backend closed the connection")
+                return
+
+    def _on_response(self, resp: h11.Response) -> bool:
+        cl = te = False
+        for _, name, _v in resp.headers._full_items:
+            if name == b"content-length":
+                cl = True
+            elif name == b"transfer-encoding":
+                te = True
+        if cl and te:
+            self._upstream_failure(502, "backend sent both Content-Length and Transfer-Encoding")
+            return False
+        headers = response_headers([(n, v) for _, n, v in resp.headers._full_items])
+        try:
+            data = self.h11.send(
+                _Response(status_code=resp.status_code, headers=headers, reason=resp.reason, _parsed=True)
+            )
+        except h11.LocalProtocolError as exc:
+            self._upstream_failure(502, f"cannot relay response: {exc}")
+            return False
+        self.response_started = True
+        self.status = resp.status_code
+        self._write(data)
+        return True
+
+    def _on_informational(self, info: h11.InformationalResponse) -> None:
+        if info.status_code == 101:
+            if self.upgrade is None:
+                self._upstream_failure(502, "backend switched protocols unasked")
+                return
+            headers = response_headers([(n, v) for _, n, v in info.headers._full_items], upgrade=True)
+            try:
+                data = self.h11.send(_Info(status_code=101, headers=headers, reason=info.reason))
+            except h11.LocalProtocolError as exc:
+                self._upstream_failure(502, f"cannot switch protocols: {exc}")
+                return
+            self.status = 101
+            self.response_started = True
+            self._write(data)
+            self._start_tunnel()
+            return
+        headers = response_headers([(n, v) for _, n, v in info.headers._full_items])
+        try:
+            self._write(self.h11.send(_Info(status_code=info.status_code, headers=headers)))
+        except h11.LocalProtocolError:
+            pass  # an HTTP/1.0 client cannot be sent 1xx: drop it
+
+    def _start_tunnel(self) -> None:
+        up = self.up
+        assert up is not None and up.transport is not None
+        self.tunnel = True
+        if self.resp_timer is not None:
+            self.resp_timer.cancel()
+            self.resp_timer = None
+        self._log(101)
+        client_rest, _ = self.h11.trailing_data
+        up_rest, _ = up.h11.trailing_data
+        if up_rest:
+            self._write(up_rest)
+        if client_rest:
+            up.transport.write(client_rest)
+        self.pending = False
+        self.read_paused = 0
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def upstream_eof(self) -> None:
+        if self.tunnel:
+            if self.transport is not None and self.transport.can_write_eof() and not self.closed:
+                self.transport.write_eof()
+            return
+        up = self.up
+        if up is None:
+            return
+        up.h11.receive_data(b"")
+        self._pump_upstream(up.h11)
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        up = self.up
+        if up is None:
+            return
+        if self.tunnel:
+            self.up = None
+            self._drop_backend()
+            self._close()
+            return
+        if not self.response_done:
+            # A closed connection completes a close-delimited body; anything else is a failure.
+            try:
+                up.h11.receive_data(b"")
+            except RuntimeError:
+                pass
+            self._pump_upstream(up.h11)
+            if not self.response_done and self.up is up:
+                self._upstream_failure(502, f"backend connection lost: {exc or 'closed'}")
+
+    def upstream_pause_writing(self) -> None:
+        self._pause(_BACKPRESSURE)
+
+    def upstream_resume_writing(self) -> None:
+        self._resume(_BACKPRESSURE)
+
+    # ------------------------------------------------------------------ endings
+
+    def _upstream_failure(self, status: int, reason: str) -> None:
+        """The backend failed us: a status if nothing was sent yet, else abort the client."""
+        up = self.up
+        self.up = None
+        pool = self.pool
+        retry = (
+            up is not None
+            and self.reused
+            and not self.retried
+            and not self.response_started
+            and self.body_in == 0
+            and status == 502
+            and self.req is not None
+            and self.req.method in _IDEMPOTENT
+            and pool is not None
+            and not self.closed
+        )
+        if up is not None:
+            up.owner = None
+            up.abort()
+        self._drop_backend()
+        if self.resp_timer is not None:
+            self.resp_timer.cancel()
+            self.resp_timer = None
+        if self.closed:
+            return
+        if retry:
+            # A kept-alive connection the server closed as we reused it: try a fresh one.
+            assert pool is not None
+            self.retried = True
+            self.pending = True
+            self._pause(_HELD)
+            self.connect_task = self.loop.create_task(self._connect(pool, pool.pick(self.peer)))
+            return
+        if status in (502, 504):
+            self.fe.counters.upstream_errors += 1
+        log.info("%s %s: %d %s", self.peer, self.req.target if self.req else b"", status, reason)
+        if self.response_started:
+            self._log(self.status or status)
+            self._abort()
+        else:
+            self._local_done(status, _plain(status), close=True)
+
+    def _drop_backend(self) -> None:
+        backend, pool = self.backend, self.pool
+        if backend is not None and pool is not None:
+            self.backend = None
+            pool.drop(backend)
+            self.backend = backend  # kept for the access log; dropped exactly once
+            self.pool = None
+
+    def _finish(self) -> None:
+        """The response is complete: settle the backend connection, then the client one."""
+        if self.resp_timer is not None:
+            self.resp_timer.cancel()
+            self.resp_timer = None
+        up = self.up
+        self.up = None
+        if up is not None:
+            if up.h11.our_state is _DONE and up.h11.their_state is _DONE and self.pool is not None:
+                if self.pool.proxy_protocol is None:
+                    self.fe.upstreams.release(up, self.loop.time())
+                else:
+                    up.owner = None
+                    up.close()
+            else:
+                up.owner = None
+                up.close()
+            if not self.write_paused and up.transport is not None and not up.closed:
+                up.transport.resume_reading()
+        self._drop_backend()
+        self._log(self.status)
+        if self.closed:
+            return
+        self._next_cycle()
+
+    def _next_cycle(self) -> None:
+        conn = self.h11
+        if conn.our_state is not _DONE or conn.their_state is not _DONE or self.fe.retired:
+            self._close()
+            return
+        rest, closed = conn.trailing_data
+        if rest or closed:
+            self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.head_limit)
+        else:
+            conn.start_next_cycle()
+        self.req = None
+        self.route = None
+        self.t0 = 0.0
+        self.gate = bytearray()
+        self.pending = False
+        self.idle = True
+        self.timer = self.loop.call_later(self.fe.config.timeouts.idle, self._idle_timeout)
+        self._resume(_HELD)
+        if closed and not rest:
+            self._close()
+        elif rest:
+            self.data_received(rest)
+            self.fe.counters.bytes_in -= len(rest)
+            if closed and not self.closed:
+                self.eof_received()
+
+    def retire(self) -> None:
+        """Close now if idle between requests; otherwise close after the current response."""
+        if self.gate is not None and not self.gate and self.req is None:
+            self._close()

@@ -1,0 +1,183 @@
+"""Header policy: strict pre-checks where h11 is lax, hop-by-hop removal, client address headers.
+
+Pure functions over bytes and h11 header lists; no I/O. h11 stays the judge of
+what a request is: these checks only add refusals, never acceptances.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+Header = tuple[bytes, bytes]
+
+# Hop-by-hop (RFC 9110 7.6.1) plus the legacy Proxy-Connection.
+HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade")
+)
+# A `Connection:` option can never remove message framing or the Host.
+PROTECTED = frozenset((b"host", b"content-length", b"transfer-encoding"))
+FORWARDED_FAMILY = frozenset(
+    (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip", b"forwarded")
+)
+
+_CL_RAW = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+
+
+def head_end(buf: bytes | bytearray) -> int:
+    """Offset just past the CRLFCRLF ending a head; -1 if incomplete; -2 if it ends with a bare LF."""
+    i = buf.find(b"\r\n\r\n")
+    if i >= 0:
+        j = buf.find(b"\n\n", 0, i)
+        return -2 if j >= 0 else i + 4
+    if b"\n\n" in buf or b"\n\r\n" in buf:
+        return -2
+    return -1
+
+
+def precheck_head(head: bytes | bytearray) -> str | None:
+    """Refusals h11 does not make on a complete head (ending with CRLFCRLF); None if fine."""
+    if b"\x00" in head:
+        return "NUL in request head"
+    lf = head.count(b"\n")
+    if lf != head.count(b"\r\n") or head.count(b"\r") != lf:
+        return "bare CR or LF in request head"
+    if b"\n " in head or b"\n\t" in head:
+        return "obsolete line folding"
+    return None
+
+
+def check_content_length(head: bytes | bytearray) -> str | None:
+    """Exactly one Content-Length header whose value is only digits (h11 merges "5, 5")."""
+    values = _CL_RAW.findall(head)
+    if len(values) != 1:
+        return "duplicate Content-Length"
+    if _DIGITS.fullmatch(values[0].rstrip(b" \t")) is None:
+        return "malformed Content-Length"
+    return None
+
+
+def connection_tokens(headers: Iterable[Header]) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(t.strip() for t in value.lower().split(b","))
+    tokens.discard(b"")
+    return tokens
+
+
+def _strip(headers: Iterable[Header], drop_family: bool) -> tuple[list[Header], set[bytes]]:
+    """Headers minus hop-by-hop and the ones `Connection` names; returns (kept, connection tokens)."""
+    items = list(headers)
+    tokens: set[bytes] = set()
+    for name, value in items:
+        if name == b"connection":
+            tokens.update(t.strip() for t in value.lower().split(b","))
+    drop = HOP_BY_HOP | (tokens - PROTECTED) if tokens else HOP_BY_HOP
+    if drop_family:
+        drop = drop | FORWARDED_FAMILY
+    return [h for h in items if h[0] not in drop], tokens
+
+
+def _forwarded_for(ip: str) -> bytes:
+    return (f'"[{ip}]"' if ":" in ip else ip).encode()
+
+
+def _quote(value: bytes) -> bytes:
+    if re.fullmatch(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+", value):
+        return value
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+class RequestPolicy:
+    """What one listener does to request headers on their way to a backend."""
+
+    def __init__(self, forwarded_headers: Iterable[str]) -> None:
+        names = {h.lower() for h in forwarded_headers}
+        self.xff = "x-forwarded-for" in names
+        self.xfp = "x-forwarded-proto" in names
+        self.xfh = "x-forwarded-host" in names
+        self.real_ip = "x-real-ip" in names
+        self.forwarded = "forwarded" in names
+
+    def apply(
+        self,
+        headers: Sequence[Header],
+        *,
+        peer: str,
+        proto: bytes,
+        trusted: bool,
+        chunked: bool,
+        upgrade: bytes | None = None,
+    ) -> list[Header]:
+        """The header list for the backend request.
+
+        From an untrusted peer every X-Forwarded-*/X-Real-IP/Forwarded header is
+        dropped, so a client cannot forge its address; the configured ones are
+        then set from what this connection saw. From a trusted proxy, the
+        address chain is extended and the others are kept when present.
+        """
+        out, _ = _strip(headers, drop_family=not trusted)
+        te_trailers = False
+        for name, value in headers:
+            if name == b"te" and b"trailers" in value.lower():
+                te_trailers = True
+        if chunked:
+            out.append((b"transfer-encoding", b"chunked"))
+        if te_trailers:
+            out.append((b"te", b"trailers"))
+        if upgrade is not None:
+            out.append((b"connection", b"upgrade"))
+            out.append((b"upgrade", upgrade))
+        ip = peer.encode()
+        if self.xff or self.xfp or self.xfh or self.real_ip or self.forwarded:
+            existing: dict[bytes, bytes] = {}
+            host = b""
+            for name, value in out:
+                if name == b"host":
+                    host = value
+                elif trusted and name in FORWARDED_FAMILY:
+                    prev = existing.get(name)
+                    existing[name] = value if prev is None else prev + b", " + value
+            if trusted and existing:
+                out = [h for h in out if h[0] not in FORWARDED_FAMILY or not self._sets(h[0])]
+            if self.xff:
+                prev = existing.get(b"x-forwarded-for")
+                out.append((b"x-forwarded-for", ip if prev is None else prev + b", " + ip))
+            if self.xfp:
+                out.append((b"x-forwarded-proto", existing.get(b"x-forwarded-proto", proto)))
+            if self.xfh and (host or b"x-forwarded-host" in existing):
+                out.append((b"x-forwarded-host", existing.get(b"x-forwarded-host", host)))
+            if self.real_ip:
+                out.append((b"x-real-ip", existing.get(b"x-real-ip", ip)))
+            if self.forwarded:
+                node = b"for=" + _forwarded_for(peer) + b";proto=" + proto
+                if host:
+                    node += b";host=" + _quote(host)
+                prev = existing.get(b"forwarded")
+                out.append((b"forwarded", node if prev is None else prev + b", " + node))
+        return out
+
+    def _sets(self, name: bytes) -> bool:
+        return {
+            b"x-forwarded-for": self.xff,
+            b"x-forwarded-proto": self.xfp,
+            b"x-forwarded-host": self.xfh,
+            b"x-real-ip": self.real_ip,
+            b"forwarded": self.forwarded,
+        }[name]
+
+
+def response_headers(headers: Sequence[Header], upgrade: bool = False) -> list[Header]:
+    """Response headers for the client: hop-by-hop removed (kept for a 101 switch)."""
+    if upgrade:
+        out, _ = _strip(
+            ((n, v) for n, v in headers if n not in (b"connection", b"upgrade")), drop_family=False
+        )
+        for name, value in headers:
+            if name in (b"connection", b"upgrade"):
+                out.append((name, value))
+        return out
+    out, _ = _strip(headers, drop_family=False)
+    return out

@@ -1,0 +1,75 @@
+"""The server-side TLS context of an HTTPS listener: SNI picks among the configured certificates."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+
+import conf
+from proxy.http.errors import HttpProxyError
+
+
+class TlsConfigError(HttpProxyError):
+    """A certificate or key that cannot be loaded."""
+
+
+def _names(ctx: ssl.SSLContext, cert_path: str) -> list[str]:
+    """The DNS names of a certificate file (SAN, else CN), lower-case."""
+    try:
+        info = ssl._ssl._test_decode_cert(cert_path)  # type: ignore[attr-defined]
+    except (OSError, ssl.SSLError, AttributeError):
+        return []
+    names = [v.lower() for k, v in info.get("subjectAltName", ()) if k == "DNS"]
+    if not names:
+        for rdn in info.get("subject", ()):
+            for k, v in rdn:
+                if k == "commonName":
+                    names.append(v.lower())
+    return names
+
+
+def _context(cert: conf.TlsCert) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.set_alpn_protocols(["http/1.1"])
+    try:
+        ctx.load_cert_chain(cert.cert, cert.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsConfigError(f"{cert.cert}: {exc}") from None
+    return ctx
+
+
+def build_server_context(certs: Sequence[conf.TlsCert]) -> ssl.SSLContext:
+    """A TLS 1.2+ context; its sni_callback switches to the certificate naming the server.
+
+    The first certificate is the default (no SNI, or a name no certificate
+    carries). Certificate files are read here, so building a new context (a
+    new frontend on reload) is what reloads certificates.
+    """
+    if not certs:
+        raise TlsConfigError("no certificate configured")
+    contexts = [_context(c) for c in certs]
+    default = contexts[0]
+    exact: dict[str, ssl.SSLContext] = {}
+    wildcard: dict[str, ssl.SSLContext] = {}
+    for cert, ctx in zip(certs, contexts, strict=True):
+        for name in _names(ctx, cert.cert):
+            if name.startswith("*."):
+                wildcard.setdefault(name[1:], ctx)
+            else:
+                exact.setdefault(name, ctx)
+
+    def pick(sock: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
+        if server_name is None:
+            return
+        name = server_name.lower().rstrip(".")
+        ctx = exact.get(name)
+        if ctx is None:
+            dot = name.find(".")
+            ctx = wildcard.get(name[dot:]) if dot > 0 else None
+        if ctx is not None and ctx is not default:
+            sock.context = ctx
+
+    default.sni_callback = pick
+    return default
