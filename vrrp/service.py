@@ -99,12 +99,12 @@ class VrrpService:
         cfg = self.config
         if any(v.version != 4 for v in cfg.virtual_ipaddress):
             raise VrrpIOError(f"vrrp {cfg.name}: IPv6 VIPs are not supported by the I/O side yet")
-        await self._netlink.open()
-        link = await self._netlink.link(cfg.interface)
+        self._netlink.open()
+        link = self._netlink.link(cfg.interface)
         if link is None:
             raise VrrpIOError(f"vrrp {cfg.name}: no interface {cfg.interface!r}")
         self.link = link
-        addresses = await self._netlink.addresses(link.index)
+        addresses = self._netlink.addresses(link.index)
         vips = {v.ip for v in cfg.virtual_ipaddress}
         primary = cfg.unicast_src_ip or next(
             (a.ip for a, secondary in addresses if not secondary and a.ip not in vips),
@@ -121,10 +121,10 @@ class VrrpService:
         names = {cfg.interface, *cfg.track_interface}
         initial: dict[str, bool] = {}
         for name in sorted(names):
-            found = link if name == cfg.interface else await self._netlink.link(name)
+            found = link if name == cfg.interface else self._netlink.link(name)
             initial[name] = found is not None and found.up
         self._links = LinkWatcher(names, self._on_link)
-        await self._links.start(initial)
+        self._links.start(asyncio.get_running_loop(), initial)
         now = asyncio.get_running_loop().time()
         for name, up in sorted(initial.items()):
             if not up:
@@ -152,7 +152,7 @@ class VrrpService:
         for vip in self.config.virtual_ipaddress:
             if vip.ip in present and vip.ip != primary:
                 log.warning("vrrp %s: removing stale VIP %s left on %s", self.name, vip, link.name)
-                if await self._netlink.del_address(link.index, vip):
+                if self._netlink.del_address(link.index, vip):
                     self.stale_vips_removed += 1
 
     async def _stop(self) -> None:
@@ -167,7 +167,7 @@ class VrrpService:
             self._timers.clear()
             self._notifier.close()
             if self._links is not None:
-                await self._links.stop()
+                self._links.stop()
             if self._sock is not None:
                 self._sock.close(loop)
             if self._arp is not None:
@@ -224,9 +224,9 @@ class VrrpService:
         for vip in vips:
             try:
                 if add:
-                    await self._netlink.add_address(self.link.index, vip)
+                    self._netlink.add_address(self.link.index, vip)
                 else:
-                    await self._netlink.del_address(self.link.index, vip)
+                    self._netlink.del_address(self.link.index, vip)
             except VrrpIOError as exc:
                 self.vip_errors += 1
                 log.error("vrrp %s: %s", self.name, exc)
