@@ -82,13 +82,17 @@ class DataScanner:
         if self.mode == "reject":
             self.problem = BARE_LINE_ENDING
             return b""
-        return self._normalize(chunk)
+        return self._normalize(chunk, start)
 
-    def _normalize(self, chunk: bytes) -> bytes:
+    def _normalize(self, chunk: bytes, start: bool) -> bytes:
         lines = []
-        for line in chunk.split(b"\r\n"):
+        for i, line in enumerate(chunk.split(b"\r\n")):
             parts = line.replace(b"\r", b"\n").split(b"\n")
             self.normalized += len(parts) - 1
+            # A client line "." cut short by a bare ending (".<LF>...") would
+            # become the end of data once the ending is a CRLF: stuff it.
+            if len(parts) > 1 and parts[0] == b"." and (i > 0 or start):
+                parts[0] = b".."
             for k in range(1, len(parts)):
                 if parts[k].startswith(b"."):
                     parts[k] = b"." + parts[k]
