@@ -8,17 +8,35 @@ The contract every front end uses (keep it stable):
     pool.connect_failed(backend)                    # passive health: counts as a failed check
     pool.drop(backend)                              # the connection/request is over
 
-`PoolSet` holds every pool of one config and carries health state and
-connection counts across reloads for pools whose servers did not change.
+A pool owns its servers' runtime state (`Backend`), one scheduler (lb.sched),
+the rise/fall machine of each server (lb.health.HealthState, fed by active
+checks and by failed connects) and its background work: one check loop per
+server and one resolver loop for hostname servers.
+
+`PoolSet` holds every pool of one config; on reload it keeps unchanged pools
+as they are and carries health state, counters and in-flight connections of
+servers that survive into a changed pool (the same `Backend` objects).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+import asyncio
+import contextlib
+import logging
+import math
+import socket
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import conf
+from lb import sched
+from lb.health import Checker, HealthState
+
+log = logging.getLogger("sekisho.pool")
+
+Clock = Callable[[], float]
 
 
 @dataclass(eq=False)
@@ -28,85 +46,348 @@ class Backend:
     host: str  # resolved IP literal
     port: int
     configured: str  # the address as written in the config ("www.example.com:80")
-    weight: int = 1
+    weight: int = 1  # current weight: configured, or set at run time by the admin API
     is_sorry: bool = False
     up: bool = True
     active: int = 0
     total: int = 0
     connect_failures: int = 0
+    max_connections: int = 0  # 0 = unlimited
+    config_weight: int = 1
+    sched_weight: int = sched.SCALE  # what the scheduler uses (x SCALE, slow-start ramp)
+    in_table: bool = True  # False while removed (on_failure = "remove")
+    picks: int = 0
+    bytes_in: int = 0  # client -> server
+    bytes_out: int = 0  # server -> client
+    checks: int = 0
+    check_failures: int = 0
+    check_duration: float = 0.0
+    last_check: dict[str, Any] | None = None
+    health: HealthState = field(default_factory=HealthState)
+    up_since: float | None = None  # start of a slow-start ramp
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def effective_weight(self) -> int:
-        return self.weight if self.up else 0
+    def effective_weight(self) -> float:
+        """The weight the scheduler applies, in configured units (0 when down)."""
+        return self.sched_weight / sched.SCALE if self.up and self.in_table else 0.0
 
     @property
     def key(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-class BackendPool:
-    """Minimal pool: the first up server. The lb issue replaces the internals."""
+async def resolve(host: str, port: int) -> list[str]:
+    """Every address a name resolves to (A and AAAA), in resolver order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: list[str] = []
+    for *_, sockaddr in infos:
+        ip = str(sockaddr[0])
+        if ip not in seen:
+            seen.append(ip)
+    return seen
 
-    def __init__(self, config: conf.Pool) -> None:
+
+class BackendPool:
+    def __init__(
+        self,
+        config: conf.Pool,
+        clock: Clock = time.monotonic,
+        previous: BackendPool | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
-        self.backends = [
-            Backend(s.address.host, s.address.port, str(s.address), s.weight) for s in config.servers
-        ]
+        self.clock = clock
+        self.scheduler = sched.make(config.scheduler)
+        self.backends: list[Backend] = []
+        self._ramping: set[Backend] = set()
+        self._tasks: dict[Backend | str, asyncio.Task[None]] = {}
+        self.started = False
+        self.picks_none = 0
+        old = {b.key: b for b in previous.backends} if previous is not None else {}
+        for server in config.servers:
+            if server.address.is_ip:
+                b = old.get(str(server.address))
+                self._add(self._adopt(b, server) if b else self._new(server.address.host, server))
+            else:
+                # A hostname: keep what the previous config resolved until re-resolved.
+                for b in previous.backends if previous is not None else []:
+                    if b.configured == str(server.address) and b.port == server.address.port:
+                        self._add(self._adopt(b, server))
         self.sorry: Backend | None = None
         if config.sorry_server is not None:
             a = config.sorry_server
             self.sorry = Backend(a.host, a.port, str(a), 1, is_sorry=True)
 
+    # ------------------------------------------------------------ membership
+    def _new(self, host: str, server: conf.Server) -> Backend:
+        h = self.config.health
+        return Backend(
+            host,
+            server.address.port,
+            str(server.address),
+            server.weight,
+            max_connections=server.max_connections,
+            config_weight=server.weight,
+            health=HealthState(h.rise, h.fall, True, 0, self.clock()),
+        )
+
+    def _adopt(self, b: Backend, server: conf.Server) -> Backend:
+        """A server that survives a reload: keep its state, take the new settings."""
+        if b.config_weight != server.weight:
+            b.weight = server.weight  # a changed config weight overrides a runtime one
+        b.config_weight = server.weight
+        b.max_connections = server.max_connections
+        h = self.config.health
+        b.health = HealthState(h.rise, h.fall, b.health.up, 0, b.health.changed_at)
+        return b
+
+    def _add(self, b: Backend) -> None:
+        self.backends.append(b)
+        b.in_table = b.up or self.config.on_failure == "inhibit"
+        b.sched_weight = self._weight_of(b, self.clock())
+        if b.in_table:
+            self.scheduler.add(b, b.sched_weight, b.up)
+        if b.up_since is not None and self.config.slow_start > 0:
+            self._ramping.add(b)
+
+    def _remove(self, b: Backend) -> None:
+        self.backends.remove(b)
+        self.scheduler.remove(b)
+        self._ramping.discard(b)
+        task = self._tasks.pop(b, None)
+        if task is not None:
+            task.cancel()
+
     @property
     def proxy_protocol(self) -> str | None:
         return self.config.proxy_protocol
 
+    def find(self, address: str) -> list[Backend]:
+        """Servers matching a resolved key ("10.0.0.1:80", "[::1]:80") or a
+        configured address ("www.example.com:80": every address it resolved to)."""
+        exact = [b for b in self.backends if b.key == address]
+        return exact or [b for b in self.backends if b.configured == address]
+
+    # --------------------------------------------------------------- weights
+    def _weight_of(self, b: Backend, now: float) -> int:
+        w = b.weight * sched.SCALE
+        if w and b.up_since is not None and self.config.slow_start > 0:
+            frac = (now - b.up_since) / self.config.slow_start
+            if frac < 1.0:
+                return max(1, math.floor(w * max(frac, 0.0)))
+            b.up_since = None
+        return w
+
+    def _sync(self, b: Backend) -> None:
+        b.sched_weight = self._weight_of(b, self.clock())
+        if b.up_since is None:
+            self._ramping.discard(b)
+        if b.in_table:
+            self.scheduler.set_weight(b, b.sched_weight)
+
+    def _ramp(self) -> None:
+        for b in list(self._ramping):
+            self._sync(b)
+
+    def set_weight(self, backend: Backend, weight: int) -> None:
+        """Runtime weight (admin API): 0 drains, existing connections finish."""
+        backend.weight = weight
+        self._sync(backend)
+
+    # ------------------------------------------------------------ up / down
+    def set_up(self, backend: Backend) -> None:
+        if backend.up and backend.in_table:
+            return
+        backend.up = True
+        backend.health.up = True
+        if self.config.slow_start > 0 and self.started:
+            backend.up_since = self.clock()
+            self._ramping.add(backend)
+        if not backend.in_table:
+            backend.in_table = True
+            self.scheduler.add(backend, self._weight_of(backend, self.clock()), True)
+        self._sync(backend)
+        self.scheduler.set_up(backend)
+        log.warning("pool %s: server %s is up", self.name, backend.key)
+
+    def set_down(self, backend: Backend) -> None:
+        if not backend.up:
+            return
+        backend.up = False
+        backend.health.up = False
+        backend.up_since = None
+        self._ramping.discard(backend)
+        if self.config.on_failure == "remove":
+            backend.in_table = False
+            self.scheduler.remove(backend)
+        else:
+            self.scheduler.set_down(backend)
+        log.warning("pool %s: server %s is down", self.name, backend.key)
+
+    def check_result(self, backend: Backend, ok: bool, reason: str = "", duration: float = 0.0) -> None:
+        """One active check result; the rise/fall machine decides set_up/set_down."""
+        now = self.clock()
+        backend.checks += 1
+        backend.check_duration = duration
+        if not ok:
+            backend.check_failures += 1
+        backend.last_check = {"ok": ok, "reason": reason, "duration": round(duration, 6)}
+        self._feed(backend, ok, now)
+
+    def _feed(self, backend: Backend, ok: bool, now: float) -> None:
+        flip = backend.health.record(ok, now)
+        if flip is True:
+            self.set_up(backend)
+        elif flip is False:
+            self.set_down(backend)
+
+    # -------------------------------------------------------------- the API
     def pick(self, client_ip: str | None = None, exclude: Collection[Backend] = ()) -> Backend | None:
-        for b in self.backends:
-            if b.up and b.weight > 0 and b not in exclude:
-                return b
-        if self.sorry is not None and self.sorry not in exclude:
-            return self.sorry
-        return None
+        if self._ramping:
+            self._ramp()
+        b = self.scheduler.pick(client_ip, exclude)
+        if b is None:
+            b = self.sorry if self.sorry is not None and self.sorry not in exclude else None
+            if b is None:
+                self.picks_none += 1
+                return None
+        b.picks += 1
+        return b
 
     def take(self, backend: Backend) -> None:
         backend.active += 1
         backend.total += 1
+        if not backend.is_sorry:
+            self.scheduler.take(backend)
 
     def drop(self, backend: Backend) -> None:
         backend.active -= 1
+        if not backend.is_sorry:
+            self.scheduler.drop(backend)
 
     def connect_failed(self, backend: Backend) -> None:
+        """Passive health: a failed connect counts as one failed check."""
         backend.connect_failures += 1
+        if not backend.is_sorry:
+            self._feed(backend, False, self.clock())
+
+    def add_traffic(self, backend: Backend, bytes_in: int, bytes_out: int) -> None:
+        backend.bytes_in += bytes_in
+        backend.bytes_out += bytes_out
+
+    # ------------------------------------------------------- background work
+    def _hostnames(self) -> list[conf.Server]:
+        return [s for s in self.config.servers if not s.address.is_ip]
+
+    async def resolve_now(self, resolver: Callable[[str, int], Any] = resolve) -> None:
+        """Re-resolve every hostname server; each address becomes a server.
+
+        A failing lookup keeps the previous addresses (a DNS outage must not
+        empty the pool)."""
+        for server in self._hostnames():
+            a = server.address
+            try:
+                ips = list(await resolver(a.host, a.port))
+            except (OSError, UnicodeError) as exc:
+                log.warning("pool %s: cannot resolve %s: %s", self.name, a, exc)
+                continue
+            current = {b.host: b for b in self.backends if b.configured == str(a)}
+            for ip in ips:
+                if ip not in current:
+                    b = self._new(ip, server)
+                    self._add(b)
+                    self._start_checker(b)
+                    log.info("pool %s: %s resolves to new address %s", self.name, a, ip)
+            for ip, b in current.items():
+                if ip not in ips:
+                    self._remove(b)
+                    log.info("pool %s: %s no longer resolves to %s", self.name, a, ip)
+
+    async def _resolve_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resolve_interval)
+            await self.resolve_now()
+
+    def _start_checker(self, b: Backend) -> None:
+        if not self.started or b in self._tasks:
+            return
+        task = asyncio.get_running_loop().create_task(
+            Checker(self, b).run(), name=f"check {self.name} {b.key}"
+        )
+        task.add_done_callback(_log_failure)
+        self._tasks[b] = task
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        if self._hostnames():
+            await self.resolve_now()
+            task = asyncio.get_running_loop().create_task(self._resolve_loop(), name=f"resolve {self.name}")
+            task.add_done_callback(_log_failure)
+            self._tasks["resolve"] = task
+        for b in self.backends:
+            self._start_checker(b)
+
+    async def stop(self) -> None:
+        self.started = False
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
 
     def stats(self) -> dict[str, Any]:
+        servers = []
+        for b in [*self.backends, *([self.sorry] if self.sorry else [])]:
+            s: dict[str, Any] = {
+                "address": b.key,
+                "configured": b.configured,
+                "up": b.up,
+                "weight": b.weight,
+                "effective_weight": b.effective_weight,
+                "active": b.active,
+                "total": b.total,
+                "connect_failures": b.connect_failures,
+                "sorry": b.is_sorry,
+                "in_table": b.in_table,
+                "max_connections": b.max_connections,
+                "picks": b.picks,
+                "bytes_in": b.bytes_in,
+                "bytes_out": b.bytes_out,
+                "checks": b.checks,
+                "check_failures": b.check_failures,
+                "check_duration": b.check_duration,
+            }
+            if b.last_check is not None:
+                s["last_check"] = b.last_check
+            servers.append(s)
         return {
             "name": self.name,
             "scheduler": self.config.scheduler,
-            "servers": [
-                {
-                    "address": b.key,
-                    "configured": b.configured,
-                    "up": b.up,
-                    "weight": b.weight,
-                    "effective_weight": b.effective_weight,
-                    "active": b.active,
-                    "total": b.total,
-                    "connect_failures": b.connect_failures,
-                    "sorry": b.is_sorry,
-                }
-                for b in [*self.backends, *([self.sorry] if self.sorry else [])]
-            ],
+            "health": self.config.health.kind,
+            "up_servers": sum(1 for b in self.backends if b.up and b.in_table),
+            "picks_none": self.picks_none,
+            "servers": servers,
         }
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
 
 
 class PoolSet(Mapping[str, BackendPool]):
     """Every pool of one config, keyed by name."""
 
-    def __init__(self, pools: Mapping[str, conf.Pool]) -> None:
-        self._pools = {name: BackendPool(p) for name, p in pools.items()}
+    def __init__(self, pools: Mapping[str, conf.Pool], clock: Clock = time.monotonic) -> None:
+        self.clock = clock
+        self._pools = {name: BackendPool(p, clock) for name, p in pools.items()}
+        self.started = False
+        self._pending: set[asyncio.Task[None]] = set()
 
     def __getitem__(self, name: str) -> BackendPool:
         return self._pools[name]
@@ -118,18 +399,44 @@ class PoolSet(Mapping[str, BackendPool]):
         return len(self._pools)
 
     def reconcile(self, pools: Mapping[str, conf.Pool]) -> None:
-        """Apply a reloaded config: unchanged pools keep their runtime state."""
+        """Apply a reloaded config: unchanged pools keep their runtime state;
+        changed ones keep the state of servers that are still there."""
         fresh: dict[str, BackendPool] = {}
+        retired: list[BackendPool] = []
         for name, p in pools.items():
             old = self._pools.get(name)
-            fresh[name] = old if old is not None and old.config == p else BackendPool(p)
+            if old is not None and old.config == p:
+                fresh[name] = old
+                if self.started and old._hostnames():
+                    self._spawn(old.resolve_now())  # reload re-resolves names
+                continue
+            fresh[name] = BackendPool(p, self.clock, previous=old)
+            if old is not None:
+                retired.append(old)
+            if self.started:
+                self._spawn(fresh[name].start())
+        retired.extend(bp for name, bp in self._pools.items() if name not in pools)
+        for bp in retired if self.started else []:
+            self._spawn(bp.stop())
         self._pools = fresh
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(_log_failure)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     async def start(self) -> None:
-        """Start health checks and name resolution (lb issue)."""
+        """Resolve hostnames, then start health checks and re-resolution."""
+        self.started = True
+        await asyncio.gather(*(p.start() for p in self._pools.values()))
 
     async def stop(self) -> None:
-        """Stop background work."""
+        self.started = False
+        for t in list(self._pending):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await asyncio.gather(*(p.stop() for p in self._pools.values()))
 
     def stats(self) -> list[dict[str, Any]]:
         return [p.stats() for p in self._pools.values()]

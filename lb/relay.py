@@ -1,0 +1,449 @@
+"""The L4 relay: two connected transports joined both ways.
+
+Used by the `[[tcp]]` front end (proxy.tcp) and by the SMTP front end for the
+DATA phase. Two strategies, chosen per connection by what flows:
+
+* copy: each side's protocol writes what it reads to the other transport.
+  Cheapest for small request/response exchanges (one read and one write per
+  message, no extra syscalls). Backpressure: when one transport's write
+  buffer passes its high-water mark, the other side stops reading.
+* splice: once a side delivers `BULK_READS` reads of at least `BULK_CHUNK`
+  bytes in a row, the relay pauses both transports, waits for their write
+  buffers to empty, and from then on moves bytes socket -> pipe -> socket with
+  `os.splice`, so bulk data never enters Python. Backpressure: a direction
+  stops reading its source while its pipe holds bytes the destination cannot
+  take yet.
+
+Both keep half-close semantics: EOF from one side becomes a `shutdown(SHUT_WR)`
+towards the other, and the reverse direction goes on until it ends too.
+
+Use from a coroutine:
+
+    result = await relay(client_transport, backend_transport, idle_timeout=300.0)
+
+or without a task, as the TCP front end does:
+
+    Relay(on_done=callback, idle_timeout=...).start(client_transport, backend_transport)
+
+`relay()` takes over both transports (their protocols are replaced), resumes
+reading on both, and returns a `RelayResult` once both transports are closed:
+bytes each way, whether splice was used, and the error that ended it (None for
+a clean close). Cancelling it aborts both connections. TLS transports are
+relayed by copy only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+BULK_CHUNK = 32768  # a read at least this large: the sender has more queued
+BULK_READS = 4  # this many in a row: switch the connection to splice
+PIPE_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size default; falls back to 64 KiB
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+HAVE_SPLICE = hasattr(os, "splice")
+_DISCONNECT = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT, errno.EHOSTUNREACH)
+
+
+@dataclass
+class RelayResult:
+    a_to_b: int  # bytes from the first transport (client) to the second (backend)
+    b_to_a: int
+    spliced: bool
+    error: BaseException | None
+
+
+class Held(asyncio.Protocol):
+    """A connection waiting to be relayed: reading paused, and whatever still
+    arrives (uvloop starts reading after `connection_made` regardless) is kept
+    with its EOF for `Relay.start`, which sends it on first."""
+
+    def __init__(self) -> None:
+        self.held: list[bytes] = []
+        self.held_eof = False
+        self.held_lost = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.pause_reading()  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.held.append(data)
+        assert self.transport is not None
+        self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.held_eof = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.held_lost = True
+
+
+class _Half(asyncio.Protocol):
+    """One end: what it reads goes to its peer's transport."""
+
+    __slots__ = ("big", "eof", "lost", "nbytes", "peer", "relay", "transport")
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.peer: _Half = self
+        self.eof = False  # EOF received from this side
+        self.lost = False
+        self.big = 0
+        self.nbytes = 0  # bytes read from this side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.transport.write(data)
+        n = len(data)
+        self.nbytes += n
+        relay = self.relay
+        relay.activity = True
+        if n >= BULK_CHUNK:
+            self.big += 1
+            if self.big >= BULK_READS and relay.can_splice:
+                relay.to_splice()
+        else:
+            self.big = 0
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self.relay._eof(self)
+        return True  # keep our write side open: half-close
+
+    def pause_writing(self) -> None:
+        # Our transport cannot keep up: stop reading what we would write to it.
+        peer = self.peer
+        if not peer.eof and not peer.lost:
+            peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        relay = self.relay
+        if relay.switching:
+            relay._flushed()
+            return
+        peer = self.peer
+        if not peer.eof and not peer.lost and not relay.spliced:
+            peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.relay._lost(self, exc)
+
+
+class _Pump:
+    """One direction in splice mode: src socket -> pipe -> dst socket."""
+
+    def __init__(self, relay: Relay, half: _Half, src: int, dst: int, dst_sock: socket.socket) -> None:
+        self.relay = relay
+        self.half = half  # the side we read from (for byte accounting)
+        self.src = src
+        self.dst = dst
+        self.dst_sock = dst_sock
+        self.rpipe, self.wpipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.size = PIPE_SIZE
+        try:
+            fcntl.fcntl(self.wpipe, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            self.size = 65536
+        self.pending = 0
+        self.writing = False
+        self.reading = False
+        self.eof = False
+        self.done = False
+
+    def start(self) -> None:
+        self.reading = True
+        self.relay.loop.add_reader(self.src, self._readable)
+
+    def _readable(self) -> None:
+        for _ in range(4):
+            try:
+                n = os.splice(self.src, self.wpipe, self.size, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.relay._pump_failed(exc)
+                return
+            if n == 0:
+                self.eof = True
+                self._stop_reading()
+                if not self.pending:
+                    self._finish()
+                return
+            self.pending += n
+            self.half.nbytes += n
+            self.relay.activity = True
+            if not self._flush():
+                return
+            if n < self.size:  # drained what was queued; wait for the next wakeup
+                return
+
+    def _stop_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.relay.loop.remove_reader(self.src)
+
+    def _flush(self) -> bool:
+        """Move the pipe into dst; False when dst is full (now waiting for it)."""
+        while self.pending:
+            try:
+                m = os.splice(self.rpipe, self.dst, self.pending, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                if not self.writing:
+                    self._stop_reading()
+                    self.writing = True
+                    self.relay.loop.add_writer(self.dst, self._writable)
+                return False
+            except OSError as exc:
+                self.relay._pump_failed(exc)
+                return False
+            self.pending -= m
+        return True
+
+    def _writable(self) -> None:
+        if not self._flush():
+            return
+        self.writing = False
+        self.relay.loop.remove_writer(self.dst)
+        if self.eof:
+            self._finish()
+        elif not self.reading:
+            self.start()
+
+    def _finish(self) -> None:
+        with contextlib.suppress(OSError):
+            self.dst_sock.shutdown(socket.SHUT_WR)
+        self.done = True
+        self.relay._pump_done()
+
+    def close(self) -> None:
+        self._stop_reading()
+        if self.writing:
+            self.writing = False
+            self.relay.loop.remove_writer(self.dst)
+        for fd in (self.rpipe, self.wpipe):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _splice_capable(t: asyncio.Transport) -> bool:
+    return t.get_extra_info("ssl_object") is None and t.get_extra_info("socket") is not None
+
+
+class Relay:
+    """Joins two transports both ways; calls `on_done(relay)` once both are closed."""
+
+    def __init__(
+        self,
+        on_done: Callable[[Relay], None] | None = None,
+        idle_timeout: float | None = None,
+        splice: bool = True,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.on_done = on_done
+        self.idle_timeout = idle_timeout
+        self.want_splice = splice and HAVE_SPLICE
+        self.can_splice = False
+        self.a = _Half(self)
+        self.b = _Half(self)
+        self.a.peer, self.b.peer = self.b, self.a
+        self.activity = False
+        self.switching = False
+        self.spliced = False
+        self.closing = False
+        self.finished = False
+        self.error: BaseException | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._pumps: list[_Pump] = []
+        self._socks: list[socket.socket] = []
+
+    @property
+    def a_to_b(self) -> int:
+        return self.a.nbytes
+
+    @property
+    def b_to_a(self) -> int:
+        return self.b.nbytes
+
+    def result(self) -> RelayResult:
+        return RelayResult(self.a.nbytes, self.b.nbytes, self.spliced, self.error)
+
+    def start(self, a: asyncio.Transport, b: asyncio.Transport) -> None:
+        """Take over both transports and start relaying."""
+        self.can_splice = self.want_splice and _splice_capable(a) and _splice_capable(b)
+        held: list[Held | None] = []
+        for half, t in ((self.a, a), (self.b, b)):
+            old = t.get_protocol()
+            held.append(old if isinstance(old, Held) else None)
+            half.transport = t
+            t.set_protocol(half)
+            if t.is_closing() or (isinstance(old, Held) and old.held_lost):
+                half.lost = True
+        if self.a.lost or self.b.lost:
+            self.close(abort=True)
+            return
+        if self.idle_timeout:
+            self._timer = self.loop.call_later(self.idle_timeout, self._idle_check)
+        for half, h in zip((self.a, self.b), held, strict=True):
+            if h is not None:
+                for data in h.held:
+                    half.data_received(data)
+                h.held.clear()
+                if h.held_eof:
+                    half.eof_received()
+        for half in (self.a, self.b):
+            if not half.eof and not self.closing and not self.switching and not self.spliced:
+                half.transport.resume_reading()
+
+    # -------------------------------------------------------------- events
+    def _eof(self, half: _Half) -> None:
+        peer = half.peer
+        if peer.lost:
+            return
+        if peer.transport.can_write_eof():
+            peer.transport.write_eof()
+        if half.eof and peer.eof:
+            self.close()
+
+    def _lost(self, half: _Half, exc: BaseException | None) -> None:
+        if exc is not None and self.error is None:
+            self.error = exc
+        peer = half.peer
+        if not peer.lost and not self.closing:
+            # Reset, or closed under us: nothing more can flow either way.
+            self.close(abort=exc is not None or not half.eof)
+        if self.a.lost and self.b.lost:
+            self._finish()
+
+    def _idle_check(self) -> None:
+        if self.activity:
+            self.activity = False
+            assert self.idle_timeout is not None
+            self._timer = self.loop.call_later(self.idle_timeout, self._idle_check)
+            return
+        self._timer = None
+        self.error = TimeoutError("idle timeout")
+        self.close(abort=True)
+
+    def close(self, abort: bool = False) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self._teardown_splice()
+        for half in (self.a, self.b):
+            if not half.lost and half.transport is not None:
+                if abort:
+                    half.transport.abort()
+                else:
+                    half.transport.close()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._teardown_splice()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.on_done is not None:
+            self.on_done(self)
+
+    # --------------------------------------------------------------- splice
+    def to_splice(self) -> None:
+        if self.switching or self.spliced or self.closing:
+            return
+        self.switching = True
+        for half in (self.a, self.b):
+            if not half.eof:
+                half.transport.pause_reading()
+            # From now on resume_writing fires when the buffer is empty.
+            half.transport.set_write_buffer_limits(high=0, low=0)
+        self._flushed()
+
+    def _flushed(self) -> None:
+        if not self.switching or self.closing:
+            return
+        if self.a.transport.get_write_buffer_size() or self.b.transport.get_write_buffer_size():
+            return
+        self.switching = False
+        try:
+            self._start_splice()
+        except OSError as exc:
+            self.error = exc
+            self.close(abort=True)
+
+    def _start_splice(self) -> None:
+        self.spliced = True
+        fds = []
+        for half in (self.a, self.b):
+            raw = half.transport.get_extra_info("socket")
+            sock = socket.socket(fileno=os.dup(raw.fileno()))
+            self._socks.append(sock)
+            fds.append(sock.fileno())
+        fa, fb = fds
+        sa, sb = self._socks
+        if not self.a.eof:
+            self._pumps.append(_Pump(self, self.a, fa, fb, sb))
+        if not self.b.eof:
+            self._pumps.append(_Pump(self, self.b, fb, fa, sa))
+        for p in self._pumps:
+            p.start()
+        if not self._pumps:
+            self.close()
+
+    def _pump_done(self) -> None:
+        if all(p.done for p in self._pumps):
+            self.close()
+
+    def _pump_failed(self, exc: OSError) -> None:
+        if exc.errno not in _DISCONNECT and self.error is None:
+            self.error = exc
+        elif self.error is None:
+            self.error = ConnectionResetError(exc.errno, exc.strerror)
+        self.close(abort=True)
+
+    def _teardown_splice(self) -> None:
+        pumps, self._pumps = self._pumps, []
+        for p in pumps:
+            p.close()
+        socks, self._socks = self._socks, []
+        for s in socks:
+            s.close()
+
+
+async def relay(
+    a: asyncio.Transport,
+    b: asyncio.Transport,
+    *,
+    idle_timeout: float | None = None,
+    splice: bool = True,
+) -> RelayResult:
+    """Relay between `a` (usually the client) and `b` (the backend) until both
+    are closed; see the module docstring. Both transports are closed on return."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def finished(_: Relay) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    r = Relay(finished, idle_timeout, splice)
+    r.start(a, b)
+    try:
+        await done
+    except asyncio.CancelledError:
+        r.close(abort=True)
+        raise
+    return r.result()
