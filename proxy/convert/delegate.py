@@ -1,0 +1,550 @@
+"""DeleGate parameter files (`delegated +=FILE`) -> sekisho TOML.
+
+A parameter file holds what would be on DeleGate's command line, one or more
+parameters a line: `-P80`, `SERVER=http`, `MOUNT="vURL rURL options"`,
+`HTTPCONF=...`, `RELIABLE=...`, `REACHABLE=...`. A whole `delegated ...`
+command line (a start script) is read the same way.
+
+How MOUNT becomes routes:
+    MOUNT="/* http://server/* vhost=-alpha"   host = "alpha", path = "/", pool = (server)
+    MOUNT="/app/* http://server/*"            path = "/app/", strip_prefix = true
+    MOUNT="/-/* = rcode=404"                  path = "/-/", status = 404
+    MOUNT="/old/* http://new/* rcode=301"     redirect = "http://new/"
+Status routes go first (they hide things: DeleGate's own /-/ pages), then
+routes of named hosts, then routes for any host, each group longest path
+first; a route that an earlier one hides is reported and left out (sekisho
+rejects routes that can never match).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.convert.common import host_port, is_ip, pool_name
+from proxy.convert.output import Document, Section, Warnings
+
+_DEFAULTS = {  # parameters whose usual value is what sekisho does anyway
+    "RELAY": ("proxy", "no", "vhost,proxy", "delegate"),
+    "CONNECT": ("d:*:*", "d", "direct", "d:*"),
+    "CACHE": ("no",),
+}
+_NOTES = {
+    "ADMIN": "sekisho's operator contact is not configured",
+    "OWNER": "run sekisho as the user systemd starts it as (contrib/sekisho.service)",
+    "DGROOT": "sekisho keeps no work directory",
+    "TIMEOUT": "set http timeouts (header, idle, connect, response) instead",
+    "MAXIMA": "set http max_connections instead",
+    "PERMIT": "use allow (clients) and pool servers (destinations)",
+    "STLS": "set tls on the listener (certificates) instead",
+    "CERTDIR": "set tls on the listener (certificates) instead",
+    "DGPATH": "sekisho reads one configuration file",
+    "EXPIRE": "sekisho caches nothing",
+    "LOGDIR": "set global.access_log instead",
+    "ERRORLOG": "sekisho logs errors to stderr (the journal under systemd)",
+    "PROTOLOG": "set global.access_log instead",
+}
+_HEADERS = {"x-forwarded-for": "%a", "x-real-ip": "%a", "forwarded": "for=%a"}
+
+
+@dataclass
+class Mount:
+    line: int
+    host: str | None
+    path: str
+    exact: bool
+    pool: str | None = None
+    status: int | None = None
+    redirect: str | None = None
+    strip_prefix: bool = False
+
+
+@dataclass
+class State:
+    source: str
+    w: Warnings = field(default_factory=Warnings)
+    listen: list[str] = field(default_factory=list)
+    listen_line: int = 0
+    server: tuple[str, int] | None = None  # (value, line)
+    mounts: list[Mount] = field(default_factory=list)
+    pools: dict[str, tuple[str, int]] = field(default_factory=dict)  # address -> (name, line)
+    origins: dict[str, str] = field(default_factory=dict)  # pool name -> the parameter it came from
+    headers: list[str] = field(default_factory=list)
+    httpconf_seen: bool = False
+    allow: list[str] | None = None
+    reachable: list[tuple[str, int]] = field(default_factory=list)
+    access_log: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def convert(text: str, source: str) -> tuple[Document, Warnings]:
+    st = State(source)
+    for line, words in _lines(text, st.w):
+        for word in words:
+            _param(word, line, st)
+    return _build(st), st.w
+
+
+def _lines(text: str, w: Warnings) -> list[tuple[int, list[str]]]:
+    out: list[tuple[int, list[str]]] = []
+    pending = ""
+    start = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not pending:
+            start = number
+        if raw.endswith("\\"):
+            pending += raw[:-1] + " "
+            continue
+        joined, pending = pending + raw, ""
+        try:
+            words = shlex.split(joined, comments=True)
+        except ValueError as exc:
+            w.add(start, f"cannot read this line ({exc}); ignored")
+            continue
+        if words:
+            out.append((start, words))
+    return out
+
+
+def _param(word: str, line: int, st: State) -> None:
+    w = st.w
+    base = word.rsplit("/", 1)[-1]
+    if base in ("delegated", "delegate", "dg") or re.match(r"^dg\d", base):
+        return  # the program name of a start script
+    if word.startswith("+="):
+        w.add(line, f"{word}: parameter files are not followed; convert {word[2:]} separately")
+        return
+    if word.startswith("-P"):
+        _ports(word[2:], line, st)
+        return
+    if word.startswith("-"):
+        hint = " (stop the daemon with `sekisho stop`)" if word.startswith("-Fkill") else ""
+        w.add(line, f"{word}: DeleGate command option with no equivalent{hint}; ignored")
+        return
+    name, eq, value = word.partition("=")
+    if not eq:
+        w.add(line, f"{word}: not a NAME=value parameter; ignored")
+        return
+    name = name.upper()
+    if name == "SERVER":
+        st.server = (value, line)
+    elif name == "MOUNT":
+        _mount(value, line, st)
+    elif name == "HTTPCONF":
+        _httpconf(value, line, st)
+    elif name == "RELIABLE":
+        st.allow = _host_list(value, line, st.w, "RELIABLE")
+    elif name == "REACHABLE":
+        st.reachable.extend((item, line) for item in _split_list(value))
+    elif name == "LOGFILE":
+        if "$" in value or "[" in value:
+            w.add(line, f"LOGFILE={value}: no date or port patterns in sekisho's access_log; ignored")
+        else:
+            st.access_log = value
+            if value:
+                st.notes.append(f"LOGFILE={value}: sekisho writes the combined (Apache) format there")
+    elif name in _DEFAULTS:
+        if value.lower() in _DEFAULTS[name]:
+            st.notes.append(
+                f"{name}={value}: what sekisho does anyway (plain reverse proxy, "
+                "direct connections, no cache)"
+            )
+        else:
+            w.add(
+                line,
+                f"{name}={value}: sekisho is a plain reverse proxy (direct connections, no cache); ignored",
+            )
+    else:
+        reason = _NOTES.get(name, "no sekisho equivalent")
+        w.add(line, f"{name}={value}: {reason}; ignored")
+
+
+def _ports(spec: str, line: int, st: State) -> None:
+    for raw in _split_list(spec):
+        item, _, opts = raw.partition("/")
+        if opts:
+            st.w.add(line, f"-P{item}/{opts}: port options ignored")
+        host, _, port_text = item.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            st.w.add(line, f"-P{item}: not a port; ignored")
+            continue
+        if host != "0.0.0.0" and not is_ip(host):
+            st.w.add(line, f"-P{item}: sekisho listens on IP addresses; using 0.0.0.0")
+            host = "0.0.0.0"
+        address = host_port(host, int(port_text))
+        if address not in st.listen:
+            st.listen.append(address)
+            st.listen_line = st.listen_line or line
+
+
+def _split_list(value: str) -> list[str]:
+    """Split at commas outside braces: 'a,{b,c},d' -> ['a', '{b,c}', 'd']."""
+    items, depth, cur = [], 0, ""
+    for c in value:
+        if c == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+            continue
+        depth += (c == "{") - (c == "}")
+        cur += c
+    items.append(cur)
+    return [i.strip() for i in items if i.strip()]
+
+
+def _unbrace(value: str) -> list[str]:
+    value = value.strip()
+    if value.startswith("{") and value.endswith("}"):
+        return _split_list(value[1:-1])
+    return [value]
+
+
+def _mount(value: str, line: int, st: State) -> None:
+    w = st.w
+    parts = value.split()
+    if len(parts) < 2:
+        w.add(line, f'MOUNT="{value}": expected a virtual URL and a real URL; ignored')
+        return
+    vurl, rurl = parts[0], parts[1]
+    options: dict[str, str] = {}
+    for opt in _split_list(",".join(parts[2:])):
+        key, _, arg = opt.partition("=")
+        options[key.lower()] = arg
+    hosts: list[str | None] = [None]
+    vhost = options.pop("vhost", None) or options.pop("nvhost", None) or options.pop("avhost", None)
+    if vhost is not None:
+        hosts = []
+        for h in _unbrace(vhost):
+            name = h.lstrip("-").split(":")[0].lower().rstrip(".")
+            if name in ("*", ""):
+                hosts.append(None)
+            elif re.match(r"^(\*\.)?[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?$", name):
+                hosts.append(name)
+            else:
+                w.add(line, f"vhost {h}: sekisho matches exact names and '*.suffix'; ignored")
+        if not hosts:
+            return
+    # The virtual URL: "/path*", "/path", or "http://host/path*" (a virtual host).
+    if "://" in vurl:
+        split = urllib.parse.urlsplit(vurl)
+        if split.hostname and split.hostname not in ("-", "="):
+            hosts = [split.hostname.lower()]
+        vurl = split.path or "/"
+    exact = not vurl.endswith("*")
+    path = vurl.rstrip("*") or "/"
+    if not path.startswith("/"):
+        w.add(line, f"MOUNT {vurl}: not a path; ignored")
+        return
+    rcode_text = options.pop("rcode", None)
+    rcode = int(rcode_text) if rcode_text and rcode_text.isdigit() else None
+    if rcode_text is not None and (rcode is None or not 100 <= rcode <= 599):
+        w.add(line, f"rcode={rcode_text}: not an HTTP status; ignored")
+        rcode = None
+    for key, arg in options.items():
+        w.add(
+            line, f"MOUNT option {key}{'=' + arg if arg else ''}: no equivalent; the route applies without it"
+        )
+    if exact and path != "/":
+        w.add(
+            line,
+            f"MOUNT {vurl}: DeleGate matched this path exactly; sekisho matches "
+            f"prefixes, so it covers everything under {path}",
+        )
+    base = Mount(line, None, path, exact)
+    if rurl == "=" or rurl.startswith("=:"):
+        if rcode is None:
+            w.add(line, f'MOUNT="{value}": DeleGate\'s own pages have no equivalent; ignored')
+            return
+        base.status = rcode
+    else:
+        target = urllib.parse.urlsplit(rurl)
+        scheme = target.scheme.lower()
+        if scheme not in ("http", "https") or not target.hostname:
+            w.add(line, f"MOUNT {rurl}: sekisho forwards HTTP to servers only; ignored")
+            return
+        if rcode is not None and 300 <= rcode <= 399:
+            base.redirect = rurl.rstrip("*")
+            base.status = rcode if rcode in (301, 302, 303, 307, 308) else 302
+            if base.status != rcode:
+                w.add(line, f"rcode={rcode}: sekisho redirects with 301/302/303/307/308; using 302")
+        else:
+            if rcode is not None:
+                w.add(line, f"rcode={rcode} with a server: the server's status is passed on; ignored")
+            if scheme == "https":
+                w.add(
+                    line,
+                    f"{rurl}: sekisho connects to servers in plain HTTP (TCP); check that "
+                    "the server listens without TLS there",
+                )
+            port = target.port or (443 if scheme == "https" else 80)
+            address = host_port(target.hostname, port)
+            rpath = target.path.rstrip("*") or "/"
+            if rpath == path:
+                pass
+            elif rpath == "/" and path.endswith("/"):
+                base.strip_prefix = True
+            else:
+                w.add(
+                    line,
+                    f"MOUNT {vurl} -> {target.path}: sekisho forwards the path as it is or "
+                    "with the route's prefix stripped; this rewrite is not possible (path kept)",
+                )
+            if rpath != path:
+                w.add(
+                    line,
+                    "DeleGate also rewrote URLs in responses (Location, links) for this "
+                    "MOUNT; sekisho forwards responses unchanged",
+                )
+            first_host = next((h for h in hosts if h), None)
+            base.pool = _pool_for(address, first_host or target.hostname, line, st)
+            if not is_ip(target.hostname) or first_host:
+                shown = first_host or "the client's Host"
+                if shown != target.hostname:
+                    w.add(
+                        line,
+                        f'DeleGate sent "Host: {target.hostname}" to the server; sekisho '
+                        f"passes the client's Host header ({shown})",
+                    )
+    for host in hosts:
+        st.mounts.append(
+            Mount(line, host, base.path, exact, base.pool, base.status, base.redirect, base.strip_prefix)
+        )
+
+
+def _pool_for(address: str, hint: str, line: int, st: State) -> str:
+    if address in st.pools:
+        return st.pools[address][0]
+    name = pool_name(hint)
+    taken = {n for n, _ in st.pools.values()}
+    base, n = name, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    st.pools[address] = (name, line)
+    return name
+
+
+def _httpconf(value: str, line: int, st: State) -> None:
+    st.httpconf_seen = True
+    op, _, rest = value.partition(":")
+    if op.lower() != "add-qhead":
+        st.w.add(line, f"HTTPCONF={value}: no equivalent; ignored")
+        return
+    header, _, fmt = rest.partition(":")
+    name = header.strip().lower()
+    if name in _HEADERS and fmt.strip() == _HEADERS[name]:
+        if name not in st.headers:
+            st.headers.append(name)
+    else:
+        st.w.add(
+            line,
+            f"HTTPCONF={value}: sekisho adds only the client address headers "
+            f"({', '.join(_HEADERS)}); ignored",
+        )
+
+
+def _host_list(value: str, line: int, w: Warnings, what: str) -> list[str]:
+    nets: list[str] = []
+    for item in _split_list(value):
+        for entry in _unbrace(item):
+            if entry.startswith("!"):
+                w.add(line, f"{what} {entry}: sekisho has no exclusions in allow; ignored")
+                continue
+            net = _network(entry)
+            if net is None:
+                w.add(line, f"{what} {entry}: sekisho takes addresses and CIDR ranges, not names; ignored")
+            else:
+                nets.extend(n for n in net if n not in nets)
+    return nets
+
+
+def _network(entry: str) -> list[str] | None:
+    if entry in ("*", "*.*.*.*"):
+        return ["0.0.0.0/0", "::/0"]
+    if entry.lower() in ("localhost", "127.0.0.1"):
+        return ["127.0.0.1/32", "::1/128"] if entry.lower() == "localhost" else ["127.0.0.1/32"]
+    octets = entry.split(".")
+    if octets[-1] == "*" and 1 < len(octets) < 4:
+        octets += ["*"] * (4 - len(octets))  # "192.168.*" is "192.168.*.*"
+    if len(octets) == 4 and "*" in octets:
+        fixed = []
+        for o in octets:
+            if o == "*":
+                break
+            fixed.append(o)
+        if all(o == "*" for o in octets[len(fixed) :]) and all(o.isdigit() for o in fixed):
+            text = ".".join(fixed + ["0"] * (4 - len(fixed)))
+            try:
+                return [str(ipaddress.ip_network(f"{text}/{8 * len(fixed)}"))]
+            except ValueError:
+                return None
+        return None
+    try:
+        return [str(ipaddress.ip_network(entry, strict=False))]
+    except ValueError:
+        return None
+
+
+def _covers(earlier: Mount, later: Mount) -> bool:
+    host_ok = (
+        earlier.host is None
+        or earlier.host == later.host
+        or (
+            earlier.host.startswith("*.") and later.host is not None and later.host.endswith(earlier.host[1:])
+        )
+    )
+    return host_ok and later.path.startswith(earlier.path)
+
+
+def _build(st: State) -> Document:
+    w = st.w
+    doc = Document()
+    if st.access_log is not None:
+        g = Section("global")
+        g.set("access_log", st.access_log)
+        doc.sections.append(g)
+
+    server_value, server_line = st.server or ("", 0)
+    scheme = server_value.split("://")[0].lower()
+    if st.server is None:
+        w.add(0, "no SERVER parameter: converted as SERVER=http")
+        scheme = "http"
+    if scheme == "smtp":
+        return _smtp(st, server_value, server_line, doc)
+    if scheme != "http":
+        w.add(server_line, f"SERVER={server_value}: sekisho serves http and smtp; nothing converted")
+        return doc
+    if "://" in server_value:
+        target = urllib.parse.urlsplit(server_value)
+        if target.hostname:
+            address = host_port(target.hostname, target.port or 80)
+            pool = _pool_for(address, target.hostname, server_line, st)
+            st.origins.setdefault(pool, f"SERVER={server_value}")
+            st.mounts.append(Mount(server_line, None, "/", False, pool))
+    if not st.listen:
+        w.add(0, "no -P: DeleGate's default port 8080 used")
+        st.listen = ["0.0.0.0:8080"]
+
+    ordered = sorted(
+        st.mounts,
+        key=lambda m: (
+            m.status is None or m.redirect is not None,
+            m.host is None,
+            # status routes shortest first (one hides all below it), the others longest first
+            len(m.path) if m.status is not None and m.redirect is None else -len(m.path),
+        ),
+    )
+    routes: list[Mount] = []
+    for m in ordered:
+        hidden = next((r for r in routes if _covers(r, m)), None)
+        if hidden is not None:
+            what = "the same" if (hidden.pool, hidden.status) == (m.pool, m.status) else "another"
+            w.add(
+                m.line,
+                f"MOUNT {m.path} (host {m.host or 'any'}) is covered by the MOUNT at line "
+                f"{hidden.line} ({hidden.path}, {what} target); left out",
+            )
+            continue
+        routes.append(m)
+    if not routes:
+        w.add(0, "no MOUNT with a target: an http listener needs a route; nothing converted")
+        return doc
+
+    used = {m.pool for m in routes if m.pool}
+    for address, (name, line) in st.pools.items():
+        if name not in used:
+            continue
+        origin = st.origins.get(name, f"MOUNT ... {address}")
+        p = Section(f"pool.{name}", comments=[f"{st.source}:{line} {origin}"])
+        p.set("scheduler", "rr")
+        p.set("servers", [{"address": address}])
+        doc.sections.append(p)
+    _reachable(st)
+
+    http = Section(
+        "http", array=True, comments=[f"{st.source}:{st.listen_line or server_line} -P, SERVER=http"]
+    )
+    http.comments.extend(st.notes)
+    http.set("listen", st.listen)
+    if st.allow is not None:
+        http.set("allow", st.allow)
+    else:
+        w.add(0, "no RELIABLE: sekisho serves every client (allow = 0.0.0.0/0, ::/0)")
+    if not st.headers:
+        http.set("forwarded_headers", [], "DeleGate added none (no HTTPCONF add-qhead)")
+    else:
+        http.set("forwarded_headers", st.headers)
+    for m in routes:
+        r = Section("http.route", array=True, comments=[f"{st.source}:{m.line} MOUNT"])
+        if m.host:
+            r.set("host", m.host)
+        r.set("path", m.path)
+        if m.pool:
+            r.set("pool", m.pool)
+        if m.redirect:
+            r.set("redirect", m.redirect)
+        if m.status is not None:
+            r.set("status", m.status)
+        if m.strip_prefix:
+            r.set("strip_prefix", True)
+        http.children.append(r)
+    doc.sections.append(http)
+    return doc
+
+
+def _reachable(st: State) -> None:
+    if not st.reachable:
+        return
+    nets: list[Any] = []
+    line = st.reachable[0][1]
+    for entry, entry_line in st.reachable:
+        found = _network(entry)
+        if found is None:
+            st.w.add(entry_line, f"REACHABLE {entry}: names cannot be compared with pool servers; ignored")
+        else:
+            nets.extend(ipaddress.ip_network(n) for n in found)
+    for address, (_, pline) in st.pools.items():
+        host = address.rsplit(":", 1)[0].strip("[]")
+        if not is_ip(host):
+            st.w.add(
+                pline, f"{address}: a name; sekisho cannot tell whether REACHABLE (line {line}) allowed it"
+            )
+            continue
+        ip = ipaddress.ip_address(host)
+        if not any(ip in n for n in nets if n.version == ip.version):
+            st.w.add(
+                pline,
+                f"{address} is not in REACHABLE (line {line}): DeleGate refused to "
+                "connect to it; sekisho will",
+            )
+    st.notes.append("REACHABLE: sekisho only ever connects to pool servers")
+
+
+def _smtp(st: State, value: str, line: int, doc: Document) -> Document:
+    target = urllib.parse.urlsplit(value) if "://" in value else None
+    if target is None or not target.hostname:
+        st.w.add(line, f"SERVER={value}: no mail server named; nothing converted")
+        return doc
+    address = host_port(target.hostname, target.port or 25)
+    name = _pool_for(address, target.hostname, line, st)
+    p = Section(
+        f"pool.{name}",
+        comments=[
+            f"{st.source}:{line} SERVER={value}",
+            "sekisho routes mail by recipient domain: add an [[smtp]] listener with one",
+            '[[smtp.route]] (domain = ..., pool = "' + name + '") per domain you receive',
+        ],
+    )
+    p.set("scheduler", "rr")
+    p.set("servers", [{"address": address}])
+    p.set("health", {"kind": "smtp"})
+    doc.sections.append(p)
+    st.w.add(
+        line,
+        f"SERVER={value}: sekisho routes mail by recipient domain, which this file does "
+        "not name; the pool is converted, add the [[smtp]] listener and its routes by hand",
+    )
+    return doc

@@ -1,0 +1,359 @@
+"""keepalived.conf -> sekisho TOML: VRRP instances here, LVS virtual servers in
+`keepalived_lvs`.
+
+Every statement is either converted or reported with its line number; the
+messages say what sekisho does instead where it does something.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+from dataclasses import dataclass, field
+
+from proxy.convert.common import is_ip, to_float, to_int
+from proxy.convert.kaparse import Node, parse
+from proxy.convert.output import Document, Section, Warnings
+
+# Statements that have no sekisho equivalent, with the reason an operator needs.
+_NO_EQUIVALENT = {
+    "track_script": "sekisho tracks interfaces only (track_interface); run the check from a "
+    "pool health check instead",
+    "vrrp_script": "sekisho has no VRRP check scripts; it tracks interfaces (track_interface)",
+    "vrrp_sync_group": "sekisho has no sync groups: each [[vrrp]] instance fails over on its own",
+    "static_ipaddress": "static addresses belong to the system's network configuration",
+    "static_routes": "static routes belong to the system's network configuration",
+    "static_rules": "static rules belong to the system's network configuration",
+    "virtual_routes": "sekisho adds no routes with the virtual addresses",
+    "virtual_rules": "sekisho adds no policy rules with the virtual addresses",
+    "virtual_ipaddress_excluded": "sekisho carries every virtual address in its adverts; "
+    "add it to virtual_ipaddress or configure it on the system",
+    "use_vmac": "sekisho announces the interface's own MAC address, not a VRRP virtual MAC",
+    "vmac_xmit_base": "sekisho uses no VRRP virtual MAC",
+    "smtp_alert": "sekisho sends no mail; use notify commands",
+    "mcast_src_ip": "sekisho sends adverts from the interface's primary address",
+    "dont_track_primary": "sekisho always watches the instance's own interface",
+    "lvs_sync_daemon_interface": "sekisho has no LVS connection sync (it is a full proxy)",
+    "native_ipv6": "use version = 3 with IPv6 virtual addresses",
+    "notify": "sekisho runs a command per state (notify.master/backup/fault/stop)",
+    "debug": "use global.log_level",
+    "strict_mode": "sekisho always follows the RFC",
+    "garp_master_refresh": "sekisho repeats gratuitous ARP once, after garp_master_delay",
+    "garp_master_repeat": "sekisho sends one gratuitous ARP burst per transition",
+    "accept": "sekisho does not install or remove firewall rules for the virtual addresses",
+    "no_accept": "sekisho does not install or remove firewall rules for the virtual addresses",
+    "skip_check_adv_addr": "sekisho checks every advert",
+    "include": "included files are not followed; convert them separately",
+}
+
+
+@dataclass
+class Context:
+    source: str  # the file name shown in comments
+    w: Warnings = field(default_factory=Warnings)
+    vrrp_version: int | None = None  # global_defs vrrp_version
+    garp_master_delay: float | None = None  # global_defs vrrp_garp_master_delay
+
+
+def convert(text: str, source: str) -> tuple[Document, Warnings]:
+    from proxy.convert import keepalived_lvs
+
+    ctx = Context(source)
+    doc = Document()
+    nodes = parse(text)
+    for node in nodes:
+        if node.keyword == "global_defs":
+            _global_defs(node, ctx)
+    pools: list[Section] = []
+    tcp: list[Section] = []
+    vrrp: list[Section] = []
+    groups = keepalived_lvs.groups(nodes, ctx)
+    for node in nodes:
+        kw = node.keyword
+        if kw in ("global_defs", "virtual_server_group"):
+            continue
+        if kw == "vrrp_instance":
+            section = _vrrp_instance(node, ctx)
+            if section is not None:
+                vrrp.append(section)
+        elif kw == "virtual_server":
+            built = keepalived_lvs.virtual_server(node, ctx, groups, {p.name for p in pools})
+            if built is not None:
+                pools.append(built[0])
+                tcp.append(built[1])
+        else:
+            unsupported(node, ctx.w)
+    doc.sections = pools + tcp + vrrp
+    return doc, ctx.w
+
+
+def unsupported(node: Node, w: Warnings, where: str = "") -> None:
+    reason = _NO_EQUIVALENT.get(node.keyword, "no sekisho equivalent")
+    prefix = f"{where}: " if where else ""
+    text = " ".join(node.words)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    w.add(node.line, f"{prefix}{text}: {reason}; ignored")
+
+
+def _global_defs(node: Node, ctx: Context) -> None:
+    for child in node.block():
+        kw, args = child.keyword, child.args
+        if kw == "vrrp_version" and args:
+            ctx.vrrp_version = to_int(args[0], child.line, kw, ctx.w, lo=2, hi=3)
+        elif kw == "vrrp_garp_master_delay" and args:
+            ctx.garp_master_delay = to_float(args[0], child.line, kw, ctx.w)
+        elif kw in ("router_id", "lvs_id"):
+            ctx.w.add(child.line, f"{kw}: sekisho needs no router name; ignored")
+        else:
+            unsupported(child, ctx.w, "global_defs")
+
+
+def _command(node: Node) -> str:
+    """notify_* takes one quoted string or the rest of the line as the command."""
+    if len(node.args) == 1:
+        return node.args[0]
+    return shlex.join(node.args)
+
+
+def _vrrp_instance(node: Node, ctx: Context) -> Section | None:
+    w = ctx.w
+    name = node.args[0] if node.args else f"VI_{node.line}"
+    out: dict[str, object] = {"name": name}
+    vips: list[str] = []
+    families: set[int] = set()
+    notify: dict[str, str] = {}
+    generic_notify: tuple[Node, str] | None = None
+    auth_type = "PASS"
+    auth_pass: str | None = None
+    auth_line = 0
+    state_line = 0
+    nopreempt_line = 0
+    for child in node.block():
+        kw, args, line = child.keyword, child.args, child.line
+        if kw in ("state", "interface", "virtual_router_id", "priority", "advert_int") and not args:
+            w.add(line, f"{kw}: needs a value; ignored")
+            continue
+        if kw == "state":
+            state = args[0].upper()
+            if state in ("MASTER", "BACKUP"):
+                out["initial_state"] = state
+                state_line = line
+            else:
+                w.add(line, f"state {args[0]}: sekisho starts as MASTER or BACKUP; using BACKUP")
+        elif kw == "interface":
+            out["interface"] = args[0]
+        elif kw == "virtual_router_id":
+            vrid = to_int(args[0], line, kw, w, lo=1, hi=255)
+            if vrid is not None:
+                out["virtual_router_id"] = vrid
+        elif kw == "priority":
+            prio = to_int(args[0], line, kw, w, lo=1, hi=255)
+            if prio is not None:
+                out["priority"] = prio
+        elif kw == "nopreempt":
+            out["preempt"] = False
+            nopreempt_line = line
+        elif kw == "preempt":
+            out["preempt"] = True
+        elif kw == "preempt_delay" and args:
+            delay = to_float(args[0], line, kw, w)
+            if delay is not None:
+                out["preempt_delay"] = min(delay, 1000.0)
+        elif kw == "advert_int":
+            adv = to_float(args[0], line, kw, w)
+            if adv is not None and adv > 0:
+                out["advert_int"] = adv
+        elif kw == "version" and args:
+            given = to_int(args[0], line, kw, w, lo=2, hi=3)
+            if given is not None:
+                out["version"] = given
+        elif kw == "authentication":
+            for a in child.block():
+                if a.keyword == "auth_type" and a.args:
+                    auth_type = a.args[0].upper()
+                    auth_line = a.line
+                elif a.keyword == "auth_pass" and a.args:
+                    auth_pass = a.args[0]
+                    auth_line = auth_line or a.line
+                else:
+                    unsupported(a, w, "authentication")
+        elif kw == "virtual_ipaddress":
+            for v in child.block():
+                vip = _vip(v, out.get("interface"), w)
+                if vip is not None:
+                    vips.append(vip)
+                    families.add(ipaddress.ip_interface(vip).version)
+        elif kw == "garp_master_delay" and args:
+            garp = to_float(args[0], line, kw, w)
+            if garp is not None:
+                out["garp_master_delay"] = garp
+        elif kw == "track_interface":
+            tracked = []
+            for t in child.block():
+                tracked.append(t.keyword)
+                if len(t.words) > 1:
+                    w.add(
+                        t.line,
+                        f"track_interface {' '.join(t.words)}: sekisho has no tracking weights; "
+                        "a tracked link that goes down puts the instance in FAULT",
+                    )
+            out["track_interface"] = tracked
+        elif kw in ("notify_master", "notify_backup", "notify_fault", "notify_stop") and args:
+            notify[kw.removeprefix("notify_")] = _command(child)
+        elif kw == "notify" and args:
+            generic_notify = (child, _command(child))
+        elif kw == "unicast_peer":
+            peers = []
+            for p in child.block():
+                if is_ip(p.keyword):
+                    peers.append(p.keyword)
+                    if len(p.words) > 1:
+                        w.add(p.line, f"unicast_peer {' '.join(p.words)}: options ignored")
+                else:
+                    w.add(p.line, f"unicast_peer {p.keyword}: not an IP address; ignored")
+            out["unicast_peer"] = peers
+        elif kw == "unicast_src_ip" and args:
+            if is_ip(args[0]):
+                out["unicast_src_ip"] = args[0]
+            else:
+                w.add(line, f"unicast_src_ip {args[0]}: not an IP address; ignored")
+        else:
+            unsupported(child, w, f"vrrp_instance {name}")
+
+    if generic_notify is not None:
+        gnode, script = generic_notify
+        # keepalived calls it as: script INSTANCE NAME STATE PRIORITY
+        prio_text = str(out.get("priority", 100))
+        added = []
+        for state in ("master", "backup", "fault", "stop"):
+            if state not in notify:
+                notify[state] = f"{script} INSTANCE {shlex.quote(name)} {state.upper()} {prio_text}"
+                added.append(state)
+        w.add(
+            gnode.line,
+            f"notify {script}: sekisho runs one command per state; converted to "
+            f"notify.{'/'.join(added) or '(none: all set)'} with keepalived's arguments",
+        )
+
+    # The version follows keepalived: the instance's, else global_defs, else 2;
+    # IPv6 addresses need VRRPv3 (keepalived switches on its own).
+    version = int(out.get("version") or ctx.vrrp_version or 2)  # type: ignore[call-overload]
+    if 6 in families and version == 2:
+        if 4 in families:
+            w.add(
+                node.line,
+                f"vrrp_instance {name}: mixes IPv4 and IPv6 virtual addresses; "
+                "sekisho needs one [[vrrp]] instance per family; IPv6 addresses dropped",
+            )
+            vips = [v for v in vips if ipaddress.ip_interface(v).version == 4]
+            families = {4}
+        else:
+            version = 3
+    if version != 2 or "version" in out:
+        out["version"] = version
+    if version == 2 and "advert_int" in out:
+        adv = float(out["advert_int"])  # type: ignore[arg-type]
+        if adv != int(adv) or not 1 <= adv <= 255:
+            fixed = float(min(255, max(1, round(adv))))
+            w.add(node.line, f"advert_int {adv:g}: VRRPv2 advertises whole seconds; using {fixed:g}")
+            out["advert_int"] = fixed
+    if version == 3 and "advert_int" in out:
+        adv = float(out["advert_int"])  # type: ignore[arg-type]
+        out["advert_int"] = min(40.95, max(0.01, round(adv, 2)))
+    if "garp_master_delay" not in out and ctx.garp_master_delay is not None:
+        out["garp_master_delay"] = ctx.garp_master_delay
+
+    if auth_pass is not None or auth_line:
+        if auth_type != "PASS":
+            w.add(
+                auth_line,
+                f"auth_type {auth_type}: sekisho speaks only simple password (PASS) "
+                "authentication, as RFC 3768 leaves; dropped (set the same on the peer)",
+            )
+        elif version == 3:
+            w.add(auth_line, "authentication: VRRPv3 has none (RFC 5798); dropped")
+        elif auth_pass is not None:
+            raw = auth_pass.encode()
+            if len(raw) > 8:
+                auth_pass = raw[:8].decode(errors="ignore")
+                w.add(
+                    auth_line,
+                    f"auth_pass is longer than 8 bytes; keepalived sends the first 8: {auth_pass!r}",
+                )
+            out["auth_pass"] = auth_pass
+
+    if state_line and out.get("initial_state") == "MASTER" and nopreempt_line:
+        w.add(
+            nopreempt_line,
+            "nopreempt with state MASTER: keepalived ignores nopreempt unless the "
+            'state is BACKUP; kept as preempt = false with initial_state = "MASTER"',
+        )
+
+    missing = [k for k in ("interface", "virtual_router_id") if k not in out]
+    if not vips:
+        missing.append("virtual_ipaddress")
+    if missing:
+        w.add(node.line, f"vrrp_instance {name}: no {', '.join(missing)}; instance not converted")
+        return None
+    if vips:
+        out["virtual_ipaddress"] = vips
+
+    section = Section("vrrp", array=True, comments=[f"{ctx.source}:{node.line} vrrp_instance {name}"])
+    order = (
+        "name",
+        "interface",
+        "virtual_router_id",
+        "priority",
+        "initial_state",
+        "preempt",
+        "preempt_delay",
+        "advert_int",
+        "version",
+        "auth_pass",
+        "garp_master_delay",
+        "virtual_ipaddress",
+        "track_interface",
+        "unicast_src_ip",
+        "unicast_peer",
+    )
+    for key in order:
+        if key in out:
+            section.set(key, out[key])
+    if notify:
+        section.set("notify", {k: notify[k] for k in ("master", "backup", "fault", "stop") if k in notify})
+    return section
+
+
+def _vip(node: Node, interface: object, w: Warnings) -> str | None:
+    words = node.words
+    try:
+        iface = ipaddress.ip_interface(words[0])
+    except ValueError:
+        w.add(node.line, f"virtual_ipaddress {words[0]}: not an address; ignored")
+        return None
+    opts = words[1:]
+    i = 0
+    while i < len(opts):
+        opt = opts[i]
+        arg = opts[i + 1] if i + 1 < len(opts) else ""
+        if opt == "dev":
+            if interface is not None and arg != interface:
+                w.add(
+                    node.line,
+                    f"{words[0]} dev {arg}: sekisho adds virtual addresses on the "
+                    f"instance's interface ({interface}); put the instance on {arg} if that is meant",
+                )
+            elif interface is None:
+                w.add(
+                    node.line,
+                    f"{words[0]} dev {arg}: sekisho adds virtual addresses on the instance's interface",
+                )
+            i += 2
+        elif opt in ("brd", "broadcast", "label", "scope", "track_group", "preferred_lft"):
+            w.add(node.line, f"{words[0]} {opt} {arg}: address option ignored")
+            i += 2
+        else:
+            w.add(node.line, f"{words[0]} {opt}: address option ignored")
+            i += 1
+    return words[0] if "/" in words[0] else str(iface)

@@ -1,0 +1,215 @@
+"""`sekisho convert keepalived`: the lb pair of CONTEXT.md and everything else."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+import conf
+from proxy.convert import convert_text, main
+from proxy.convert.kaparse import ParseError, parse
+
+DATA = Path(__file__).parent.parent / "data" / "convert"
+
+
+def _run(kind: str, path: Path) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = main([kind, str(path)], stdout=out, stderr=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _warnings(err: str, path: Path) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for line in err.splitlines():
+        m = re.match(rf"^{re.escape(str(path))}:(\d+): warning: (.*)$", line)
+        if m:
+            found.setdefault(int(m[1]), []).append(m[2])
+    return found
+
+
+@pytest.mark.parametrize("name", ["keepalived", "keepalived-full"])
+def test_matches_expected_toml(name: str) -> None:
+    path = DATA / f"{name}.conf"
+    rc, out, _ = _run("keepalived", path)
+    assert rc == 0
+    assert out == (DATA / f"{name}.expected.toml").read_text()
+    conf.load_text(out)  # what `sekisho check` runs
+
+
+def test_the_lb_pair_of_context() -> None:
+    path = DATA / "keepalived.conf"
+    rc, out, err = _run("keepalived", path)
+    assert rc == 0
+    config = conf.load_text(out)
+    (vrrp,) = config.vrrp
+    assert (vrrp.name, vrrp.interface, vrrp.virtual_router_id, vrrp.priority) == ("VI", "bond0", 1, 101)
+    assert vrrp.initial_state == "BACKUP"
+    assert vrrp.preempt is False  # nopreempt
+    assert vrrp.advert_int == 1.0
+    assert vrrp.auth_pass == "p@ssw0rd"
+    assert vrrp.garp_master_delay == 5.0
+    assert [str(v) for v in vrrp.virtual_ipaddress] == ["192.0.2.160/24"]
+    assert vrrp.track_interface == ("bond0",)
+    assert vrrp.notify.master == ("/etc/keepalived/notify.sh", "master")
+    assert vrrp.notify.fault == ("/etc/keepalived/notify.sh", "fault")
+    (tcp,) = config.tcp
+    assert [str(a) for a in tcp.listen] == ["192.0.2.160:8080"]
+    pool = config.pools[tcp.pool]
+    assert pool.scheduler == "rr"
+    assert [(str(s.address), s.weight) for s in pool.servers] == [
+        ("10.10.10.10:8080", 1),
+        ("10.10.10.20:8080", 1),
+    ]
+    assert pool.on_failure == "inhibit"
+    assert pool.health.kind == "tcp"
+    assert (pool.health.interval, pool.health.timeout, pool.health.port) == (3.0, 2.0, None)
+    assert (pool.health.rise, pool.health.fall) == (1, 2)  # keepalived: back after 1, down after 1 + retry(1)
+    warnings = _warnings(err, path)
+    assert any("lb_kind DR" in w and "full proxy" in w for w in warnings[44])
+    assert any("dev eth0" in w for w in warnings[28])
+    assert set(warnings) == {6, 9, 10, 11, 12, 28, 44}  # nothing else dropped, each one reported
+
+
+def test_everything_else() -> None:
+    path = DATA / "keepalived-full.conf"
+    rc, out, err = _run("keepalived", path)
+    assert rc == 0
+    config = conf.load_text(out)
+    web, v6 = config.vrrp
+    assert web.initial_state == "MASTER" and web.preempt is True
+    assert web.auth_pass == "verylong"  # keepalived sends the first 8 bytes
+    assert web.garp_master_delay == 3.0  # global_defs vrrp_garp_master_delay
+    assert [str(v) for v in web.virtual_ipaddress] == ["198.51.100.10/32", "198.51.100.11/24"]
+    assert web.notify.master == ("/usr/local/bin/vrrp-notify", "INSTANCE", "VI_WEB", "MASTER", "150")
+    assert web.notify.stop == ("/usr/local/bin/vrrp-stopped", "--now")
+    assert [str(p) for p in web.unicast_peer] == ["198.51.100.2"]
+    assert v6.version == 3 and v6.advert_int == 0.5 and v6.auth_pass is None
+    assert {v.name for v in config.vrrp} == {"VI_WEB", "VI_V6"}  # VI_BROKEN has no interface
+
+    web_pool = config.pools["WEB"]
+    assert web_pool.scheduler == "wlc"
+    assert str(web_pool.sorry_server) == "192.0.2.99:80"
+    assert web_pool.servers[0].max_connections == 500  # uthreshold
+    assert web_pool.health.kind == "http" and web_pool.health.path == "/healthz"
+    assert web_pool.health.expect_status == (200, 201, 202, 203, 204)
+    assert web_pool.health.host == "www.example.com"
+    assert web_pool.health.fall == 3  # retry 2
+    listen = {str(a) for t in config.tcp for a in t.listen}
+    assert {"198.51.100.10:80", "198.51.100.20:80", "198.51.100.22:80", "198.51.100.10:25"} <= listen
+    assert config.pools["vs-198.51.100.10-25"].health.kind == "smtp"
+    assert config.pools["vs-198.51.100.10-25"].scheduler == "wlc"  # sed -> closest
+    mysql = config.pools["vs-198.51.100.10-3306"]
+    assert mysql.health.kind == "script"
+    assert mysql.health.command == ("/usr/local/bin/check_mysql", "192.0.2.31")
+    assert mysql.health.fall == 1  # MISC_CHECK retries 0 times by default
+    assert not any("53" in str(a) for t in config.tcp for a in t.listen)  # UDP: not converted
+
+    w = _warnings(err, path)
+    expect = {
+        11: "include",
+        13: "vrrp_script",
+        18: "vrrp_sync_group",
+        33: "longer than 8 bytes",
+        46: "tracking weights",
+        48: "track_script",
+        51: "notify.master/backup/fault",
+        63: "auth_type AH",
+        71: "not converted",
+        82: "fwmark 7",
+        88: "lvs_method NAT",
+        90: "persistence_timeout",
+        102: "digest",
+        104: "one URL",
+        111: "notify_down",
+        128: "lb_algo sed",
+        129: "lb_kind TUN",
+        134: "helo_name",
+        142: "lb_kind DR",
+        149: "misc_dynamic",
+        154: "SSL_GET",
+        162: "protocol UDP",
+        168: "fwmark",
+    }
+    for line, text in expect.items():
+        assert any(text in m for m in w.get(line, [])), (line, text, w.get(line))
+
+
+def _convert(text: str) -> tuple[conf.Config, list[tuple[int, str]]]:
+    toml, warnings = convert_text("keepalived", text, "k.conf")
+    return conf.load_text(toml), [(n.line, n.message) for n in warnings.items]
+
+
+def test_semicolons_and_brace_on_next_line() -> None:
+    config, _ = _convert(
+        "vrrp_instance VI { state BACKUP; interface eth0; virtual_router_id 7\n"
+        "  virtual_ipaddress\n  {\n    10.0.0.1/24\n  }\n}\n"
+    )
+    assert config.vrrp[0].virtual_router_id == 7
+    assert str(config.vrrp[0].virtual_ipaddress[0]) == "10.0.0.1/24"
+
+
+def test_mixed_inhibit_and_no_checker() -> None:
+    config, warnings = _convert(
+        "virtual_server 10.0.0.1 80 {\n lb_algo wrr\n"
+        " real_server 10.0.0.2 80 { weight 2\n inhibit_on_failure\n }\n"
+        " real_server 10.0.0.3 80 { weight 1 }\n}\n"
+    )
+    pool = config.pools["vs-10.0.0.1-80"]
+    assert pool.on_failure == "inhibit"
+    assert pool.health.kind == "none"
+    assert any("some real servers only" in m for _, m in warnings)
+
+
+def test_remove_without_inhibit_and_connect_port() -> None:
+    config, _ = _convert(
+        "virtual_server 10.0.0.1 80 {\n delay_loop 6\n"
+        " real_server 10.0.0.2 80 { TCP_CHECK { connect_port 8081\n connect_timeout 1 } }\n}\n"
+    )
+    pool = config.pools["vs-10.0.0.1-80"]
+    assert pool.on_failure == "remove"
+    assert pool.scheduler == "wlc"  # ipvsadm's default
+    assert (pool.health.port, pool.health.interval, pool.health.timeout) == (8081, 6.0, 1.0)
+
+
+def test_ipv6_virtual_server_and_ipv2_advert_rounding() -> None:
+    config, warnings = _convert(
+        "vrrp_instance A {\n interface eth0\n virtual_router_id 3\n advert_int 1.5\n"
+        " virtual_ipaddress {\n 10.0.0.9\n }\n}\n"
+        "virtual_server 2001:db8::1 443 {\n real_server 2001:db8::2 443 { weight 1 }\n}\n"
+    )
+    assert config.vrrp[0].advert_int == 2.0
+    assert any(line == 1 and "whole seconds" in m for line, m in warnings)
+    assert [str(a) for a in config.tcp[0].listen] == ["[2001:db8::1]:443"]
+
+
+def test_parse_errors_carry_the_line() -> None:
+    with pytest.raises(ParseError) as info:
+        parse("vrrp_instance VI {\n  state BACKUP\n")
+    assert info.value.line == 1
+    with pytest.raises(ParseError) as info:
+        parse("a\n}\n")
+    assert info.value.line == 2
+
+
+def test_cli_reports_a_parse_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.conf"
+    bad.write_text("global_defs {\n router_id x\n\n")
+    rc, out, err = _run("keepalived", bad)
+    assert rc == 1 and out == ""
+    assert f"{bad}:1: error:" in err
+
+
+def test_cli_missing_file(tmp_path: Path) -> None:
+    rc, _, err = _run("keepalived", tmp_path / "nope.conf")
+    assert rc == 1 and "cannot read" in err
+
+
+def test_cli_output_file(tmp_path: Path) -> None:
+    target = tmp_path / "sekisho.toml"
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["keepalived", str(DATA / "keepalived.conf"), "-o", str(target)], out, err) == 0
+    assert out.getvalue() == ""
+    assert target.read_text() == (DATA / "keepalived.expected.toml").read_text()
