@@ -655,7 +655,10 @@ class ClientConnection(asyncio.Protocol):
         self._pump_upstream(conn)
 
     def _pump_upstream(self, conn: h11.Connection) -> None:
+        # Everything one batch of backend bytes produces goes out in one write; a
+        # response that turns out broken within the batch never reaches the client.
         client = self.h11
+        out: list[bytes] = []
         while True:
             try:
                 ev = conn.next_event()
@@ -666,36 +669,49 @@ class ClientConnection(asyncio.Protocol):
             if t is _Data:
                 parts = client.send_with_data_passthrough(ev)  # type: ignore[arg-type]
                 assert parts is not None
-                if not self.closed and self.transport is not None:
-                    self.transport.writelines(parts)
-                    n = sum(map(len, parts))
-                    self.sent += n
-                    self.fe.counters.bytes_out += n
+                out += parts
             elif t is _Response:
-                if not self._on_response(ev):  # type: ignore[arg-type]
+                head = self._on_response(ev)  # type: ignore[arg-type]
+                if head is None:
                     return
+                out.append(head)
             elif t is _EOM:
                 try:
-                    self._write(client.send(_EOM()))
+                    out.append(client.send(_EOM()))
                 except h11.LocalProtocolError as exc:
                     self._upstream_failure(502, str(exc))
                     return
+                self._flush(out)
                 self.response_done = True
                 # (If the backend answered before the request body was complete, the
                 # client connection cannot be reused: _next_cycle closes it.)
                 self._finish()
                 return
+            elif ev is _NEED_DATA or ev is _PAUSED:
+                if out:
+                    self._flush(out)
+                return
             elif t is _Info:
+                if out:
+                    self._flush(out)
                 self._on_informational(ev)  # type: ignore[arg-type]
                 if self.tunnel or self.closed:
                     return
-            elif ev is _NEED_DATA or ev is _PAUSED:
-                return
             else:  # ConnectionClosed before a response ended
                 self._upstream_failure(502, "backend closed the connection")
                 return
 
-    def _on_response(self, resp: h11.Response) -> bool:
+    def _flush(self, out: list[bytes]) -> None:
+        self.response_started = True
+        if not self.closed and self.transport is not None:
+            self.transport.writelines(out)
+            n = 0
+            for b in out:
+                n += len(b)
+            self.sent += n
+            self.fe.counters.bytes_out += n
+
+    def _on_response(self, resp: h11.Response) -> bytes | None:
         cl = te = False
         for _, name, _v in resp.headers._full_items:
             if name == b"content-length":
@@ -704,7 +720,7 @@ class ClientConnection(asyncio.Protocol):
                 te = True
         if cl and te:
             self._upstream_failure(502, "backend sent both Content-Length and Transfer-Encoding")
-            return False
+            return None
         headers = response_headers([(n, v) for _, n, v in resp.headers._full_items])
         try:
             data = self.h11.send(
@@ -712,11 +728,9 @@ class ClientConnection(asyncio.Protocol):
             )
         except h11.LocalProtocolError as exc:
             self._upstream_failure(502, f"cannot relay response: {exc}")
-            return False
-        self.response_started = True
+            return None
         self.status = resp.status_code
-        self._write(data)
-        return True
+        return data
 
     def _on_informational(self, info: h11.InformationalResponse) -> None:
         if info.status_code == 101:

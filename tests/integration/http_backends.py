@@ -132,7 +132,12 @@ class HttpBackend:
                 headers.append(("content-length", str(n)))
             elif parts[1] == "close":
                 headers.append(("connection", "close"))
-            writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
+            if parts[1] == "close":
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nx-backend: %s\r\nconnection: close\r\n\r\n" % self.name.encode()
+                )
+            else:
+                writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
             if parts[1] == "close":
                 # h11 would pick chunked for a 1.1 client; write a close-delimited body by hand.
                 sent = 0
