@@ -131,6 +131,7 @@ class SmtpSession(asyncio.Protocol):
         self._reading_paused = False
         self._retiring = False
         self._data_failed = False
+        self._tls_upgrade: list[bytes] | None = None
 
     # ------------------------------------------------------------ Protocol
 
@@ -152,6 +153,13 @@ class SmtpSession(asyncio.Protocol):
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"smtp {self.peer}")
 
     def data_received(self, data: bytes) -> None:
+        if self._tls_upgrade is not None:
+            # Once start_tls has swapped protocols, what reaches us is decrypted
+            # data that may arrive before our coroutine resumes: keep it for
+            # after tls_started(). (Cleartext pipelined behind STARTTLS was
+            # already dropped by the envelope.)
+            self._tls_upgrade.append(data)
+            return
         self.env.receive_data(data)
         self._input.set()
         if self.env.buffered > READ_HIGH_WATER and not self._reading_paused and self.transport:
@@ -403,6 +411,7 @@ class SmtpSession(asyncio.Protocol):
         assert ctx is not None and transport is not None
         self._write(reply.encode())
         loop = asyncio.get_running_loop()
+        self._tls_upgrade = []
         try:
             new = await loop.start_tls(
                 transport, self, ctx, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
@@ -412,11 +421,14 @@ class SmtpSession(asyncio.Protocol):
             self.stats.starttls_failures += 1
             transport.abort()
             return False
+        early, self._tls_upgrade = self._tls_upgrade, None
         if new is None:
             return False
         self.transport = new
         self.stats.starttls += 1
         self.env.tls_started()
+        for data in early:
+            self.data_received(data)
         return True
 
     def _drop_backend(self) -> None:
