@@ -23,8 +23,8 @@ import os
 import socket
 import sys
 import threading
-from typing import cast
 import time
+from typing import cast
 from urllib.parse import urlsplit
 
 from bench.stats import latency_summary_us

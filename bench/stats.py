@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -26,7 +27,7 @@ def latency_summary_us(samples_ns: list[int]) -> dict[str, float]:
 
 def spread(values: Sequence[float]) -> dict[str, float | int]:
     """Median with min-max; n is how many values there were."""
-    vals = [v for v in values if v == v]  # drop NaN
+    vals = [v for v in values if not math.isnan(v)]
     if not vals:
         return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}

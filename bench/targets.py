@@ -1,0 +1,484 @@
+"""The backends, and the targets measured in front of them.
+
+Backends (pinned to the server-side CPU with the proxies, started once per bench run):
+    stream  iperf3 server (built-in splice sink without iperf3)   TCP_STREAM
+    echo    built-in echo server                                  TCP_RR, TCP_CRR
+    sink    built-in splice sink                                  1 GiB L4 upload
+    http    nginx serving /small (128 B) and /1m (1 MiB) static   HTTP (built-in server without nginx)
+    upload  built-in HTTP server discarding request bodies        1 GiB HTTP upload
+
+Targets (each proxy pinned to the server-side CPU, one worker/thread):
+    direct   the backends themselves
+    sekisho  `sekisho run -c` with [[tcp]] services and an [[http]] route per backend
+    haproxy  `haproxy -db -f`: mode tcp / mode http, http-reuse always, option splice-auto
+    nginx    `nginx` with daemon off: stream {} (load_module) and http {} with upstream keepalive
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.procs import REPO, BenchError, Proc, free_ports, start, wait_listening
+from bench.servers import BIG_BODY, SMALL_BODY
+from bench.tools import version, which
+
+LOCAL = "127.0.0.1"
+Addr = tuple[str, int]
+NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+TCP_KEYS = ("stream", "echo", "sink")
+STARTUP_TIMEOUT = 15.0
+
+
+@dataclass
+class Target:
+    name: str
+    status: str = "pending"  # ok | missing | failed
+    error: str = ""
+    version: str = ""
+    endpoints: dict[str, Addr] = field(default_factory=dict)
+    proc: Proc | None = None
+    config: str = ""
+    notes: str = ""
+
+    def probe(self) -> dict[str, str]:
+        """Check the L4 path (echo) and the HTTP path now; {endpoint: error} for broken ones.
+        A broken endpoint fails its workloads at once instead of timing out in each."""
+        broken: dict[str, str] = {}
+        if "echo" in self.endpoints:
+            err = probe_echo(self.endpoints["echo"])
+            if err:
+                broken["echo"] = f"echo probe failed: {err}"
+                if "stream" in self.endpoints and self.name != "direct":
+                    broken["stream"] = f"L4 probe (echo service) failed: {err}"
+        if "http" in self.endpoints:
+            err = probe_http(self.endpoints["http"])
+            if err:
+                broken["http"] = f"HTTP probe failed: {err}"
+        return broken
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def fail(self, error: str) -> None:
+        self.status = "failed"
+        self.error = error[-2000:]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def alive(self) -> bool:
+        return self.proc is None or self.proc.alive()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "error": self.error,
+            "version": self.version,
+            "endpoints": {k: f"{h}:{p}" for k, (h, p) in self.endpoints.items()},
+            "cpus": sorted(self.proc.cpus) if self.proc and self.proc.cpus else None,
+            "pid": self.proc.pid if self.proc else None,
+            "config": self.config,
+            "notes": self.notes,
+            "log_tail": self.proc.tail(2000) if self.proc else "",
+        }
+
+
+def probe_echo(addr: Addr, timeout: float = 3.0) -> str | None:
+    try:
+        with socket.create_connection(addr, timeout=timeout) as s:
+            s.sendall(b"probe")
+            got = b""
+            while len(got) < 5:
+                data = s.recv(64)
+                if not data:
+                    return "closed without echoing"
+                got += data
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def probe_http(addr: Addr, timeout: float = 3.0) -> str | None:
+    req = f"GET /small HTTP/1.1\r\nHost: {addr[0]}:{addr[1]}\r\nConnection: close\r\n\r\n".encode()
+    try:
+        with socket.create_connection(addr, timeout=timeout) as s:
+            s.sendall(req)
+            buf = b""
+            while b"\r\n" not in buf:
+                data = s.recv(4096)
+                if not data:
+                    return "closed without a response"
+                buf += data
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    status = buf.split(b"\r\n", 1)[0].decode("latin-1")
+    return None if status.split(" ")[1:2] == ["200"] else f"answered {status!r}"
+
+
+class Backends:
+    def __init__(self, workdir: Path, cpus: frozenset[int] | None) -> None:
+        self.workdir = workdir
+        self.cpus = cpus
+        self.procs: dict[str, Proc] = {}
+        self.endpoints: dict[str, Addr] = {}
+        self.kinds: dict[str, str] = {}
+        self.iperf3 = which("iperf3")
+        self.nginx = which("nginx")
+
+    def start(self) -> None:
+        py = sys.executable
+        ports = dict(zip(("stream", "echo", "sink", "http", "upload"), free_ports(5), strict=True))
+        self.endpoints = {k: (LOCAL, p) for k, p in ports.items()}
+        self._start_stream()
+        self.procs["echo"] = start(
+            "backend-echo",
+            [py, "-m", "bench.servers", "echo", f"{LOCAL}:{ports['echo']}"],
+            self.workdir,
+            self.cpus,
+        )
+        self.kinds["echo"] = "built-in echo (uvloop)"
+        self.procs["sink"] = start(
+            "backend-sink",
+            [py, "-m", "bench.servers", "sink", f"{LOCAL}:{ports['sink']}"],
+            self.workdir,
+            self.cpus,
+        )
+        self.kinds["sink"] = "built-in splice sink"
+        self.procs["upload"] = start(
+            "backend-upload",
+            [py, "-m", "bench.servers", "http", f"{LOCAL}:{ports['upload']}"],
+            self.workdir,
+            self.cpus,
+        )
+        self.kinds["upload"] = "built-in HTTP server (bodies discarded)"
+        if self.nginx:
+            self._start_nginx_backend(ports["http"])
+        else:
+            self.procs["http"] = start(
+                "backend-http",
+                [py, "-m", "bench.servers", "http", f"{LOCAL}:{ports['http']}"],
+                self.workdir,
+                self.cpus,
+            )
+            self.kinds["http"] = "built-in HTTP server (nginx not installed)"
+        for key, proc in self.procs.items():
+            wait_listening(proc, [self.endpoints[key][1]], STARTUP_TIMEOUT)
+
+    def _start_stream(self) -> None:
+        port = self.endpoints["stream"][1]
+        if self.iperf3:
+            cmd = [self.iperf3, "-s", "-B", LOCAL, "-p", str(port)]
+            self.kinds["stream"] = version([self.iperf3, "-v"]) + " server"
+        else:
+            cmd = [sys.executable, "-m", "bench.servers", "sink", f"{LOCAL}:{port}"]
+            self.kinds["stream"] = "built-in splice sink (iperf3 not installed)"
+        self.procs["stream"] = start("backend-stream", cmd, self.workdir, self.cpus)
+
+    def restart_stream(self) -> None:
+        """iperf3's server can be left waiting on a half-done test: start a fresh one."""
+        old = self.procs.get("stream")
+        if old is not None:
+            old.stop(2)
+        self._start_stream()
+        wait_listening(self.procs["stream"], [self.endpoints["stream"][1]], STARTUP_TIMEOUT)
+
+    def _start_nginx_backend(self, port: int) -> None:
+        assert self.nginx is not None
+        d = self.workdir / "nginx-backend"
+        (d / "www").mkdir(parents=True, exist_ok=True)
+        for p in (self.workdir, d, d / "www"):
+            p.chmod(0o755)  # nginx workers run as nobody
+        (d / "www" / "small").write_bytes(SMALL_BODY)
+        (d / "www" / "1m").write_bytes(BIG_BODY)
+        conf = f"""
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 30000; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    default_type application/octet-stream;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen {LOCAL}:{port} backlog=4096;
+        root {d}/www;
+        location / {{ }}
+    }}
+}}
+"""
+        (d / "nginx.conf").write_text(conf)
+        cmd = [self.nginx, "-p", f"{d}/", "-c", f"{d}/nginx.conf", "-e", f"{d}/error.log"]
+        self.procs["http"] = start("backend-nginx", cmd, self.workdir, self.cpus)
+        self.kinds["http"] = version([self.nginx, "-v"]) + " static files, 1 worker"
+
+    def alive(self) -> bool:
+        return all(p.alive() for p in self.procs.values())
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            key: {
+                "endpoint": f"{h}:{p}",
+                "what": self.kinds.get(key, "?"),
+                "cpus": sorted(self.cpus) if self.cpus else None,
+            }
+            for key, (h, p) in self.endpoints.items()
+        }
+
+
+# ---------------------------------------------------------------- targets
+
+
+def direct(backends: Backends) -> Target:
+    t = Target("direct", status="ok", version="backends themselves", endpoints=dict(backends.endpoints))
+    return t
+
+
+def sekisho_config(workdir: Path, backends: Backends, ports: dict[str, int]) -> str:
+    be = backends.endpoints
+    lines = [
+        "# generated by python -m bench",
+        "[global]",
+        f'pidfile = "{workdir}/sekisho.pid"',
+        'access_log = ""',
+        'log_level = "warning"',
+        "drain_timeout = 1.0",
+        "",
+    ]
+    for key in ("stream", "echo", "sink", "http", "upload"):
+        h, p = be[key]
+        lines += [f"[pool.{key}]", 'scheduler = "rr"', f'servers = [{{ address = "{h}:{p}" }}]', ""]
+    lines += [
+        "[[http]]",
+        f'listen = ["{LOCAL}:{ports["http"]}"]',
+        "max_connections = 30000",
+        "",
+        "  [[http.route]]",
+        '  path = "/upload"',
+        '  pool = "upload"',
+        "",
+        "  [[http.route]]",
+        '  path = "/"',
+        '  pool = "http"',
+        "",
+    ]
+    for key in TCP_KEYS:
+        lines += [
+            "[[tcp]]",
+            f'listen = "{LOCAL}:{ports[key]}"',
+            f'pool = "{key}"',
+            "max_connections = 30000",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def sekisho(workdir: Path, backends: Backends, cpus: frozenset[int] | None) -> Target:
+    t = Target("sekisho")
+    exe = Path(sys.executable).with_name("sekisho")
+    if not exe.exists():
+        t.status = "missing"
+        t.error = f"{exe} not found (pip install -e . first)"
+        return t
+    d = workdir / "sekisho"
+    d.mkdir(exist_ok=True)
+    ports = dict(zip(("http", *TCP_KEYS), free_ports(4), strict=True))
+    t.config = sekisho_config(d, backends, ports)
+    path = d / "sekisho.toml"
+    path.write_text(t.config)
+    t.version = _sekisho_version()
+    try:
+        import conf
+
+        conf.load_text(t.config, source=str(path))
+    except Exception as exc:  # a config the model refuses: report it, do not crash
+        t.fail(f"generated config refused: {exc}")
+        return t
+    t.endpoints = {k: (LOCAL, ports[k]) for k in TCP_KEYS} | {
+        "http": (LOCAL, ports["http"]),
+        "upload": (LOCAL, ports["http"]),
+    }
+    t.notes = "L4 workloads through [[tcp]] services; HTTP through an [[http]] route"
+    _launch(t, [str(exe), "run", "-c", str(path)], workdir, cpus, list(ports.values()))
+    return t
+
+
+def _sekisho_version() -> str:
+    try:
+        import proxy
+
+        version_text = str(proxy.VERSION)
+    except ImportError:
+        version_text = "?"
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        rev = ""
+    return f"sekisho {version_text}" + (f" ({rev})" if rev else "")
+
+
+def haproxy_config(backends: Backends, ports: dict[str, int]) -> str:
+    be = backends.endpoints
+    out = [
+        "global",
+        "    maxconn 2000",
+        "    nbthread 1",
+        "",
+        "defaults",
+        "    timeout connect 5s",
+        "    timeout client 120s",
+        "    timeout server 120s",
+        "    timeout http-keep-alive 120s",
+        "    option splice-auto",
+        "",
+        "frontend fe_http",
+        "    mode http",
+        f"    bind {LOCAL}:{ports['http']}",
+        "    default_backend be_http",
+        "",
+        "backend be_http",
+        "    mode http",
+        "    http-reuse always",
+        f"    server s1 {be['http'][0]}:{be['http'][1]}",
+        "",
+    ]
+    for key in ("stream", "echo"):
+        out += [
+            f"frontend fe_{key}",
+            "    mode tcp",
+            f"    bind {LOCAL}:{ports[key]}",
+            f"    default_backend be_{key}",
+            "",
+            f"backend be_{key}",
+            "    mode tcp",
+            f"    server s1 {be[key][0]}:{be[key][1]}",
+            "",
+        ]
+    return "\n".join(out)
+
+
+def haproxy(workdir: Path, backends: Backends, cpus: frozenset[int] | None) -> Target:
+    t = Target("haproxy")
+    exe = which("haproxy")
+    if not exe:
+        t.status = "missing"
+        t.error = "haproxy not installed (make deps installs it as root)"
+        return t
+    t.version = version([exe, "-v"])
+    ports = dict(zip(("http", "stream", "echo"), free_ports(3), strict=True))
+    t.config = haproxy_config(backends, ports)
+    path = workdir / "haproxy.cfg"
+    path.write_text(t.config)
+    t.endpoints = {k: (LOCAL, p) for k, p in ports.items()}
+    t.notes = "nbthread 1, maxconn 2000, http-reuse always, option splice-auto"
+    _launch(t, [exe, "-db", "-f", str(path)], workdir, cpus, list(ports.values()))
+    return t
+
+
+def nginx_config(d: Path, backends: Backends, ports: dict[str, int]) -> str:
+    be = backends.endpoints
+    return f"""load_module {NGINX_STREAM_MODULE};
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream be_http {{
+        server {be["http"][0]}:{be["http"][1]};
+        keepalive 64;
+        keepalive_requests 10000000;
+    }}
+    server {{
+        listen {LOCAL}:{ports["http"]} backlog=4096;
+        location / {{
+            proxy_pass http://be_http;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_max_temp_file_size 0;
+        }}
+    }}
+}}
+stream {{
+    upstream be_stream {{ server {be["stream"][0]}:{be["stream"][1]}; }}
+    upstream be_echo {{ server {be["echo"][0]}:{be["echo"][1]}; }}
+    server {{ listen {LOCAL}:{ports["stream"]}; proxy_pass be_stream; }}
+    server {{ listen {LOCAL}:{ports["echo"]}; proxy_pass be_echo; }}
+}}
+"""
+
+
+def nginx(workdir: Path, backends: Backends, cpus: frozenset[int] | None) -> Target:
+    t = Target("nginx")
+    exe = which("nginx")
+    if not exe:
+        t.status = "missing"
+        t.error = "nginx not installed (make deps installs it as root)"
+        return t
+    if not Path(NGINX_STREAM_MODULE).exists():
+        t.status = "missing"
+        t.error = f"{NGINX_STREAM_MODULE} missing (Debian: libnginx-mod-stream)"
+        return t
+    t.version = version([exe, "-v"])
+    d = workdir / "nginx-proxy"
+    d.mkdir(exist_ok=True)
+    ports = dict(zip(("http", "stream", "echo"), free_ports(3), strict=True))
+    t.config = nginx_config(d, backends, ports)
+    (d / "nginx.conf").write_text(t.config)
+    t.endpoints = {k: (LOCAL, p) for k, p in ports.items()}
+    t.notes = "1 worker, upstream keepalive 64, proxy_max_temp_file_size 0 (stream module has no splice)"
+    cmd = [exe, "-p", f"{d}/", "-c", f"{d}/nginx.conf", "-e", f"{d}/error.log"]
+    _launch(t, cmd, workdir, cpus, list(ports.values()))
+    return t
+
+
+def _launch(t: Target, cmd: list[str], workdir: Path, cpus: frozenset[int] | None, ports: list[int]) -> None:
+    try:
+        t.proc = start(t.name, cmd, workdir, cpus)
+        wait_listening(t.proc, ports, STARTUP_TIMEOUT)
+    except (BenchError, OSError) as exc:
+        t.fail(str(exc))
+        if t.proc is not None:
+            t.proc.stop()
+        return
+    t.status = "ok"
+
+
+BUILDERS = {"sekisho": sekisho, "haproxy": haproxy, "nginx": nginx}
+ALL_TARGETS = ("direct", "sekisho", "haproxy", "nginx")
