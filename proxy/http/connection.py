@@ -91,6 +91,11 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel = False
         self.idle = False
         self.pending: bool = False  # stop pumping h11 events (waiting for a backend)
+        self.early: list[h11.Event] = []
+        self.fed = 0  # bytes given to h11 after the current request head
+        self.chunked = False
+        self.chunks = 0
+        self.data_seen = 0  # body events parsed before the backend was attached
         # the current exchange
         self.req: h11.Request | None = None
         self.route: Route | None = None
@@ -174,8 +179,10 @@ class ClientConnection(asyncio.Protocol):
                 return
             self.head = head
             self.gate = None
+            self.fed = len(buf) - end
             self.h11.receive_data(bytes(buf) if buf is gate else data)
         else:
+            self.fed += len(data)
             self.h11.receive_data(data)
         if not self.pending:
             self._pump()
@@ -346,15 +353,20 @@ class ClientConnection(asyncio.Protocol):
             try:
                 ev = conn.next_event()
             except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
-                self._refuse(431 if status == 431 else 400, str(exc))
+                # The gate already enforced the head size: anything else h11 refuses is a 400.
+                self._refuse(400, str(exc))
                 return
             t = type(ev)
             if t is _Data:
+                self.data_seen += len(ev.data)  # type: ignore[union-attr]
+                if self.chunked and ev.chunk_start and not self._framing_ok(False):  # type: ignore[union-attr]
+                    return
                 self._on_body(ev.data)  # type: ignore[union-attr]
             elif t is _Request:
                 self._on_request(ev)  # type: ignore[arg-type]
             elif t is _EOM:
+                if self.chunked and not self._framing_ok(True):
+                    return
                 self._on_body_end()
             elif ev is _NEED_DATA or ev is _PAUSED:
                 return
@@ -373,6 +385,8 @@ class ClientConnection(asyncio.Protocol):
         self.req = req
         self.sent = 0
         self.body_in = 0
+        self.data_seen = 0
+        self.chunks = 0
         self.status = 0
         self.response_started = self.response_done = self.request_done = False
         self.backend = None
@@ -409,6 +423,7 @@ class ClientConnection(asyncio.Protocol):
             self.host = normalize_host(host)
             self._refuse(exc.status, str(exc))
             return
+        self.chunked = te
         self.host = hostname = normalize_host(host)
         self.route = route = fe.routes.match(hostname, target)
         if not self.allowed:
@@ -440,6 +455,27 @@ class ClientConnection(asyncio.Protocol):
         )
         self.pending = True
         self._pause(_HELD)
+        # Judge whatever part of the body came with the head before any backend hears of it.
+        early = self.early = []
+        conn = self.h11
+        while True:
+            try:
+                ev = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._refuse(400, str(exc))
+                return
+            if ev is _NEED_DATA or ev is _PAUSED:
+                break
+            if isinstance(ev, _Data):
+                self.data_seen += len(ev.data)
+                if self.chunked and ev.chunk_start and not self._framing_ok(False):
+                    return
+            elif type(ev) is _EOM:
+                if self.chunked and not self._framing_ok(True):
+                    return
+                early.append(ev)
+                break
+            early.append(ev)  # type: ignore[arg-type]
         if pool is None:
             self._upstream_failure(503, f"no pool {route.pool}")
             return
@@ -455,6 +491,23 @@ class ClientConnection(asyncio.Protocol):
                 self._attach(up, pool, backend, reused=True)
                 return
         self.connect_task = loop.create_task(self._connect(pool, backend))
+
+    def _gone(self) -> bool:
+        return self.closed
+
+    def _framing_ok(self, end: bool) -> bool:
+        """h11 reads chunk extensions of any length; we allow 256 bytes of framing per chunk."""
+        if not end:
+            self.chunks += 1
+        overhead = self.fed - len(self.h11._receive_buffer) - self.data_seen
+        allowed = 256 * (self.chunks + 1) + (self.head_limit if end else 0)
+        if overhead <= allowed:
+            return True
+        if self.response_started:
+            self._abort()
+        else:
+            self._refuse(400, "chunk framing too large (chunk extensions)")
+        return False
 
     @staticmethod
     def _index_of(req: h11.Request, name: bytes) -> int:
@@ -588,6 +641,20 @@ class ClientConnection(asyncio.Protocol):
         if self.request_done:  # a retry: the whole request was read already
             self._request_end(up)
             return
+        early = self.early
+        if early:
+            self.early = []
+            ended = False
+            for ev in early:
+                if isinstance(ev, _Data):
+                    self._on_body(ev.data)
+                else:
+                    ended = True
+                    self._on_body_end()
+                if self._gone():
+                    return
+            if ended:
+                return
         self.pending = False
         self._resume(_HELD)
         self._pump()
