@@ -48,6 +48,7 @@ _BACKPRESSURE = 2  # the backend cannot take more right now
 _Response = h11.Response
 _Data = h11.Data
 _EOM = h11.EndOfMessage
+_EOM_EVENT = h11.EndOfMessage()  # immutable: one instance serves every message
 _Request = h11.Request
 _Info = h11.InformationalResponse
 _NEED_DATA = h11.NEED_DATA
@@ -124,8 +125,7 @@ class ClientConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ transport callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
         if transport.get_extra_info("sslcontext") is not None:
@@ -558,7 +558,7 @@ class ClientConnection(asyncio.Protocol):
             out = conn.send(_Response(status_code=status, headers=headers, reason=reason))
             if body:
                 out += conn.send(_Data(data=body))
-            out += conn.send(_EOM())
+            out += conn.send(_EOM_EVENT)
         except h11.LocalProtocolError:
             self._close()
             return
@@ -685,7 +685,7 @@ class ClientConnection(asyncio.Protocol):
     def _request_end(self, up: UpstreamConnection) -> None:
         if not up.closed and up.transport is not None:
             try:
-                data = up.h11.send(_EOM())
+                data = up.h11.send(_EOM_EVENT)
             except h11.LocalProtocolError:
                 # The backend's framing ended before the body did (it already answered).
                 return
@@ -744,7 +744,7 @@ class ClientConnection(asyncio.Protocol):
                 out.append(head)
             elif t is _EOM:
                 try:
-                    out.append(client.send(_EOM()))
+                    out.append(client.send(_EOM_EVENT))
                 except h11.LocalProtocolError as exc:
                     self._upstream_failure(502, str(exc))
                     return

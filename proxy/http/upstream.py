@@ -42,8 +42,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.requests = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner

@@ -505,3 +505,25 @@ async def test_metrics_and_access_log(backends: tuple[HttpBackend, HttpBackend],
     with open(os.path.join(str(tmp_path), "j.log")) as f:
         entry = json.loads(f.read())
     assert entry["status"] == 200 and entry["upstream"] == "u" and entry["request"] == "GET / HTTP/1.1"
+
+
+def test_runs_on_uvloop() -> None:
+    """The daemon runs on uvloop, whose transports are not asyncio.Transport subclasses."""
+    import uvloop
+
+    async def scenario() -> None:
+        a = await HttpBackend("a").start()
+        try:
+            async with Proxy(config({"alpha": [a.address], "beta": [a.address]}, ROUTES)) as p:
+                reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+                for path in ("/echo", "/chunked/70000", "/size/5"):
+                    writer.write(get(path))
+                    status, _, _ = await read_response(reader)
+                    assert status == 200
+                writer.close()
+                assert p.stats.upstream_reused == 2
+        finally:
+            await a.stop()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
