@@ -11,14 +11,12 @@ the backend leg's exceptions are caught.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import ipaddress
 import logging
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import conf
+from lb import proxy_protocol
 from lb.dial import dial
 from lb.errors import LbError
 from lb.pool import Backend, BackendPool
@@ -180,29 +178,8 @@ def xclient_line(client: ClientInfo, offered: str) -> str:
 
 
 def proxy_header(version: str, client: ClientInfo) -> bytes:
-    """PROXY protocol header: lb.proxy_protocol.encode when it exists, else our own."""
-    src = (client.addr, client.port)
-    dst = (client.local_addr, client.local_port)
-    try:
-        module = importlib.import_module("lb.proxy_protocol")
-        encoded: bytes = module.encode(version, src, dst)
-        return encoded
-    except (ImportError, AttributeError, TypeError):
-        return _encode_proxy(version, src, dst)
-
-
-def _encode_proxy(version: str, src: tuple[str, int], dst: tuple[str, int]) -> bytes:
-    s = ipaddress.ip_address(src[0])
-    d = ipaddress.ip_address(dst[0])
-    if s.version != d.version:  # mixed families: map to IPv6
-        s = ipaddress.IPv6Address(f"::ffff:{s}") if s.version == 4 else s
-        d = ipaddress.IPv6Address(f"::ffff:{d}") if d.version == 4 else d
-    if version == "v1":
-        fam = "TCP4" if s.version == 4 else "TCP6"
-        return f"PROXY {fam} {s} {d} {src[1]} {dst[1]}\r\n".encode("ascii")
-    family = 0x11 if s.version == 4 else 0x21
-    body = s.packed + d.packed + struct.pack("!HH", src[1], dst[1])
-    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, family]) + struct.pack("!H", len(body)) + body
+    """The PROXY protocol header the pool asks for, describing the client's connection to us."""
+    return proxy_protocol.encode(version, (client.addr, client.port), (client.local_addr, client.local_port))
 
 
 async def open_backend(

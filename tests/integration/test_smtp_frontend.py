@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP as AioSMTP  # noqa: N811
 
 import conf
 from lb.pool import PoolSet
+from lb.proxy_protocol import decode
 from proxy.listener import Listener, bind
 from proxy.metrics.smtp import families
 from proxy.smtp import SmtpFrontend, SmtpStats
@@ -59,6 +60,8 @@ class FakeMta:
     """A raw SMTP server that can offer XCLIENT and records every line it reads."""
 
     xclient: bool = True
+    expect_proxy: bool = False
+    proxy_headers: list[bytes] = field(default_factory=list)
     lines: list[bytes] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
     sessions: int = 0
@@ -70,6 +73,9 @@ class FakeMta:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.sessions += 1
+        if self.expect_proxy:
+            head = await reader.readexactly(16)
+            self.proxy_headers.append(head + await reader.readexactly(int.from_bytes(head[14:16], "big")))
         writer.write(b"220 fake.mta ESMTP\r\n")
         try:
             while line := await reader.readline():
@@ -125,10 +131,12 @@ class Edge:
 async def start_edge(
     ports: dict[str, int],
     routes: tuple[conf.SmtpRoute, ...],
+    proxy_protocol: Any = None,
     **kw: Any,
 ) -> Edge:
     pools = {
-        name: conf.Pool(name, (conf.Server(conf.Address("127.0.0.1", port)),)) for name, port in ports.items()
+        name: conf.Pool(name, (conf.Server(conf.Address("127.0.0.1", port)),), proxy_protocol=proxy_protocol)
+        for name, port in ports.items()
     }
     timeouts = kw.pop("timeouts", conf.SmtpTimeouts(command=10.0, connect=2.0, data=30.0))
     config = conf.SmtpListener(
@@ -299,6 +307,26 @@ async def test_xclient_seen_by_backend() -> None:
         assert mta.commands(b"EHLO") == [b"EHLO client.example"] * 2
         order = [line[:4] for line in mta.lines]
         assert order[:5] == [b"EHLO", b"XCLI", b"EHLO", b"MAIL", b"RCPT"]
+        assert mta.messages == [b"Subject: t\r\n\r\nhi\r\n.\r\n"]
+    finally:
+        await edge.stop()
+        await mta.stop()
+
+
+async def test_proxy_v2_header_when_the_pool_asks() -> None:
+    mta = FakeMta(xclient=False, expect_proxy=True)
+    port = await mta.start()
+    edge = await start_edge({"alpha": port}, (ROUTES[0],), proxy_protocol="v2")
+
+    def go(s: smtplib.SMTP) -> Any:
+        s.sendmail("a@sender.test", ["x@example.com"], b"Subject: t\r\n\r\nhi\r\n")
+        return s.sock.getsockname()
+
+    try:
+        addr, cport = await client(edge.port, go)
+        header = decode(mta.proxy_headers[0])
+        assert header is not None and header.version == 2
+        assert header.src == (addr, cport) and header.dst == ("127.0.0.1", edge.port)
         assert mta.messages == [b"Subject: t\r\n\r\nhi\r\n.\r\n"]
     finally:
         await edge.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.smtp.backend import ClientInfo, _encode_proxy, xclient_line, xtext
+from proxy.smtp.backend import ClientInfo, proxy_header, xclient_line, xtext
 from proxy.smtp.errors import SmtpProtocolError
 from proxy.smtp.replies import Reply, ReplyParser, ehlo_keywords
 
@@ -47,9 +47,8 @@ def test_xclient_line() -> None:
     assert xclient_line(c, "ADDR") == "XCLIENT ADDR=IPV6:2001:db8::1"
 
 
-def test_proxy_v2_fallback_encoder() -> None:
-    h = _encode_proxy("v2", ("192.0.2.1", 1234), ("192.0.2.2", 25))
+def test_proxy_header_describes_the_client_connection() -> None:
+    c = ClientInfo("192.0.2.1", 1234, "h", True, "192.0.2.2", 25)
+    assert proxy_header("v1", c) == b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 25\r\n"
+    h = proxy_header("v2", c)
     assert h[:12] == b"\r\n\r\n\x00\r\nQUIT\n" and h[12:14] == b"\x21\x11" and len(h) == 16 + 12
-    assert (
-        _encode_proxy("v1", ("192.0.2.1", 1), ("192.0.2.2", 25)) == b"PROXY TCP4 192.0.2.1 192.0.2.2 1 25\r\n"
-    )
