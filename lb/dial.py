@@ -8,7 +8,7 @@ the same everywhere.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TypeVar
 
 from lb.errors import NoBackendAvailable, UpstreamConnectError
@@ -39,14 +39,17 @@ async def dial(
     protocol_factory: Callable[[], P],
     timeout: float,
     preamble: Callable[[Backend], bytes] | None = None,
+    *,
+    exclude: Collection[Backend] = (),
 ) -> tuple[asyncio.Transport, P, Backend]:
     """Pick, take, connect; on failure count it, drop, and try another server.
 
     The returned backend is *taken*: the caller calls `pool.drop(backend)` when
     the connection (or request) is over. `preamble(backend)`, when given, is
-    written before anything else (a PROXY protocol header).
+    written before anything else (a PROXY protocol header). Servers in
+    `exclude` (already tried by the caller) are not picked.
     """
-    tried: list[Backend] = []
+    tried: list[Backend] = list(exclude)
     last: UpstreamConnectError | None = None
     for _ in range(MAX_ATTEMPTS):
         backend = pool.pick(client_ip, exclude=tried)

@@ -111,6 +111,11 @@ class _Half(asyncio.Protocol):
         self.nbytes += n
         relay = self.relay
         relay.activity = True
+        if relay.replay is not None:
+            if self is relay.a and len(relay.replay) + n <= relay.replay_limit:
+                relay.replay += data
+            else:  # the backend answered (or too much to keep): no retry from now on
+                relay.replay = None
         if n >= BULK_CHUNK:
             self.big += 1
             if self.big >= BULK_READS and relay.can_splice:
@@ -251,8 +256,16 @@ class Relay:
         on_done: Callable[[Relay], None] | None = None,
         idle_timeout: float | None = None,
         splice: bool = True,
+        replay_limit: int = 0,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        # Retry support: while b (the backend) has sent nothing, keep what a sent
+        # (up to replay_limit bytes). If b then resets, the relay ends with
+        # `retry` set to those bytes and a (the client) still open and paused,
+        # so the caller can try another server invisibly to the client.
+        self.replay_limit = replay_limit
+        self.replay: bytearray | None = bytearray() if replay_limit else None
+        self.retry: bytes | None = None
         self.on_done = on_done
         self.idle_timeout = idle_timeout
         self.want_splice = splice and HAVE_SPLICE
@@ -319,6 +332,22 @@ class Relay:
             self.close()
 
     def _lost(self, half: _Half, exc: BaseException | None) -> None:
+        if (
+            half is self.b
+            and exc is not None
+            and self.replay is not None
+            and not self.a.lost
+            and not self.a.eof
+            and not self.closing
+            and not self.spliced
+            and not self.switching
+        ):
+            self.retry = bytes(self.replay)
+            self.a.transport.pause_reading()
+            self.closing = True
+            self.error = exc
+            self._finish()
+            return
         if exc is not None and self.error is None:
             self.error = exc
         peer = half.peer
@@ -327,6 +356,12 @@ class Relay:
             self.close(abort=exc is not None or not half.eof)
         if self.a.lost and self.b.lost:
             self._finish()
+
+    def take_back(self, protocol: asyncio.BaseProtocol) -> asyncio.Transport:
+        """After a retry-ending relay: give transport a to `protocol` (paused)."""
+        t = self.a.transport
+        t.set_protocol(protocol)
+        return t
 
     def _idle_check(self) -> None:
         if self.activity:

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import conf
 from lb import proxy_protocol
-from lb.dial import dial
+from lb.dial import MAX_ATTEMPTS, dial
 from lb.errors import LbError
 from lb.pool import Backend, BackendPool, PoolSet
 from lb.relay import Held, Relay
@@ -31,6 +31,7 @@ from lb.relay import Held, Relay
 log = logging.getLogger("sekisho.tcp")
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
+REPLAY_LIMIT = 65536  # client bytes kept for a retry until the server answers
 
 
 @dataclass
@@ -46,6 +47,7 @@ class TcpStats:
     bytes_out: int = 0  # backend -> client
     errors: int = 0  # relays ended by a reset or an error
     idle_timeouts: int = 0
+    retries: int = 0  # a server reset before answering; replayed on another
 
     def stats(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -135,7 +137,7 @@ class TcpFrontend:
     def _pool(self) -> BackendPool:
         return self.pools[self.config.pool]
 
-    async def connect(self, client: _Client) -> None:
+    async def connect(self, client: _Client, tried: tuple[Backend, ...] = ()) -> None:
         transport = client.transport
         assert transport is not None
         pool = self._pool()
@@ -171,9 +173,10 @@ class TcpFrontend:
             return
         self.stats_.relayed += 1
         relay = Relay(
-            lambda r: self._relay_done(r, client, pool, backend),
+            lambda r: self._relay_done(r, client, pool, backend, tried),
             self.config.timeouts.idle,
             self.splice,
+            REPLAY_LIMIT if len(tried) + 1 < MAX_ATTEMPTS else 0,
         )
         self.relays.add(relay)
         relay.start(transport, backend_t)
@@ -187,9 +190,20 @@ class TcpFrontend:
                 pass
         transport.abort()
 
-    def _relay_done(self, relay: Relay, client: _Client, pool: BackendPool, backend: Backend) -> None:
+    def _relay_done(
+        self, relay: Relay, client: _Client, pool: BackendPool, backend: Backend, tried: tuple[Backend, ...]
+    ) -> None:
         self.relays.discard(relay)
         pool.drop(backend)
+        if relay.retry is not None:
+            # The server reset the connection before answering: another server
+            # gets what the client sent so far, and the client never knows.
+            pool.connect_failed(backend)
+            self.stats_.retries += 1
+            relay.take_back(client)
+            client.held = [relay.retry] if relay.retry else []
+            client.task = asyncio.get_running_loop().create_task(self.connect(client, (*tried, backend)))
+            return
         pool.add_traffic(backend, relay.a_to_b, relay.b_to_a)
         s = self.stats_
         s.bytes_in += relay.a_to_b
