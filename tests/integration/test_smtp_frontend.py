@@ -297,6 +297,7 @@ async def test_xclient_seen_by_backend() -> None:
 
     def go(s: smtplib.SMTP) -> Any:
         s.sendmail("a@sender.test", ["x@example.com"], b"Subject: t\r\n\r\nhi\r\n")
+        assert s.sock is not None
         return s.sock.getsockname()
 
     try:
@@ -320,6 +321,7 @@ async def test_proxy_v2_header_when_the_pool_asks() -> None:
 
     def go(s: smtplib.SMTP) -> Any:
         s.sendmail("a@sender.test", ["x@example.com"], b"Subject: t\r\n\r\nhi\r\n")
+        assert s.sock is not None
         return s.sock.getsockname()
 
     try:
@@ -367,6 +369,7 @@ async def test_starttls(tmp_path: Path) -> None:
         s.ehlo()
         assert not s.has_extn("starttls")
         s.sendmail("a@sender.test", ["x@example.com"], b"Subject: tls\r\n\r\nsecret\r\n")
+        assert isinstance(s.sock, ssl.SSLSocket)
         return s.sock.version()
 
     try:
@@ -520,3 +523,31 @@ async def test_metrics_families(two_backends: tuple[Edge, Sink, Sink]) -> None:
     )
     assert samples[key] == 1
     assert samples[("sekisho_smtp_connections_total", (("listener", "127.0.0.1:25"),))] == 1
+
+
+async def test_daemon_wiring_builds_our_frontend() -> None:
+    from proxy.frontends import Section, StatsBook, build_frontend
+    from proxy.metrics import Exposition
+
+    config = conf.load_text(
+        """
+[pool.mail]
+servers = [{ address = "127.0.0.1:2525" }]
+
+[[smtp]]
+listen = ["127.0.0.1:2500"]
+hostname = "mx.example.com"
+  [[smtp.route]]
+  domain = "example.com"
+  pool = "mail"
+  xclient = true
+"""
+    )
+    book = StatsBook()
+    section = Section("smtp", 0, config.smtp[0])
+    frontend = build_frontend(section, PoolSet(config.pools), book, None)
+    assert isinstance(frontend, SmtpFrontend)
+    assert book.get(section) is frontend.stats_
+    ex = Exposition()
+    ex.add_source("smtp", lambda: families(book.by_kind["smtp"]))
+    assert b'sekisho_smtp_connections_total{listener="127.0.0.1:2500"} 0.0' in ex.render()
