@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import conf
 from lb.pool import PoolSet
@@ -136,8 +136,8 @@ class SmtpSession(asyncio.Protocol):
     # ------------------------------------------------------------ Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: cast, don't check.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
         local = transport.get_extra_info("sockname") or ("0.0.0.0", 0)
         self.peer = (str(peer[0]), int(peer[1]))
@@ -169,7 +169,8 @@ class SmtpSession(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self.env.receive_data(b"")
         self._input.set()
-        return True
+        # Keep the write side open for our last replies (TLS transports close anyway).
+        return None if self.env.tls_active else True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
