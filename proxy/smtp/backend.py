@@ -18,7 +18,7 @@ from typing import cast
 
 import conf
 from lb import proxy_protocol
-from lb.dial import dial
+from lb.dial import MAX_ATTEMPTS, dial
 from lb.errors import LbError
 from lb.pool import Backend, BackendPool
 from proxy.smtp.errors import SmtpError, SmtpProtocolError
@@ -190,7 +190,12 @@ async def open_backend(
     timeout: float,
     on_connect_failure: Callable[[str], None],
 ) -> BackendLink:
-    """Dial, banner, EHLO, identity; raises BackendUnavailable."""
+    """Dial, banner, EHLO, identity; raises BackendUnavailable.
+
+    A server that accepts the connection but will not talk (a 4xx/5xx banner,
+    a refused EHLO or XCLIENT, a timeout) counts as a failed connect, and the
+    next server of the pool is tried, as lb.dial does for refused connects.
+    """
     preamble: Callable[[Backend], bytes] | None = None
     if pool.proxy_protocol is not None:
         version = pool.proxy_protocol
@@ -198,31 +203,47 @@ async def open_backend(
         def preamble(_: Backend) -> bytes:
             return proxy_header(version, client)
 
-    try:
-        transport, protocol, backend = await dial(pool, client.addr, BackendProtocol, timeout, preamble)
-    except LbError as exc:
-        on_connect_failure(pool.name)
-        raise BackendUnavailable(str(exc)) from None
-    link = BackendLink(route, pool, backend, transport, protocol)
-    try:
-        banner = await link.reply(timeout)
-        if banner.code != 220:
-            raise BackendError(f"banner {banner}")
+    tried: list[Backend] = []
+    reason = "no server tried"
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            transport, protocol, backend = await dial(
+                pool, client.addr, BackendProtocol, timeout, preamble, exclude=tried
+            )
+        except LbError as exc:
+            on_connect_failure(pool.name)
+            raise BackendUnavailable(str(exc) if not tried else f"{reason}; {exc}") from None
+        link = BackendLink(route, pool, backend, transport, protocol)
+        try:
+            await _handshake(link, route, pool, client, timeout)
+        except BackendError as exc:
+            log.warning("smtp backend %s (pool %s): %s", backend.key, pool.name, exc)
+            link.close()
+            pool.connect_failed(backend)
+            on_connect_failure(pool.name)
+            tried.append(backend)
+            reason = f"{backend.key}: {exc}"
+            continue
+        return link
+    raise BackendUnavailable(reason)
+
+
+async def _handshake(
+    link: BackendLink, route: conf.SmtpRoute, pool: BackendPool, client: ClientInfo, timeout: float
+) -> None:
+    banner = await link.reply(timeout)
+    if banner.code != 220:
+        raise BackendError(f"banner {banner}")
+    link.keywords = await _ehlo(link, client.helo, timeout)
+    if route.xclient and "XCLIENT" in link.keywords:
+        r = await link.command(xclient_line(client, link.keywords["XCLIENT"]), timeout)
+        if r.code != 220:
+            raise BackendError(f"XCLIENT refused: {r}")
         link.keywords = await _ehlo(link, client.helo, timeout)
-        if route.xclient and "XCLIENT" in link.keywords:
-            r = await link.command(xclient_line(client, link.keywords["XCLIENT"]), timeout)
-            if r.code != 220:
-                raise BackendError(f"XCLIENT refused: {r}")
-            link.keywords = await _ehlo(link, client.helo, timeout)
-        elif route.xclient and pool.proxy_protocol is None:
-            log.warning("%s: route %s wants XCLIENT, the server does not offer it", backend.key, route.domain)
-    except BackendError as exc:
-        log.warning("smtp backend %s (pool %s): %s", backend.key, pool.name, exc)
-        link.close()
-        pool.connect_failed(backend)
-        on_connect_failure(pool.name)
-        raise BackendUnavailable(str(exc)) from None
-    return link
+    elif route.xclient and pool.proxy_protocol is None:
+        log.warning(
+            "%s: route %s wants XCLIENT, the server does not offer it", link.backend.key, route.domain
+        )
 
 
 async def _ehlo(link: BackendLink, helo: str, timeout: float) -> dict[str, str]:

@@ -60,6 +60,7 @@ class FakeMta:
     """A raw SMTP server that can offer XCLIENT and records every line it reads."""
 
     xclient: bool = True
+    banner: bytes = b"220 fake.mta ESMTP\r\n"
     expect_proxy: bool = False
     proxy_headers: list[bytes] = field(default_factory=list)
     lines: list[bytes] = field(default_factory=list)
@@ -76,7 +77,7 @@ class FakeMta:
         if self.expect_proxy:
             head = await reader.readexactly(16)
             self.proxy_headers.append(head + await reader.readexactly(int.from_bytes(head[14:16], "big")))
-        writer.write(b"220 fake.mta ESMTP\r\n")
+        writer.write(self.banner)
         try:
             while line := await reader.readline():
                 self.lines.append(line)
@@ -389,6 +390,36 @@ async def test_starttls(tmp_path: Path) -> None:
         writer.close()
     finally:
         await edge.stop()
+        srv.close()
+
+
+async def test_a_server_that_will_not_talk_is_skipped() -> None:
+    grumpy = FakeMta(xclient=False, banner=b"554 5.3.2 go away\r\n")
+    grumpy_port = await grumpy.start()
+    srv, sink, good_port = await aiosmtpd_server("alpha2.internal")
+    pools = {
+        "alpha": conf.Pool(
+            "alpha",
+            tuple(conf.Server(conf.Address("127.0.0.1", p)) for p in (grumpy_port, good_port)),
+        )
+    }
+    config = conf.SmtpListener(
+        listen=(conf.Address("127.0.0.1", 0),), hostname="mx.example.com", routes=(ROUTES[0],)
+    )
+    stats = SmtpStats()
+    frontend = SmtpFrontend(config, PoolSet(pools), stats)
+    listener = Listener("smtp", config.listen[0], bind(config.listen[0]), frontend)
+    listener.start()
+    edge = Edge(listener, frontend, stats, listener.bound[1])
+    try:
+        await client(edge.port, lambda s: s.sendmail("a@s.test", ["x@example.com"], b"hi\r\n"))
+        assert [m.original_content for m in sink.messages] == [b"hi\r\n"]
+        assert grumpy.sessions == 1
+        assert stats.backend_connect_failures["alpha"] == 1
+        assert frontend.pools["alpha"].backends[0].connect_failures == 1
+    finally:
+        await edge.stop()
+        await grumpy.stop()
         srv.close()
 
 
