@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine, memory, report
-from bench.procs import REPO, BenchError, raise_nofile
+from bench.procs import REPO, BenchError, raise_nofile, tree_cpu_seconds
 from bench.targets import ALL_TARGETS, BUILDERS, Backends, Target, direct
 from bench.workloads import BY_NAME, WORKLOADS, Workload, run_one, tool_for
 
@@ -132,7 +132,14 @@ def _run(
     cpus: frozenset[int] | None,
     broken: dict[str, str],
 ) -> dict[str, Any]:
-    entry: dict[str, Any] = {"round": rnd, "target": t.name, "ok": False, "metrics": {}, "error": ""}
+    entry: dict[str, Any] = {
+        "round": rnd,
+        "target": t.name,
+        "ok": False,
+        "metrics": {},
+        "error": "",
+        "loadavg": machine.loadavg(),
+    }
     t0 = time.monotonic()
     addr = t.endpoints.get(w.endpoint)
     try:
@@ -145,7 +152,12 @@ def _run(
             msg = f"{t.name} exited with {t.proc.popen.returncode}: {t.proc.tail(600)}"
             t.fail(msg)
             raise BenchError(msg)
-        entry["metrics"] = run_one(w, addr, duration, cpus)
+        cpu0 = tree_cpu_seconds(t.proc.pid) if t.proc else 0.0
+        w0 = time.monotonic()
+        metrics = run_one(w, addr, duration, cpus)
+        if t.proc is not None:
+            add_cpu_cost(metrics, tree_cpu_seconds(t.proc.pid) - cpu0, time.monotonic() - w0)
+        entry["metrics"] = metrics
         entry["ok"] = True
     except BenchError as exc:
         entry["error"] = str(exc)
@@ -156,6 +168,18 @@ def _run(
                 entry["error"] += f"; iperf3 server restart failed: {exc2}"
     entry["seconds"] = round(time.monotonic() - t0, 2)
     return entry
+
+
+def add_cpu_cost(metrics: dict[str, Any], cpu: float, wall: float) -> None:
+    """The proxy's own CPU per unit of work: far steadier than a rate on a shared machine."""
+    metrics["proxy_cpu_s"] = round(cpu, 4)
+    metrics["proxy_cpu_pct"] = round(100.0 * cpu / wall, 1) if wall > 0 else None
+    if "gbps" in metrics and metrics.get("bytes"):
+        metrics["cpu_cost"] = cpu * 1000.0 / (metrics["bytes"] / 1e9)  # ms per GB
+    else:
+        ops = metrics.get("requests") or metrics.get("transactions") or metrics.get("connections")
+        if ops:
+            metrics["cpu_cost"] = cpu * 1e6 / ops  # µs per operation
 
 
 def measure_memory(args: argparse.Namespace, targets: list[Target], doc: dict[str, Any]) -> None:

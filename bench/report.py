@@ -10,7 +10,17 @@ from typing import Any
 from bench.stats import spread
 
 PEERS = ("direct", "haproxy", "nginx")
-LATENCY_KEYS = ("p50_us", "p99_us")
+PROXIES = ("sekisho", "haproxy", "nginx")
+LATENCY_KEYS = ("p50_us", "p99_us", "cpu_cost", "proxy_cpu_pct")
+
+# The figures the HTTP (2) and pools (3) issues set: (workload, ratio, at least, stretch, source)
+ISSUE_TARGETS = (
+    ("HTTP_small_ka", "sekisho/haproxy", 0.2, 0.35, "issue 2: HTTP wrk -c32 >= 0.2 x HAProxy (stretch 0.35)"),
+    ("TCP_STREAM", "sekisho/direct", 0.85, None, "issue 3: TCP_STREAM >= 0.85 of direct"),
+    ("TCP_STREAM", "sekisho/haproxy", 1.3, None, "issue 3: TCP_STREAM >= 1.3 x HAProxy"),
+    ("L4_HTTP_ka", "sekisho/haproxy", 1.0, None, "issue 3: L4 small request/response >= 1.0 x HAProxy"),
+    ("L4_HTTP_close", "sekisho/haproxy", 0.75, None, "issue 3: L4 new connections/s >= 0.75 x HAProxy"),
+)
 
 
 def summarize(doc: dict[str, Any]) -> None:
@@ -28,7 +38,7 @@ def summarize(doc: dict[str, Any]) -> None:
             failed = [r["error"] for r in w["runs"] if r["target"] == t and not r["ok"]]
             entry: dict[str, Any] = {"value": spread([m["value"] for m in runs.values()])}
             for key in LATENCY_KEYS:
-                vals = [m[key] for m in runs.values() if key in m]
+                vals = [m[key] for m in runs.values() if isinstance(m.get(key), (int, float))]
                 if vals:
                     entry[key] = spread(vals)
             if status != "ok" and not runs:
@@ -204,11 +214,67 @@ def ceiling_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def cost_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The proxies' own CPU per unit of work (median), and sekisho's cost relative to each peer."""
+    targets = [t for t in PROXIES if t in doc["targets"]]
+    header = [
+        "workload",
+        "unit",
+        *[f"{t} (cpu%)" for t in targets],
+        "cost sekisho/haproxy",
+        "cost sekisho/nginx",
+    ]
+    out = []
+    for name, w in doc["workloads"].items():
+        cells, meds = [], {}
+        for t in targets:
+            e = w["summary"].get(t) or {}
+            c = e.get("cpu_cost")
+            if e.get("status") != "ok" or not c or not c.get("n"):
+                cells.append(e.get("status", "-") if e.get("status") != "ok" else "-")
+                continue
+            meds[t] = c["median"]
+            pct = e.get("proxy_cpu_pct", {}).get("median")
+            cells.append(
+                f"{_num(c['median'])} ({pct:.0f}%)"
+                if isinstance(pct, float) and not math.isnan(pct)
+                else _num(c["median"])
+            )
+        ratios = [
+            f"{meds['sekisho'] / meds[p]:.2f}x" if "sekisho" in meds and meds.get(p) else "-"
+            for p in ("haproxy", "nginx")
+        ]
+        out.append([name, w.get("cpu_cost_unit", "?").replace("proxy CPU ", ""), *cells, *ratios])
+    return header, out
+
+
+def target_lines(doc: dict[str, Any]) -> list[str]:
+    out = []
+    for name, ratio, floor, stretch, text in ISSUE_TARGETS:
+        w = doc["workloads"].get(name)
+        if w is None:
+            continue
+        r = w["ratios"].get(ratio)
+        if not r:
+            out.append(f"- {text}: not measured")
+            continue
+        med = r["ratio"]["median"]
+        verdict = "met" if med >= floor else "SHORT"
+        if stretch is not None and med >= stretch:
+            verdict = "met (stretch too)"
+        out.append(f"- {text}: {med:.2f}x -> {verdict}")
+    return out
+
+
 def stdout_report(doc: dict[str, Any]) -> str:
     parts = [text_table(*rows(doc)), "", "latency medians (p50 / p99, µs):", text_table(*latency_rows(doc))]
+    parts += ["", "proxy CPU per unit of work (median; lower is better):", text_table(*cost_rows(doc))]
     ceil = ceiling_lines(doc)
     if ceil:
         parts += ["", "generator ceiling:", *ceil]
+    goals = target_lines(doc)
+    if goals:
+        parts += ["", "targets from the issues (median ratio):", *goals]
     mem = memory_lines(doc)
     if mem:
         parts += ["", "memory:", *mem]
@@ -249,9 +315,19 @@ def markdown(doc: dict[str, Any], chart_name: str | None) -> str:
         md_table(*latency_rows(doc)),
         "",
     ]
+    lines += [
+        "Proxy CPU per unit of work (median, lower is better; the proxy's own utime+stime over the run, "
+        "steadier than a rate when the machine is shared):",
+        "",
+        md_table(*cost_rows(doc)),
+        "",
+    ]
     ceil = ceiling_lines(doc)
     if ceil:
         lines += ["Generator ceiling:", "", *ceil, ""]
+    goals = target_lines(doc)
+    if goals:
+        lines += ["Targets set in the HTTP and pools issues (median ratio):", "", *goals, ""]
     mem = memory_lines(doc)
     if mem:
         lines += ["Memory:", "", *mem, ""]

@@ -30,7 +30,9 @@ from bench.tools import version, which
 LOCAL = "127.0.0.1"
 Addr = tuple[str, int]
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
-TCP_KEYS = ("stream", "echo", "sink")
+# L4 services and the backend each relays to ("l4http": HTTP carried by the L4 relay)
+TCP_KEYS = ("stream", "echo", "sink", "l4http")
+TCP_BACKEND = {"stream": "stream", "echo": "echo", "sink": "sink", "l4http": "http"}
 STARTUP_TIMEOUT = 15.0
 
 
@@ -251,7 +253,8 @@ http {{
 
 
 def direct(backends: Backends) -> Target:
-    t = Target("direct", status="ok", version="backends themselves", endpoints=dict(backends.endpoints))
+    endpoints = dict(backends.endpoints) | {"l4http": backends.endpoints["http"]}
+    t = Target("direct", status="ok", version="backends themselves", endpoints=endpoints)
     return t
 
 
@@ -287,7 +290,7 @@ def sekisho_config(workdir: Path, backends: Backends, ports: dict[str, int]) -> 
         lines += [
             "[[tcp]]",
             f'listen = "{LOCAL}:{ports[key]}"',
-            f'pool = "{key}"',
+            f'pool = "{TCP_BACKEND[key]}"',
             "max_connections = 30000",
             "",
         ]
@@ -303,7 +306,7 @@ def sekisho(workdir: Path, backends: Backends, cpus: frozenset[int] | None) -> T
         return t
     d = workdir / "sekisho"
     d.mkdir(exist_ok=True)
-    ports = dict(zip(("http", *TCP_KEYS), free_ports(4), strict=True))
+    ports = dict(zip(("http", *TCP_KEYS), free_ports(1 + len(TCP_KEYS)), strict=True))
     t.config = sekisho_config(d, backends, ports)
     path = d / "sekisho.toml"
     path.write_text(t.config)
@@ -356,7 +359,8 @@ def haproxy_config(backends: Backends, ports: dict[str, int]) -> str:
         "    timeout client 120s",
         "    timeout server 120s",
         "    timeout http-keep-alive 120s",
-        "    option splice-auto",
+        "    option splice-request",
+        "    option splice-response",
         "",
         "frontend fe_http",
         "    mode http",
@@ -369,7 +373,8 @@ def haproxy_config(backends: Backends, ports: dict[str, int]) -> str:
         f"    server s1 {be['http'][0]}:{be['http'][1]}",
         "",
     ]
-    for key in ("stream", "echo"):
+    for key in ("stream", "echo", "l4http"):
+        target = be[TCP_BACKEND[key]]
         out += [
             f"frontend fe_{key}",
             "    mode tcp",
@@ -378,7 +383,7 @@ def haproxy_config(backends: Backends, ports: dict[str, int]) -> str:
             "",
             f"backend be_{key}",
             "    mode tcp",
-            f"    server s1 {be[key][0]}:{be[key][1]}",
+            f"    server s1 {target[0]}:{target[1]}",
             "",
         ]
     return "\n".join(out)
@@ -392,12 +397,12 @@ def haproxy(workdir: Path, backends: Backends, cpus: frozenset[int] | None) -> T
         t.error = "haproxy not installed (make deps installs it as root)"
         return t
     t.version = version([exe, "-v"])
-    ports = dict(zip(("http", "stream", "echo"), free_ports(3), strict=True))
+    ports = dict(zip(("http", "stream", "echo", "l4http"), free_ports(4), strict=True))
     t.config = haproxy_config(backends, ports)
     path = workdir / "haproxy.cfg"
     path.write_text(t.config)
     t.endpoints = {k: (LOCAL, p) for k, p in ports.items()}
-    t.notes = "nbthread 1, maxconn 2000, http-reuse always, option splice-auto"
+    t.notes = "nbthread 1, maxconn 2000, http-reuse always, option splice-request + splice-response"
     _launch(t, [exe, "-db", "-f", str(path)], workdir, cpus, list(ports.values()))
     return t
 
@@ -438,8 +443,10 @@ http {{
 stream {{
     upstream be_stream {{ server {be["stream"][0]}:{be["stream"][1]}; }}
     upstream be_echo {{ server {be["echo"][0]}:{be["echo"][1]}; }}
+    upstream be_l4http {{ server {be["http"][0]}:{be["http"][1]}; }}
     server {{ listen {LOCAL}:{ports["stream"]}; proxy_pass be_stream; }}
     server {{ listen {LOCAL}:{ports["echo"]}; proxy_pass be_echo; }}
+    server {{ listen {LOCAL}:{ports["l4http"]}; proxy_pass be_l4http; }}
 }}
 """
 
@@ -458,7 +465,7 @@ def nginx(workdir: Path, backends: Backends, cpus: frozenset[int] | None) -> Tar
     t.version = version([exe, "-v"])
     d = workdir / "nginx-proxy"
     d.mkdir(exist_ok=True)
-    ports = dict(zip(("http", "stream", "echo"), free_ports(3), strict=True))
+    ports = dict(zip(("http", "stream", "echo", "l4http"), free_ports(4), strict=True))
     t.config = nginx_config(d, backends, ports)
     (d / "nginx.conf").write_text(t.config)
     t.endpoints = {k: (LOCAL, p) for k, p in ports.items()}

@@ -19,7 +19,7 @@ Addr = tuple[str, int]
 class Workload:
     name: str
     kind: str  # stream | rr | crr | http | rate
-    endpoint: str  # which endpoint of a target: stream | echo | http
+    endpoint: str  # which endpoint of a target: stream | echo | http | l4http
     unit: str
     description: str
     higher_is_better: bool = True
@@ -34,6 +34,7 @@ class Workload:
             "description": self.description,
             "higher_is_better": self.higher_is_better,
             "params": self.params,
+            "cpu_cost_unit": "proxy CPU ms/GB" if self.kind == "stream" else "proxy CPU µs/op",
         }
 
 
@@ -108,6 +109,23 @@ WORKLOADS: tuple[Workload, ...] = (
         "req/s",
         "GET 1 MiB, Connection: close, 4 in parallel",
         params={"path": "/1m", "conns": 4, "close": True},
+    ),
+    Workload(
+        "L4_HTTP_ka",
+        "http",
+        "l4http",
+        "req/s",
+        "GET 128 B through the L4 relay ([[tcp]] / mode tcp / stream), keep-alive, 32 connections",
+        params={"path": "/small", "conns": 32, "close": False},
+        quick=True,
+    ),
+    Workload(
+        "L4_HTTP_close",
+        "http",
+        "l4http",
+        "req/s",
+        "GET 128 B through the L4 relay, Connection: close (new connections/s), 32 in parallel",
+        params={"path": "/small", "conns": 32, "close": True},
     ),
     Workload(
         "HTTP_rate_2000",
