@@ -428,5 +428,23 @@ def chart(doc: dict[str, Any], path: Path) -> str | None:
     return None
 
 
+def _rounded(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return float(f"{obj:.6g}") if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_rounded(v) for v in obj]
+    return obj
+
+
 def write_json(doc: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(doc, indent=1, sort_keys=False, default=str) + "\n")
+    """Compact (one line per workload) and rounded to 6 significant digits: a full run stays well
+    under 200 KB."""
+    doc = _rounded(doc)
+    top = {k: v for k, v in doc.items() if k != "workloads"}
+    body = json.dumps(top, indent=1, default=str)[:-2]
+    works = ",\n".join(
+        f"  {json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in doc["workloads"].items()
+    )
+    path.write_text(body + ',\n "workloads": {\n' + works + "\n }\n}\n")

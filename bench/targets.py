@@ -10,7 +10,7 @@ Backends (pinned to the server-side CPU with the proxies, started once per bench
 Targets (each proxy pinned to the server-side CPU, one worker/thread):
     direct   the backends themselves
     sekisho  `sekisho run -c` with [[tcp]] services and an [[http]] route per backend
-    haproxy  `haproxy -db -f`: mode tcp / mode http, http-reuse always, option splice-auto
+    haproxy  `haproxy -db -f`: mode tcp / mode http, http-reuse always, splice-request + splice-response
     nginx    `nginx` with daemon off: stream {} (load_module) and http {} with upstream keepalive
 """
 
