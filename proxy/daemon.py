@@ -26,12 +26,20 @@ from typing import Any
 
 import conf
 from lb.pool import PoolSet
-from proxy import VERSION
+from proxy import VERSION, pool_admin
+from proxy.accesslog import AccessLog
 from proxy.admin import AdminRequest, AdminResponse, AdminServer
 from proxy.frontends import StatsBook, build_frontend, check_runtimes, sections
 from proxy.listener import Frontend, Listener, bind
 from proxy.metrics import Exposition
+from proxy.metrics import http as http_metrics
+from proxy.metrics import lb as lb_metrics
+from proxy.metrics import smtp as smtp_metrics
+from proxy.metrics import vrrp as vrrp_metrics
 from proxy.metrics.core import daemon_families
+from proxy.sdnotify import Notifier
+from proxy.status import render_html
+from vrrp.service import VrrpService
 
 log = logging.getLogger("sekisho")
 
@@ -55,11 +63,12 @@ class Daemon:
         self.vrrp: dict[str, tuple[conf.VrrpInstance, Any, asyncio.Task[None]]] = {}
         self.exposition = Exposition()
         self.admin = AdminServer()
-        self.access_log: Any = None
+        self.access_log = _access_log(config.global_)
+        self._old_access_logs: list[AccessLog] = []
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.notifier = _notifier()
+        self.notifier = Notifier.from_env()
 
     # ------------------------------------------------------------------ start
 
@@ -67,7 +76,6 @@ class Daemon:
         problems = check_runtimes(self.config)
         if problems:
             raise StartupError("\n".join(problems))
-        self.access_log = _access_log(self.config.global_)
         fresh = self._frontends_for(self.config)  # builds TLS contexts: fails early on bad certs
         sockets = self._bind_new(self.config, set())
         await self.pools.start()
@@ -127,10 +135,7 @@ class Daemon:
         self.admin.route("GET", "/api/status", self._status_json)
         self.admin.route("GET", "/status", self._status_html)
         self.admin.route("GET", "/", self._index)
-        with contextlib.suppress(ImportError):
-            from proxy import pool_admin
-
-            pool_admin.register(self.admin, lambda: self.pools)
+        pool_admin.register(self.admin, lambda: self.pools)
         try:
             sock = bind(address)
         except OSError as exc:
@@ -139,8 +144,6 @@ class Daemon:
         log.info("admin and metrics: http://%s/metrics", address)
 
     def _start_vrrp(self, instance: conf.VrrpInstance) -> None:
-        from vrrp.service import VrrpService
-
         service = VrrpService(instance)
         task = asyncio.get_running_loop().create_task(self._run_vrrp(service), name=f"vrrp {instance.name}")
         self.vrrp[instance.name] = (instance, service, task)
@@ -158,24 +161,13 @@ class Daemon:
 
     def _register_metrics(self) -> None:
         ex = self.exposition
+        by_kind = self.stats.by_kind
         ex.add_source("daemon", lambda: daemon_families(self))
-        with contextlib.suppress(ImportError):
-            from proxy.metrics import http as http_metrics
-
-            ex.add_source("http", lambda: http_metrics.families(self.stats.by_kind["http"]))
-        with contextlib.suppress(ImportError):
-            from proxy.metrics import lb as lb_metrics
-
-            ex.add_source("lb", lambda: lb_metrics.families(self.pools))
-            ex.add_source("tcp", lambda: lb_metrics.tcp_families(self.stats.by_kind["tcp"]))
-        with contextlib.suppress(ImportError):
-            from proxy.metrics import smtp as smtp_metrics
-
-            ex.add_source("smtp", lambda: smtp_metrics.families(self.stats.by_kind["smtp"]))
-        with contextlib.suppress(ImportError):
-            from proxy.metrics import vrrp as vrrp_metrics
-
-            ex.add_source("vrrp", lambda: vrrp_metrics.families(s for _, s, _ in self.vrrp.values()))
+        ex.add_source("http", lambda: http_metrics.families(by_kind["http"]))
+        ex.add_source("lb", lambda: lb_metrics.families(self.pools))
+        ex.add_source("tcp", lambda: lb_metrics.tcp_families(by_kind["tcp"]))
+        ex.add_source("smtp", lambda: smtp_metrics.families(by_kind["smtp"]))
+        ex.add_source("vrrp", lambda: vrrp_metrics.families(s for _, s, _ in self.vrrp.values()))
 
     def _write_pidfile(self) -> None:
         path = self.config.global_.pidfile
@@ -208,7 +200,6 @@ class Daemon:
             return False
         if new.global_.metrics != self.config.global_.metrics:
             log.warning("global.metrics changed: takes effect at the next restart")
-        self.pools.reconcile(new.pools)
         old_access_log = self.access_log
         self.access_log = _access_log(new.global_)
         try:
@@ -223,10 +214,13 @@ class Daemon:
                 await self._close_listener(key)
             sockets = self._bind_new(new, set(self.listeners))
         except StartupError as exc:
-            self.pools.reconcile(self.config.pools)
+            self.access_log.close()
             self.access_log = old_access_log
             log.error("reload refused, keeping the running config: %s", exc)
             return False
+        # Pools are looked up per request: swap them once nothing can fail any more.
+        self.pools.reconcile(new.pools)
+        self._old_access_logs.append(old_access_log)
         for key in [k for k in self.listeners if k not in fresh]:
             await self._close_listener(key)
         for key, frontend in fresh.items():
@@ -259,13 +253,17 @@ class Daemon:
         if frontend in self.retired:
             return
         self.retired.add(frontend)
-        frontend.retire()  # type: ignore[attr-defined]
+        frontend.retire()
 
         async def drain() -> None:
             try:
-                await frontend.drain(self.config.global_.drain_timeout)  # type: ignore[attr-defined]
+                await frontend.drain(self.config.global_.drain_timeout)
             finally:
                 self.retired.discard(frontend)
+                if not self.retired:  # nobody writes to the old logs any more
+                    for old in self._old_access_logs:
+                        old.close()
+                    self._old_access_logs.clear()
 
         self._spawn(drain())
 
@@ -312,10 +310,10 @@ class Daemon:
         frontends = {*self.frontends.values(), *self.retired}
         for frontend in frontends:
             with contextlib.suppress(Exception):
-                frontend.retire()  # type: ignore[attr-defined]
+                frontend.retire()
         if frontends:
             await asyncio.gather(
-                *(f.drain(self.config.global_.drain_timeout) for f in frontends),  # type: ignore[attr-defined]
+                *(f.drain(self.config.global_.drain_timeout) for f in frontends),
                 return_exceptions=True,
             )
         for _, _, task in self.vrrp.values():
@@ -323,6 +321,8 @@ class Daemon:
         await asyncio.gather(*(t for _, _, t in self.vrrp.values()), return_exceptions=True)
         await self.admin.stop()
         await self.pools.stop()
+        for access_log in (self.access_log, *self._old_access_logs):
+            access_log.close()
         for task in list(self._tasks):
             task.cancel()
         _remove_pidfile(self.config.global_.pidfile)
@@ -397,10 +397,6 @@ class Daemon:
         return AdminResponse.json(self.snapshot())
 
     async def _status_html(self, request: AdminRequest) -> AdminResponse:
-        try:
-            from proxy.status import render_html
-        except ImportError:
-            return AdminResponse.text("status page not available in this build\n", 404)
         return AdminResponse(200, render_html(self.snapshot()).encode(), "text/html; charset=utf-8")
 
     async def _index(self, request: AdminRequest) -> AdminResponse:
@@ -419,26 +415,8 @@ def _kinds_at(config: conf.Config, address: conf.Address) -> set[str]:
     return {s.kind for s in sections(config) if address in s.config.listen}
 
 
-def _access_log(settings: conf.GlobalSettings) -> Any:
-    try:
-        from proxy.accesslog import AccessLog
-    except ImportError:
-        return None
+def _access_log(settings: conf.GlobalSettings) -> AccessLog:
     return AccessLog(settings.access_log, settings.log_format)
-
-
-def _notifier() -> Any:
-    try:
-        from proxy.sdnotify import Notifier
-    except ImportError:
-        return _NoNotifier()
-    return Notifier.from_env()
-
-
-class _NoNotifier:
-    def ready(self) -> None: ...
-    def reloading(self) -> None: ...
-    def stopping(self) -> None: ...
 
 
 async def serve(config_path: str, config: conf.Config) -> int:
@@ -453,7 +431,7 @@ async def serve(config_path: str, config: conf.Config) -> int:
         return 1
     daemon.install_signal_handlers()
     watchdog = None
-    if hasattr(daemon.notifier, "watchdog_loop") and daemon.notifier.watchdog_interval():
+    if daemon.notifier.watchdog_interval():
         watchdog = loop.create_task(daemon.notifier.watchdog_loop())
     await daemon.wait()
     if watchdog is not None:

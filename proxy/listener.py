@@ -46,6 +46,12 @@ class Frontend(Protocol):
 
     def stats(self) -> dict[str, Any]: ...
 
+    def retire(self) -> None:
+        """Reload or shutdown: finish in-flight work, keep no connection alive after it."""
+
+    async def drain(self, timeout: float) -> None:
+        """Wait until no connection is left; abort what remains after `timeout`."""
+
 
 def bind(address: Address, backlog: int = 1024) -> socket.socket:
     """Bind and listen (non-blocking, SO_REUSEADDR); raises OSError."""
