@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,6 +16,10 @@ GRACE = 8.0  # seconds a generator may run past its duration before it counts as
 
 
 def which(name: str) -> str | None:
+    """A tool's path, or None. SEKISHO_BENCH_HIDE=haproxy,wrk,... pretends tools are missing
+    (to exercise the built-in fallbacks and the "missing" reporting)."""
+    if name in os.environ.get("SEKISHO_BENCH_HIDE", "").split(","):
+        return None
     return shutil.which(name) or next(
         (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if Path(p).exists()), None
     )

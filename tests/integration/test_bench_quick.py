@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,38 @@ def test_bench_quick_writes_a_report(tmp_path: Path) -> None:
         for peer in ("direct", "haproxy", "nginx"):
             both = all(any(r["target"] == x and r["ok"] for r in w["runs"]) for x in ("sekisho", peer))
             assert (f"sekisho/{peer}" in w["ratios"]) == both, (name, peer)
+
+
+@pytest.mark.slow
+def test_bench_reports_missing_peers_and_uses_builtin_generators(tmp_path: Path) -> None:
+    """Without haproxy, nginx, wrk and iperf3 the bench still measures direct with its own
+    backends and generators, and says the peers are missing."""
+    out = tmp_path / "results"
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--quick",
+        "--duration",
+        "0.5",
+        "--workloads",
+        "TCP_STREAM,HTTP_small_ka",
+        "--targets",
+        "direct,haproxy,nginx",
+        "--out",
+        str(out),
+    ]
+    env = dict(os.environ, SEKISHO_BENCH_HIDE="haproxy,nginx,wrk,iperf3")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    doc = json.loads(next(out.glob("*.json")).read_text())
+    assert doc["targets"]["haproxy"]["status"] == "missing"
+    assert doc["targets"]["nginx"]["status"] == "missing"
+    assert "missing" in proc.stdout
+    assert "built-in" in doc["backends"]["http"]["what"]
+    for name in ("TCP_STREAM", "HTTP_small_ka"):
+        w = doc["workloads"][name]
+        assert "built-in" in w["tool"]
+        assert w["summary"]["direct"]["status"] == "ok", w["runs"]
+        assert w["summary"]["direct"]["value"]["median"] > 0
+        assert w["summary"]["haproxy"]["status"] == "missing"
