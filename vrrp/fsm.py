@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Set
+from collections.abc import Container
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -153,7 +153,7 @@ class Instance:
 
     config: VrrpInstance
     primary: IPAddress
-    sibling_vrids: Set[int] = frozenset()
+    sibling_vrids: Container[int] = frozenset()
     state: State = State.INIT
     master_adver_interval: float = 0.0
     master_address: IPAddress | None = None

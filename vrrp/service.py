@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections import Counter
 
 from conf.model import VrrpInstance
 
@@ -47,15 +48,32 @@ log = logging.getLogger("sekisho.vrrp")
 GARP_REPEAT = 3  # frames per address per announcement (keepalived sends 5 by default)
 UNSPECIFIED = ipaddress.IPv4Address("0.0.0.0")
 
+
+class _Vrids(Counter[int]):
+    """VRIDs run by this process on one interface, counted: a reload may briefly run the
+    old and the new service of one instance side by side. Membership means count > 0."""
+
+    def __contains__(self, vrid: object) -> bool:
+        return isinstance(vrid, int) and self.get(vrid, 0) > 0
+
+    def add(self, vrid: int) -> None:
+        self[vrid] += 1
+
+    def discard(self, vrid: int) -> None:
+        self[vrid] -= 1
+        if self[vrid] <= 0:
+            self.pop(vrid, None)
+
+
 # VRIDs run by this process, per interface: another instance's packets are not
 # "VRID not configured" drops.
-_RUNNING: dict[str, set[int]] = {}
+_RUNNING: dict[str, _Vrids] = {}
 
 
 class VrrpService:
     def __init__(self, config: VrrpInstance) -> None:
         self.config = config
-        self._siblings = _RUNNING.setdefault(config.interface, set())
+        self._siblings = _RUNNING.setdefault(config.interface, _Vrids())
         self.instance = Instance(config, config.unicast_src_ip or UNSPECIFIED, sibling_vrids=self._siblings)
         self.adverts_sent = 0
         self.send_errors = 0
