@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import machine, memory, report
+from bench import machine, memory, profile, report
 from bench.procs import REPO, BenchError, raise_nofile, tree_cpu_seconds
 from bench.targets import ALL_TARGETS, BUILDERS, Backends, Target, direct
 from bench.workloads import BY_NAME, WORKLOADS, Workload, run_one, tool_for
 
 RESULTS = REPO / "bench" / "results"
+PROFILED = ("HTTP_small_ka", "L4_HTTP_ka", "TCP_CRR")
 
 
 def _log(msg: str) -> None:
@@ -40,12 +41,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-pin", action="store_true", help="do not pin proxies and load to separate CPUs")
     p.add_argument("--no-memory", action="store_true", help="skip the sekisho memory measurements")
     p.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"py-spy sekisho during one extra run of {', '.join(PROFILED)} (default: on unless --quick)",
+    )
+    p.add_argument(
         "--idle-conns", type=int, help="idle keep-alive connections to hold (default 10000; quick 500)"
     )
     p.add_argument("--upload-mib", type=int, help="streamed upload size in MiB (default 1024; quick 64)")
     a = p.parse_args(argv)
     q = a.quick
     a.rounds = max(1, a.rounds or (1 if q else 5))
+    if a.profile is None:
+        a.profile = not q
     a.duration = max(0.2, min(a.duration or (1.0 if q else 3.0), 300.0))
     a.idle_conns = max(1, a.idle_conns or (500 if q else 10000))
     a.upload_mib = max(1, a.upload_mib or (64 if q else 1024))
@@ -170,6 +179,27 @@ def _run(
     return entry
 
 
+def profile_sekisho(
+    args: argparse.Namespace, targets: list[Target], cpus: frozenset[int] | None, doc: dict[str, Any]
+) -> None:
+    sek = next((t for t in targets if t.name == "sekisho" and t.ok and t.proc is not None), None)
+    if sek is None or sek.proc is None:
+        return
+    for w in args.workload_list:
+        if w.name not in PROFILED or not sek.proc.alive():
+            continue
+        addr = sek.endpoints[w.endpoint]
+        _log(f"profile: py-spy on sekisho during {w.name}")
+        try:
+            prof, metrics = profile.record(
+                sek.proc, args.duration, lambda w=w, a=addr: run_one(w, a, args.duration, cpus)
+            )
+            prof["value_under_profiler"] = metrics["value"]
+        except BenchError as exc:
+            prof = {"error": str(exc)}
+        doc["profile"][w.name] = prof
+
+
 def add_cpu_cost(metrics: dict[str, Any], cpu: float, wall: float) -> None:
     """The proxy's own CPU per unit of work: far steadier than a rate on a shared machine."""
     metrics["proxy_cpu_s"] = round(cpu, 4)
@@ -249,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "workloads": {w.name: w.to_json() | {"tool": tool_for(w), "runs": []} for w in args.workload_list},
         "memory": {},
         "probes": [],
+        "profile": {},
         "notes": [
             "Generator, backends and proxy share the machine's cores (and, on a shared box, other "
             "people's work): only ratios measured within one round mean much.",
@@ -277,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             doc["memory"]["idle_rss_kib"] = doc["memory"]["idle_rss_kib_by_target"].get("sekisho")
             run_rounds(args, targets, backends, load_cpus, doc)
+            if args.profile:
+                profile_sekisho(args, targets, load_cpus, doc)
             if not args.no_memory:
                 measure_memory(args, targets, doc)
     except KeyboardInterrupt:

@@ -266,6 +266,20 @@ def target_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def profile_lines(doc: dict[str, Any], top: int = 8) -> list[str]:
+    out = []
+    for name, p in (doc.get("profile") or {}).items():
+        if p.get("error"):
+            out.append(f"- {name}: profile failed: {p['error']}")
+            continue
+        out.append(
+            f"- {name} ({p['samples']} samples, {_num(p.get('value_under_profiler'))} under the profiler):"
+        )
+        out.append("  self:      " + "; ".join(f"{n} {pct}%" for n, pct in p["self"][:top]))
+        out.append("  inclusive: " + "; ".join(f"{n} {pct}%" for n, pct in p["inclusive"][:top]))
+    return out
+
+
 def stdout_report(doc: dict[str, Any]) -> str:
     parts = [text_table(*rows(doc)), "", "latency medians (p50 / p99, µs):", text_table(*latency_rows(doc))]
     parts += ["", "proxy CPU per unit of work (median; lower is better):", text_table(*cost_rows(doc))]
@@ -275,6 +289,9 @@ def stdout_report(doc: dict[str, Any]) -> str:
     goals = target_lines(doc)
     if goals:
         parts += ["", "targets from the issues (median ratio):", *goals]
+    prof = profile_lines(doc, top=6)
+    if prof:
+        parts += ["", "sekisho profile (py-spy, share of samples):", *prof]
     mem = memory_lines(doc)
     if mem:
         parts += ["", "memory:", *mem]
@@ -328,6 +345,9 @@ def markdown(doc: dict[str, Any], chart_name: str | None) -> str:
     goals = target_lines(doc)
     if goals:
         lines += ["Targets set in the HTTP and pools issues (median ratio):", "", *goals, ""]
+    prof = profile_lines(doc, top=12)
+    if prof:
+        lines += ["sekisho profile (py-spy during one extra run, share of samples):", "", *prof, ""]
     mem = memory_lines(doc)
     if mem:
         lines += ["Memory:", "", *mem, ""]
