@@ -170,3 +170,56 @@ def test_auth_mismatch_and_wrong_vrid_are_dropped(lab: Lab, keepalived: str) -> 
     assert stats["adverts_received"] == 0
     assert stats["master_address"] == lab.b.address
     assert lab.has_vip(lab.b)
+
+
+@pytest.mark.parametrize(
+    ("version", "unicast"),
+    [(3, False), (2, True), (3, True)],
+    ids=["v3-multicast", "v2-unicast", "v3-unicast"],
+)
+def test_keepalived_interop_v3_and_unicast(lab: Lab, keepalived: str, version: int, unicast: bool) -> None:
+    """keepalived's VRRPv3 checksums and unicast_peer mode, both ways."""
+    auth = None if version == 3 else "secret"
+    ka = lab.keepalived(
+        lab.a,
+        keepalived_instance(
+            lab.a,
+            priority=150,
+            state="MASTER",
+            version=version,
+            auth_pass=auth,
+            unicast_peer=lab.b.address if unicast else None,
+        ),
+    )
+    sk = lab.sekisho(
+        lab.b,
+        sekisho_instance(
+            lab.b,
+            priority=100,
+            version=version,
+            auth_pass=auth,
+            unicast_peer=lab.a.address if unicast else None,
+        ),
+    )
+    lab.wait_vip(lab.a, 10)
+    wait_for(lambda: sk.read_stats()["adverts_received"] >= 2, 5, "sekisho hearing keepalived")
+    stats = sk.read_stats()
+    assert stats["state"] == "BACKUP" and not stats["dropped"], stats
+    assert stats["master_address"] == lab.a.address
+    ka.stop()  # priority 0: sekisho takes over after skew time, and keepalived hears it
+    lab.wait_vip(lab.b, 3)
+    assert sk.read_stats()["state"] == "MASTER"
+    ka2 = lab.keepalived(
+        lab.a,
+        keepalived_instance(
+            lab.a,
+            priority=50,
+            version=version,
+            auth_pass=auth,
+            unicast_peer=lab.b.address if unicast else None,
+        ),
+        name="ka-low",
+    )
+    wait_for(lambda: "Entering BACKUP STATE" in ka2.text(), 10, "keepalived backup")
+    hold(lab, lab.b, lab.a, 4.5)  # keepalived accepts our adverts: no takeover after its 3.8 s timeout
+    assert "invalid" not in ka2.text().lower(), ka2.text()[-2000:]

@@ -245,11 +245,18 @@ def keepalived_instance(
     advert_int: int = 1,
     vip: str = VIP,
     name: str = "VI",
+    version: int = 2,
+    unicast_peer: str | None = None,
 ) -> str:
     auth = f"  authentication {{\n    auth_type PASS\n    auth_pass {auth_pass}\n  }}\n" if auth_pass else ""
+    extra = f"  version {version}\n"
+    if nopreempt:
+        extra += "  nopreempt\n"
+    if unicast_peer:
+        extra += f"  unicast_src_ip {r.address}\n  unicast_peer {{\n    {unicast_peer}\n  }}\n"
     return (
         f"vrrp_instance {name} {{\n  state {state}\n  interface {r.ifname}\n  virtual_router_id {vrid}\n"
-        f"  priority {priority}\n  advert_int {advert_int}\n{'  nopreempt' + chr(10) if nopreempt else ''}"
+        f"  priority {priority}\n  advert_int {advert_int}\n{extra}"
         f"{auth}  virtual_ipaddress {{\n    {vip}/24\n  }}\n}}\n"
     )
 
@@ -267,6 +274,7 @@ def sekisho_instance(
     vip: str = VIP,
     name: str = "VI",
     garp_master_delay: float = 1.0,
+    unicast_peer: str | None = None,
 ) -> str:
     lines = [
         "[[vrrp]]",
@@ -283,6 +291,8 @@ def sekisho_instance(
     ]
     if auth_pass:
         lines.append(f'auth_pass = "{auth_pass}"')
+    if unicast_peer:
+        lines += [f'unicast_peer = ["{unicast_peer}"]', f'unicast_src_ip = "{r.address}"']
     return "\n".join(lines) + "\n"
 
 
