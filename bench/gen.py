@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import socket
@@ -132,7 +133,7 @@ async def _rr(addr: tuple[str, int], conns: int, size: int, duration: float) -> 
         done: asyncio.Future[None] = loop.create_future()
         dones.append(done)
         await asyncio.wait_for(
-            loop.create_connection(lambda d=done: _RRClient(msg, deadline, samples, d), *addr), 10
+            loop.create_connection(functools.partial(_RRClient, msg, deadline, samples, done), *addr), 10
         )
     await asyncio.wait_for(asyncio.gather(*dones), duration + 30)
     elapsed = (time.perf_counter_ns() - start) / 1e9

@@ -42,10 +42,10 @@ def loadavg() -> list[float]:
 
 def facts() -> dict[str, Any]:
     try:
-        import uvloop
+        from importlib.metadata import version as dist_version
 
-        uvloop_version = uvloop.__version__
-    except ImportError:
+        uvloop_version = dist_version("uvloop")
+    except ImportError:  # PackageNotFoundError is an ImportError
         uvloop_version = "not installed"
     tools = {}
     for name, cmd in (

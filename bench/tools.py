@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from bench.procs import BenchError, run
 
@@ -113,7 +114,9 @@ def run_iperf3(
     return parse_iperf3(out.stdout or out.stderr)
 
 
-def run_gen(kind: str, target: str, args: list[str], duration: float, cpus: frozenset[int] | None) -> dict:
+def run_gen(
+    kind: str, target: str, args: list[str], duration: float, cpus: frozenset[int] | None
+) -> dict[str, Any]:
     """The built-in generator (bench/gen.py) in its own process."""
     cmd = [sys.executable, "-m", "bench.gen", kind, target, "--duration", f"{duration:g}", *args]
     out = run(cmd, timeout=duration + GRACE, cpus=cpus)
