@@ -95,3 +95,17 @@ def test_track_interface_down_goes_fault(lab: Lab) -> None:
     run(["ip", "-n", lab.c.ns, "link", "set", port, "up"], check=True)
     wait_for(lambda: a.read_stats()["state"] == "MASTER", 8, "a back (preempting, priority 200)")
     lab.wait_vip(lab.b, 5, present=False)
+
+
+def test_sekisho_run_with_only_vrrp_sections(lab: Lab) -> None:
+    """`sekisho run -c FILE` as the keepalived replacement: master alone, VIP released on SIGTERM."""
+    import sys
+
+    toml = sekisho_instance(lab.a, priority=100, version=3, advert_int=0.5, auth_pass=None)
+    conf = lab.tmp / "daemon.toml"
+    conf.write_text(toml)
+    daemon = lab.spawn("daemon", lab.a.ns, [sys.executable, "-m", "proxy.cli", "run", "-c", str(conf)])
+    lab.wait_vip(lab.a, 5)  # 3 x 0.5 + skew, alone on the LAN
+    assert lab.who_answers() == [lab.a.mac]
+    assert daemon.stop() == 0, daemon.text()[-2000:]
+    assert not lab.has_vip(lab.a), daemon.text()[-2000:]

@@ -171,7 +171,7 @@ class Lab:
 
     # ---------------------------------------------------------------- processes
 
-    def _spawn(self, name: str, ns: str, argv: list[str], stats: Path | None = None) -> Proc:
+    def spawn(self, name: str, ns: str, argv: list[str], stats: Path | None = None) -> Proc:
         log = self.tmp / f"{name}.log"
         with open(log, "ab") as out:
             popen = subprocess.Popen(
@@ -191,14 +191,14 @@ class Lab:
         conf.write_text(f"global_defs {{\n  router_id {name}\n}}\n{body}\n")
         pids = [str(self.tmp / f"{name}.{k}.pid") for k in ("main", "vrrp", "check")]
         argv = [KEEPALIVED, "-n", "-l", "-D", "-f", str(conf), "-p", pids[0], "-r", pids[1], "-c", pids[2]]
-        return self._spawn(name, r.ns, argv)
+        return self.spawn(name, r.ns, argv)
 
     def sekisho(self, r: Router, toml: str, name: str = "sekisho") -> Proc:
         conf = self.tmp / f"{name}.toml"
         conf.write_text(toml)
         stats = self.tmp / f"{name}.json"
         argv = [sys.executable, "-m", "vrrp", "-c", str(conf), "--stats", str(stats), "--log-level", "debug"]
-        return self._spawn(name, r.ns, argv, stats)
+        return self.spawn(name, r.ns, argv, stats)
 
     def arp_probe(
         self, wait_mac: str | None = None, timeout: float = 5.0, vip: str = VIP
