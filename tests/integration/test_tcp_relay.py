@@ -1,0 +1,260 @@
+"""The L4 relay on loopback: half-close, 1 GB with flat RSS (splice), PROXY
+headers parsed by a backend, max_connections, retry, idle timeout, relay()."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+import psutil
+import pytest
+
+import conf
+from lb import proxy_protocol
+from lb.relay import Held, relay
+from tests.integration.test_tcp_failover import Backend, Service, ask, run
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+def simple_pool(*backends: Backend, **kw: object) -> conf.Pool:
+    servers = kw.pop("servers", None) or tuple(conf.Server(b.address) for b in backends)
+    return conf.Pool("p", servers, **kw)  # type: ignore[arg-type]
+
+
+async def _half_close() -> None:
+    # The backend reads until EOF, then answers with what it got and closes.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read()
+        await asyncio.sleep(0.05)
+        writer.write(b"got " + str(len(data)).encode() + b" bytes\n" + b"z" * 300_000)
+        await writer.drain()
+        writer.close()
+
+    be = await Backend("H", handler).start()
+    async with Service(simple_pool(be)) as svc:
+        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
+        writer.write(b"x" * 12345)
+        writer.write_eof()  # the client shuts its write side...
+        answer = await reader.read()  # ...and still receives the whole response
+        assert answer.startswith(b"got 12345 bytes\n") and len(answer) == 16 + 300_000
+        writer.close()
+    await be.stop()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_half_close(loop: str) -> None:
+    run(_half_close(), loop)
+
+
+async def _gigabyte() -> None:
+    total = 1 << 30
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = 0
+        sock = writer.get_extra_info("socket")
+        assert sock is not None
+        while True:
+            chunk = await reader.read(1 << 20)
+            if not chunk:
+                break
+            n += len(chunk)
+        writer.write(str(n).encode())
+        await writer.drain()
+        writer.close()
+
+    be = await Backend("S", sink).start()
+    proc = psutil.Process()
+    async with Service(simple_pool(be)) as svc:
+        loop = asyncio.get_running_loop()
+        client = socket.create_connection(("127.0.0.1", svc.port))
+        block = b"\0" * (1 << 20)
+
+        def blast() -> tuple[bytes, list[int]]:
+            rss = []
+            for i in range(total // len(block)):
+                client.sendall(block)
+                if i % 128 == 0:
+                    rss.append(proc.memory_info().rss)
+            client.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := client.recv(100):
+                reply += chunk
+            return reply, rss
+
+        start = time.monotonic()
+        rss0 = proc.memory_info().rss
+        reply, rss = await loop.run_in_executor(None, blast)
+        took = time.monotonic() - start
+        client.close()
+        assert int(reply) == total
+        assert max(rss) - rss0 < 32 << 20, [(r - rss0) >> 20 for r in rss]  # flat: no buffering
+        assert svc.stats.spliced == 1 and svc.stats.bytes_in == total
+        print(f"1 GiB through the relay in {took:.2f}s ({total / took / 1e9 * 8:.1f} Gbit/s)")
+    await be.stop()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_one_gigabyte_flat_rss(loop: str) -> None:
+    run(_gigabyte(), loop)
+
+
+async def _proxy_header(version: str) -> None:
+    headers: list[proxy_protocol.ProxyHeader] = []
+
+    async def parse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buf = b""
+        while (h := proxy_protocol.decode(buf)) is None:
+            buf += await reader.read(1)
+        headers.append(h)
+        rest = buf[h.length :] + await reader.readline()
+        writer.write(b"echo " + rest)
+        await writer.drain()
+        writer.close()
+
+    be = await Backend("P", parse).start()
+    async with Service(simple_pool(be, proxy_protocol=version)) as svc:
+        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
+        writer.write(b"hello\n")
+        assert await reader.readline() == b"echo hello\n"
+        local = writer.get_extra_info("sockname")
+        port = svc.port
+        writer.close()
+    h = headers[0]
+    assert h.version == int(version[1]) and h.family == "TCP4"
+    assert h.src == ("127.0.0.1", local[1])
+    assert h.dst == ("127.0.0.1", port)
+    await be.stop()
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_proxy_protocol_parsed_by_backend(version: str) -> None:
+    run(_proxy_header(version))
+
+
+async def _max_connections() -> None:
+    hold = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        await hold.wait()
+        writer.write(b"slow\n")
+        await writer.drain()
+        writer.close()
+
+    a = await Backend("A", slow).start()
+    b = await Backend("B").start()
+    servers = (conf.Server(a.address, 10, max_connections=2), conf.Server(b.address, 1))
+    async with Service(simple_pool(servers=servers, scheduler="wrr")) as svc:
+        pending = [asyncio.get_running_loop().create_task(ask(svc.port)) for _ in range(2)]
+        await asyncio.sleep(0.2)
+        pool = svc.pools["p"]
+        assert pool.find(str(a.address))[0].active == 2
+        # A is full although heavier: the next connections go to B.
+        assert [await ask(svc.port) for _ in range(5)] == ["B"] * 5
+        hold.set()
+        assert await asyncio.gather(*pending) == ["slow", "slow"]
+    await a.stop()
+    await b.stop()
+
+
+def test_max_connections_next_server() -> None:
+    run(_max_connections())
+
+
+async def _retry_on_reset() -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        writer.transport.abort()
+
+    bad = await Backend("X", reset).start()
+    good = await Backend("G").start()
+    pool = simple_pool(bad, good, scheduler="rr", health=conf.HealthCheck("none", interval=60.0))
+    async with Service(pool) as svc:
+        answers = [await ask(svc.port) for _ in range(6)]
+        assert answers == ["G"] * 6  # the reset server's clients were replayed to G
+        assert svc.stats.retries >= 1
+    await bad.stop()
+    await good.stop()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_retry_when_backend_resets_before_answering(loop: str) -> None:
+    run(_retry_on_reset(), loop)
+
+
+async def _idle_timeout() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    be = await Backend("I", silent).start()
+    async with Service(simple_pool(be), timeouts=conf.TcpTimeouts(connect=1.0, idle=0.2)) as svc:
+        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
+        start = time.monotonic()
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            await reader.readexactly(1)
+        assert 0.15 < time.monotonic() - start < 1.0
+        writer.close()
+        await asyncio.sleep(0.05)
+        assert svc.stats.idle_timeouts == 1 and svc.stats.active == 0
+    await be.stop()
+
+
+def test_idle_timeout() -> None:
+    run(_idle_timeout())
+
+
+async def _relay_api() -> None:
+    """relay() as the SMTP side uses it: two transports it already owns."""
+    loop = asyncio.get_running_loop()
+    be = await Backend("R").start()
+    done: asyncio.Future[object] = loop.create_future()
+
+    class Front(Held):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self.task = loop.create_task(self.go())
+
+        async def go(self) -> None:
+            backend_t, _ = await loop.create_connection(Held, "127.0.0.1", be.port)
+            assert self.transport is not None
+            done.set_result(await relay(self.transport, backend_t, splice=True))
+
+    server = await loop.create_server(Front, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"one\ntwo\n")
+    assert await reader.readline() == b"R\n"
+    assert await reader.readline() == b"R\n"
+    writer.write_eof()
+    assert await reader.read() == b""
+    result = await done
+    assert result.a_to_b == 8 and result.b_to_a == 4 and result.error is None  # type: ignore[attr-defined]
+    writer.close()
+    server.close()
+    await be.stop()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_relay_api(loop: str) -> None:
+    run(_relay_api(), loop)
+
+
+def test_no_fd_leak() -> None:
+    async def main() -> None:
+        be = await Backend("L").start()
+        async with Service(simple_pool(be)) as svc:
+            await ask(svc.port)
+            before = len(os.listdir("/proc/self/fd"))
+            for _ in range(50):
+                assert await ask(svc.port) == "L"
+            await asyncio.sleep(0.1)
+            assert len(os.listdir("/proc/self/fd")) <= before + 2
+        await be.stop()
+
+    run(main())
