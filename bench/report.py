@@ -204,10 +204,15 @@ def ceiling_lines(doc: dict[str, Any]) -> list[str]:
         }
         if proxied:
             best = max(proxied, key=lambda t: proxied[t])
+            ratio = gen / proxied[best]
+            verdict = (
+                "the generator is not what the proxied figures measure"
+                if ratio >= 1.5
+                else "close to 1x: the generator/receiver pair, not the proxy, bounds these figures"
+            )
             out.append(
                 f"- {name}: generator alone (direct, {w['tool']}) {gen:.1f} {w['unit']}; best proxied "
-                f"{best} {proxied[best]:.1f} {w['unit']}: "
-                f"the generator has {gen / proxied[best]:.1f}x headroom"
+                f"{best} {proxied[best]:.1f} {w['unit']}: {ratio:.1f}x, {verdict}"
             )
         else:
             out.append(f"- {name}: generator alone (direct, {w['tool']}) {gen:.1f} {w['unit']}")
