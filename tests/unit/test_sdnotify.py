@@ -84,6 +84,16 @@ def test_send_failure_never_raises(tmp_path: Path) -> None:
     n.close()
 
 
+def test_a_receiver_that_stops_reading_never_blocks_us(path_socket: tuple[socket.socket, str]) -> None:
+    _, path = path_socket  # never read: its queue fills after a few datagrams
+    n = Notifier.from_env({"NOTIFY_SOCKET": path})
+    started = time.monotonic()
+    results = [n.watchdog() for _ in range(500)]
+    assert time.monotonic() - started < 2
+    assert results[0] is True and results[-1] is False
+    n.close()
+
+
 def test_relative_path_is_ignored() -> None:
     assert not Notifier.from_env({"NOTIFY_SOCKET": "relative.sock"}).enabled
 
