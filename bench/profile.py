@@ -15,9 +15,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.procs import BenchError, Proc
+from bench.procs import REPO, BenchError, Proc
 
-_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+_PREFIX = re.compile(r"^.*/(site-packages|python3\.\d+)/")
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
 def py_spy() -> str | None:
@@ -25,15 +26,14 @@ def py_spy() -> str | None:
     return str(exe) if exe.exists() else None
 
 
-def _short(frame: str) -> str:
+def _short(frame: str, line: bool = False) -> str:
     m = _FRAME.match(frame.strip())
     if not m:
         return frame.strip()
     path = m.group("file")
-    for marker in ("/site-packages/", "/work/main/", "/lib/python3"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
+    path = _PREFIX.sub("", path.replace(f"{REPO}/", ""))
+    if line and m.group("line"):
+        path = f"{path}:{m.group('line')}"
     return f"{m.group('func')} ({path})"
 
 
@@ -46,12 +46,13 @@ def summarize_raw(text: str, top: int = 12) -> dict[str, Any]:
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [_short(f) for f in stack.split(";") if f]
-        if not frames:
+        raw = [f for f in stack.split(";") if f]
+        if not raw:
             continue
+        frames = [_short(f) for f in raw]
         total += n
-        leaf = frames[-1]
-        if leaf.startswith(("Runner.run (", "run (uvloop")):
+        leaf = _short(raw[-1], line=True)  # self time by line: C calls show as their Python line
+        if frames[-1].startswith(("Runner.run (", "run (uvloop")):
             leaf = "[uvloop's C loop: transports, syscalls]"
         self_c[leaf] += n
         for f in set(frames):
