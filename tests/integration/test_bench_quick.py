@@ -112,3 +112,83 @@ def test_bench_reports_missing_peers_and_uses_builtin_generators(tmp_path: Path)
         assert w["summary"]["direct"]["status"] == "ok", w["runs"]
         assert w["summary"]["direct"]["value"]["median"] > 0
         assert w["summary"]["haproxy"]["status"] == "missing"
+
+
+def test_ratios_pair_runs_within_a_round() -> None:
+    """Ratios are sekisho/peer per round, then the median of those; a round where either
+    side failed contributes no ratio; latency workloads also carry the added microseconds."""
+    from bench import report
+
+    def run(rnd: int, target: str, value: float | None) -> dict[str, object]:
+        ok = value is not None
+        return {
+            "round": rnd,
+            "target": target,
+            "ok": ok,
+            "metrics": {"value": value} if ok else {},
+            "error": "",
+        }
+
+    doc = {
+        "targets": {t: {"status": "ok"} for t in ("direct", "sekisho", "haproxy")}
+        | {"nginx": {"status": "missing"}},
+        "workloads": {
+            "X": {
+                "higher_is_better": True,
+                "runs": [
+                    run(0, "direct", 100.0),
+                    run(0, "sekisho", 50.0),
+                    run(0, "haproxy", 25.0),
+                    run(1, "direct", 200.0),
+                    run(1, "sekisho", 50.0),
+                    run(1, "haproxy", None),
+                    run(2, "direct", 10.0),
+                    run(2, "sekisho", None),
+                    run(2, "haproxy", 40.0),
+                ],
+            },
+            "L": {
+                "higher_is_better": False,
+                "runs": [run(0, "direct", 100.0), run(0, "sekisho", 150.0)],
+            },
+        },
+    }
+    report.summarize(doc)
+    x = doc["workloads"]["X"]
+    assert x["ratios"]["sekisho/direct"]["ratio"] == {"median": 0.375, "min": 0.25, "max": 0.5, "n": 2}
+    assert x["ratios"]["sekisho/haproxy"]["ratio"]["n"] == 1
+    assert x["ratios"]["sekisho/haproxy"]["ratio"]["median"] == 2.0
+    assert "sekisho/nginx" not in x["ratios"]
+    assert x["summary"]["direct"]["value"]["median"] == 100.0
+    assert x["summary"]["haproxy"]["failures"] == 1
+    assert x["summary"]["nginx"]["status"] == "missing"
+    lat = doc["workloads"]["L"]["ratios"]["sekisho/direct"]
+    assert lat["ratio"]["median"] == 1.5 and lat["delta"]["median"] == 50.0
+
+
+def test_wrk_and_iperf3_parsers() -> None:
+    from bench import tools
+
+    wrk_out = """Running 1s test @ http://127.0.0.1:1/small
+  1 threads and 32 connections
+  Latency Distribution
+     50%  179.00us
+     75%  320.00us
+     90%    1.25ms
+     99%    2.00s
+  61596 requests in 1.00s, 12.22MB read
+  Socket errors: connect 0, read 3, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:  61562.08
+Transfer/sec:     12.21MB
+"""
+    r = tools.parse_wrk(wrk_out)
+    assert r["rate"] == 61562.08 and r["requests"] == 61596
+    assert (r["p50_us"], r["p90_us"], r["p99_us"]) == (179.0, 1250.0, 2_000_000.0)
+    assert r["errors"] == 4 and r["non2xx"] == 5
+    ip = tools.parse_iperf3(
+        json.dumps({"end": {"sum_received": {"bits_per_second": 2.5e10, "bytes": 10, "seconds": 1.0}}})
+    )
+    assert ip["gbps"] == 25.0
+    with pytest.raises(tools.BenchError):
+        tools.parse_iperf3(json.dumps({"error": "unable to connect"}))
