@@ -254,7 +254,7 @@ def _real_server(node: Node, w: Warnings, vs_port: int | None) -> dict[str, Any]
             w.add(
                 line,
                 f"{label} {kw}: sekisho logs and counts server state changes "
-                "(sekisho_pool_server_up); no command is run; ignored",
+                "(sekisho_server_up); no command is run; ignored",
             )
         elif kw == "lthreshold":
             w.add(line, f"{label} lthreshold: max_connections has no low-water mark; ignored")

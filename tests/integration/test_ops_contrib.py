@@ -128,4 +128,4 @@ def test_dashboard_shape() -> None:
     names = set().union(*(metric_names(e) for e in dashboard_exprs()))
     assert "sekisho_http_requests_total" in names
     assert "sekisho_vrrp_state" in names
-    assert "sekisho_pool_server_up" in names
+    assert "sekisho_server_up" in names
