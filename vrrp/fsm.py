@@ -13,129 +13,63 @@ too, before the state is looked at, so a refused packet can only increment
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter
 from collections.abc import Container
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Literal
 
 from conf.model import VrrpInstance
 
 from . import packet
 from .errors import MalformedPacket
+from .events import (
+    Action,
+    AddVip,
+    AdvertReceived,
+    ArmTimer,
+    DelVip,
+    Event,
+    LinkDown,
+    LinkUp,
+    NotifyKind,
+    PacketReceived,
+    RunNotify,
+    SendAdvert,
+    SendGarp,
+    Shutdown,
+    Startup,
+    State,
+    StateChanged,
+    Timer,
+    TimerFired,
+)
 from .packet import Advert, IPAddress
 
 PRIORITY_OWNER = 255
 PRIORITY_RELEASE = 0
 TIMER_SLACK = 1e-3  # a timer that fires this early still counts as due
 
-
-class State(StrEnum):
-    INIT = "INIT"
-    BACKUP = "BACKUP"
-    MASTER = "MASTER"
-    FAULT = "FAULT"
-
-
-Timer = Literal["advert", "master_down", "garp"]
-NotifyKind = Literal["master", "backup", "fault", "stop"]
-
-
-# ----------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class Startup:
-    pass
-
-
-@dataclass(frozen=True)
-class Shutdown:
-    pass
-
-
-@dataclass(frozen=True)
-class TimerFired:
-    timer: Timer
-
-
-@dataclass(frozen=True)
-class PacketReceived:
-    """A VRRP message as the IP layer delivered it (payload only, no IP header)."""
-
-    payload: bytes
-    src: IPAddress
-    dst: IPAddress
-    ttl: int = packet.VRRP_TTL
-
-
-@dataclass(frozen=True)
-class AdvertReceived:
-    """An already decoded advertisement (tests feed instances each other's adverts)."""
-
-    advert: Advert
-    src: IPAddress
-    ttl: int = packet.VRRP_TTL
-
-
-@dataclass(frozen=True)
-class LinkDown:
-    interface: str
-
-
-@dataclass(frozen=True)
-class LinkUp:
-    interface: str
-
-
-Event = Startup | Shutdown | TimerFired | PacketReceived | AdvertReceived | LinkDown | LinkUp
-
-
-# ---------------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True)
-class SendAdvert:
-    advert: Advert
-
-
-@dataclass(frozen=True)
-class AddVip:
-    addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
-
-
-@dataclass(frozen=True)
-class DelVip:
-    addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
-
-
-@dataclass(frozen=True)
-class SendGarp:
-    addresses: tuple[IPAddress, ...]
-
-
-@dataclass(frozen=True)
-class ArmTimer:
-    """Fire `TimerFired(timer)` at `at` (monotonic seconds); `at=None` cancels it."""
-
-    timer: Timer
-    at: float | None
-
-
-@dataclass(frozen=True)
-class StateChanged:
-    old: State
-    new: State
-    reason: str
-
-
-@dataclass(frozen=True)
-class RunNotify:
-    kind: NotifyKind
-
-
-Action = SendAdvert | AddVip | DelVip | SendGarp | ArmTimer | StateChanged | RunNotify
+__all__ = [
+    "Action",
+    "AddVip",
+    "AdvertReceived",
+    "ArmTimer",
+    "DelVip",
+    "Event",
+    "Instance",
+    "LinkDown",
+    "LinkUp",
+    "NotifyKind",
+    "PacketReceived",
+    "RunNotify",
+    "SendAdvert",
+    "SendGarp",
+    "Shutdown",
+    "Startup",
+    "State",
+    "StateChanged",
+    "Timer",
+    "TimerFired",
+]
 
 
 # --------------------------------------------------------------------- instance
