@@ -489,8 +489,9 @@ def _vrrp(t: Table, issues: Issues) -> VrrpInstance:
     families = {v.version for v in vips}
     if len(families) > 1:
         t.error("virtual_ipaddress", "one instance carries one address family")
-    if version == 2 and 6 in families:
-        t.error("virtual_ipaddress", "VRRPv2 is IPv4 only; use version = 3 for IPv6")
+    if 6 in families:
+        # The codec speaks v3 over IPv6; the raw-socket and neighbour-advertisement I/O does not yet.
+        t.error("virtual_ipaddress", "IPv6 virtual addresses are not supported yet (IPv4 only)")
     notify = VrrpNotify()
     nt = t.get_table("notify")
     if nt is not None:

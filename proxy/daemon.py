@@ -271,11 +271,19 @@ class Daemon:
         wanted = {i.name: i for i in instances}
         for name, (instance, _, task) in list(self.vrrp.items()):
             if wanted.get(name) != instance:
-                task.cancel()  # the service releases its VIP on cancellation
+                task.cancel()  # the service sends priority 0 and releases its VIP
                 del self.vrrp[name]
+                if name in wanted:
+                    self._spawn(self._replace_vrrp(task, wanted.pop(name)))
         for name, instance in wanted.items():
             if name not in self.vrrp:
                 self._start_vrrp(instance)
+
+    async def _replace_vrrp(self, old: asyncio.Task[None], instance: conf.VrrpInstance) -> None:
+        """Start the new instance only once the old one has let go of the VIP
+        (else the new one would find it and remove it as stale)."""
+        await asyncio.gather(old, return_exceptions=True)
+        self._start_vrrp(instance)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -304,6 +312,10 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.notifier.stopping()
+        # Hand the VIP to the peer first: it takes new connections while we drain ours.
+        for _, _, task in self.vrrp.values():
+            task.cancel()
+        await asyncio.gather(*(t for _, _, t in self.vrrp.values()), return_exceptions=True)
         log.info("stopping: draining connections for up to %.0fs", self.config.global_.drain_timeout)
         for listener in list(self.listeners.values()):
             await listener.stop_accepting()
@@ -316,9 +328,6 @@ class Daemon:
                 *(f.drain(self.config.global_.drain_timeout) for f in frontends),
                 return_exceptions=True,
             )
-        for _, _, task in self.vrrp.values():
-            task.cancel()
-        await asyncio.gather(*(t for _, _, t in self.vrrp.values()), return_exceptions=True)
         await self.admin.stop()
         await self.pools.stop()
         for access_log in (self.access_log, *self._old_access_logs):

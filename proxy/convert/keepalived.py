@@ -239,17 +239,15 @@ def _vrrp_instance(node: Node, ctx: Context) -> Section | None:
     # The version follows keepalived: the instance's, else global_defs, else 2;
     # IPv6 addresses need VRRPv3 (keepalived switches on its own).
     version = int(out.get("version") or ctx.vrrp_version or 2)  # type: ignore[call-overload]
-    if 6 in families and version == 2:
-        if 4 in families:
-            w.add(
-                node.line,
-                f"vrrp_instance {name}: mixes IPv4 and IPv6 virtual addresses; "
-                "sekisho needs one [[vrrp]] instance per family; IPv6 addresses dropped",
-            )
-            vips = [v for v in vips if ipaddress.ip_interface(v).version == 4]
-            families = {4}
-        else:
-            version = 3
+    if 6 in families:
+        # sekisho's VRRP I/O is IPv4 only for now (conf refuses IPv6 virtual addresses).
+        w.add(
+            node.line,
+            f"vrrp_instance {name}: IPv6 virtual addresses are not supported by sekisho yet; "
+            "IPv6 addresses dropped",
+        )
+        vips = [v for v in vips if ipaddress.ip_interface(v).version == 4]
+        families = {4}
     if version != 2 or "version" in out:
         out["version"] = version
     if version == 2 and "advert_int" in out:

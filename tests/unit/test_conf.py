@@ -199,7 +199,7 @@ def test_vrrp_rules() -> None:
         "vrrp[0].auth_pass: a VRRPv2 simple password is 1 to 8 bytes (keepalived truncates)"
     ]
     assert errors(head + 'virtual_ipaddress = ["2001:db8::1/64"]\n') == [
-        "vrrp[0].virtual_ipaddress: VRRPv2 is IPv4 only; use version = 3 for IPv6"
+        "vrrp[0].virtual_ipaddress: IPv6 virtual addresses are not supported yet (IPv4 only)"
     ]
     assert errors(head.replace("priority = 100", "priority = 256") + vip) == [
         "vrrp[0].priority: must be between 1 and 255"
