@@ -71,6 +71,7 @@ class _Client(Held):
         fe.stats_.accepted += 1
         fe.stats_.active += 1
         fe.conns.add(self)
+        fe._idle.clear()
         self.task = asyncio.get_running_loop().create_task(fe.connect(self))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -104,7 +105,6 @@ class TcpFrontend:
 
     # ------------------------------------------------------ Frontend protocol
     def make_protocol(self, on_close: Callable[[], None]) -> asyncio.BaseProtocol:
-        self._idle.clear()
         return _Client(self, on_close)
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -122,16 +122,23 @@ class TcpFrontend:
         self.retired = True
 
     async def drain(self, timeout: float) -> None:
-        """Wait until every connection is over; after `timeout`, reset the rest."""
+        """Wait until every connection is over, at most `timeout` seconds.
+
+        Connections still open after that are left alone: on a reload they
+        go on (as LVS keeps established connections); at shutdown the process
+        exit ends them. `close_all()` resets them explicitly."""
         try:
             async with asyncio.timeout(timeout):
                 await self._idle.wait()
         except TimeoutError:
-            for r in list(self.relays):
-                r.close(abort=True)
-            for c in list(self.conns):
-                if c.transport is not None:
-                    c.transport.abort()
+            pass
+
+    def close_all(self) -> None:
+        for r in list(self.relays):
+            r.close(abort=True)
+        for c in list(self.conns):
+            if c.transport is not None:
+                c.transport.abort()
 
     # ------------------------------------------------------------- the work
     def _pool(self) -> BackendPool:

@@ -92,6 +92,7 @@ class Service:
         assert self.listener is not None
         await self.listener.stop_accepting()
         await self.frontend.drain(2.0)
+        self.frontend.close_all()
         await self.pools.stop()
 
     @property
