@@ -163,7 +163,7 @@ sekisho demo is running (pid {os.getpid()}); config: {path}
   curl -H 'Host: beta.example.com' http://127.0.0.1:{h}/app/x  # beta sees /x (strip_prefix)
   curl -i -H 'Host: old.example.com' http://127.0.0.1:{h}/a    # 301 to www.example.com/a
   curl -i http://127.0.0.1:{h}/-/admin                          # 404: admin paths never exposed
-  echo hello | nc -q1 127.0.0.1 {t}                             # L4 balancer to an echo server
+  exec 3<>/dev/tcp/127.0.0.1/{t}; echo hi >&3; head -1 <&3      # L4 balancer to an echo server
   curl http://127.0.0.1:{m}/metrics                             # Prometheus exposition
   curl http://127.0.0.1:{m}/api/status                          # state as JSON (also /status)
   kill -HUP {os.getpid()}                                       # reload {path.name}
