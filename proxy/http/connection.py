@@ -1,7 +1,10 @@
-"""One client connection: h11 server on the client side, h11 client towards the backend.
+"""One client connection: h11 judges the client's requests; backends get a strict reader.
 
 The hot path is callbacks only: bytes arrive in `data_received`, h11 turns them
-into events, events are written to the other side. A task exists only while a
+into events, events are written to the other side. Heads going out (requests
+to backends, responses to clients) are written here by hand from headers that
+were already validated on the way in; h11 is only ever fed, never asked to send,
+and a fresh h11 connection takes each new request. A task exists only while a
 new backend connection is being opened. Backpressure: when one side's transport
 asks us to pause writing, we pause reading on the other side.
 """
@@ -19,6 +22,7 @@ from lb.errors import UpstreamConnectError
 from lb.pool import Backend, BackendPool
 from proxy.http.errors import BadRequest
 from proxy.http.headers import check_content_length, head_end, precheck_head, response_headers
+from proxy.http.response import END, MAX_HEAD, Head, MissingHost, ResponseError, request_head
 from proxy.http.routing import Route, normalize_host
 from proxy.http.upstream import UpstreamConnection
 
@@ -45,15 +49,23 @@ _REASONS = {
 _HELD = 1  # a request is being dispatched / waits for its backend or its response
 _BACKPRESSURE = 2  # the backend cannot take more right now
 
-_Response = h11.Response
 _Data = h11.Data
 _EOM = h11.EndOfMessage
-_EOM_EVENT = h11.EndOfMessage()  # immutable: one instance serves every message
 _Request = h11.Request
-_Info = h11.InformationalResponse
 _NEED_DATA = h11.NEED_DATA
 _PAUSED = h11.PAUSED
 _DONE = h11.DONE
+_LAST_CHUNK = b"0\r\n\r\n"
+_CRLF = b"\r\n"
+
+
+def _head_bytes(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A response head for the client; every name and value was validated on its way in."""
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    for name, value in headers:
+        lines.append(name + b": " + value + b"\r\n")
+    lines.append(_CRLF)
+    return b"".join(lines)
 
 
 def _plain(status: int, body: bytes | None = None, extra: bytes = b"", close: bool = True) -> bytes:
@@ -109,6 +121,10 @@ class ClientConnection(asyncio.Protocol):
         self.response_done = False
         self.request_done = False
         self.upgrade: bytes | None = None
+        self.keep_alive = True  # the client's request lets us keep the connection
+        self.http11 = True
+        self.resp_chunked = False  # the response body is re-framed as chunks for the client
+        self.resp_close = False  # the response ends the connection
         self.up: UpstreamConnection | None = None
         self.up_headers: list[tuple[bytes, bytes]] = []
         self.up_target = b""
@@ -392,10 +408,12 @@ class ClientConnection(asyncio.Protocol):
         self.backend = None
         self.retried = False
         self.upgrade = None
+        self.resp_chunked = self.resp_close = False
         host = b""
         cl = te = False
         upgrade = None
         conn_upgrade = False
+        keep_alive = self.http11 = req.http_version == b"1.1"
         for _, name, value in req.headers._full_items:
             if name == b"host":
                 host = value
@@ -405,8 +423,13 @@ class ClientConnection(asyncio.Protocol):
                 te = True
             elif name == b"upgrade":
                 upgrade = value
-            elif name == b"connection" and b"upgrade" in value.lower():
-                conn_upgrade = True
+            elif name == b"connection":
+                tokens = value.lower()
+                if b"upgrade" in tokens:
+                    conn_upgrade = True
+                if b"close" in tokens and any(t.strip() == b"close" for t in tokens.split(b",")):
+                    keep_alive = False
+        self.keep_alive = keep_alive  # h11's rule: HTTP/1.1 and no `Connection: close`
         target = req.target
         try:
             if cl and te:
@@ -546,22 +569,21 @@ class ClientConnection(asyncio.Protocol):
                 (b"content-length", b"%d" % len(body)),
             ]
         conn = self.h11
-        if conn.their_state is not _DONE:
+        ended = conn.their_state is _DONE
+        if not ended:
             try:  # a bodiless request's end is already buffered
                 ev = conn.next_event()
             except h11.RemoteProtocolError:
                 ev = None
-            if type(ev) is not _EOM:
-                # We will not read a body nobody asked for: answer and close.
-                headers.append((b"connection", b"close"))
-        try:
-            out = conn.send(_Response(status_code=status, headers=headers, reason=reason))
-            if body:
-                out += conn.send(_Data(data=body))
-            out += conn.send(_EOM_EVENT)
-        except h11.LocalProtocolError:
-            self._close()
-            return
+            # If not, we will not read a body nobody asked for: answer and close.
+            ended = type(ev) is _EOM
+        self.request_done = ended
+        if not ended or not self.keep_alive:
+            self.resp_close = True
+            headers.append((b"connection", b"close"))
+        out = _head_bytes(status, reason, headers)
+        if body and self.req is not None and self.req.method != b"HEAD":
+            out += body
         self.response_done = True
         self._local_done(status, out, close=False)
         self._next_cycle()
@@ -577,7 +599,7 @@ class ClientConnection(asyncio.Protocol):
                 if backend is None:
                     break
                 pool.take(backend)
-                up = UpstreamConnection(backend, fe.upstreams)
+                up = UpstreamConnection(backend, fe.upstreams, max(MAX_HEAD, self.head_limit))
                 try:
                     await open_connection(backend, lambda up=up: up, timeout)  # type: ignore[misc]
                 except UpstreamConnectError as exc:
@@ -622,18 +644,12 @@ class ClientConnection(asyncio.Protocol):
         req = self.req
         assert req is not None and up.transport is not None
         try:
-            data = up.h11.send(
-                _Request(
-                    method=req.method,
-                    target=self.up_target,
-                    headers=self.up_headers,
-                    _parsed=True,
-                )
-            )
-        except h11.LocalProtocolError as exc:
+            data = request_head(req.method, self.up_target, self.up_headers)
+        except MissingHost as exc:
             self._upstream_failure(502, f"cannot forward request: {exc}")
             return
-        assert data is not None
+        up.sent_all = False
+        up.reader.start(req.method, self.upgrade is not None)
         up.transport.write(data)
         self.last_up = self.loop.time()
         if self.write_paused:
@@ -671,9 +687,10 @@ class ClientConnection(asyncio.Protocol):
         up = self.up
         if up is None or up.closed or up.transport is None:
             return  # local answer already given; the connection closes
-        parts = up.h11.send_with_data_passthrough(_Data(data=data))
-        assert parts is not None
-        up.transport.writelines(parts)
+        if not self.chunked:
+            up.transport.write(data)
+        elif n:
+            up.transport.writelines((b"%x\r\n" % n, data, _CRLF))
 
     def _on_body_end(self) -> None:
         self.request_done = True
@@ -684,13 +701,9 @@ class ClientConnection(asyncio.Protocol):
 
     def _request_end(self, up: UpstreamConnection) -> None:
         if not up.closed and up.transport is not None:
-            try:
-                data = up.h11.send(_EOM_EVENT)
-            except h11.LocalProtocolError:
-                # The backend's framing ended before the body did (it already answered).
-                return
-            if data:
-                up.transport.write(data)
+            if self.chunked:
+                up.transport.write(_LAST_CHUNK)
+            up.sent_all = True
         # Hold further client bytes (pipelining) until this response is done.
         self.pending = True
         self._pause(_HELD)
@@ -712,60 +725,50 @@ class ClientConnection(asyncio.Protocol):
         up = self.up
         assert up is not None
         self.last_up = self.loop.time()
-        conn = up.h11
-        if not self.response_started and b"ontent-" in data:
-            i = data.find(b"\r\n\r\n")
-            if i >= 0 and check_content_length(data[: i + 4]) == "duplicate Content-Length":
-                self._upstream_failure(502, "backend sent duplicate Content-Length")
-                return
-        conn.receive_data(data)
-        self._pump_upstream(conn)
+        up.reader.receive_data(data)
+        self._pump_upstream(up)
 
-    def _pump_upstream(self, conn: h11.Connection) -> None:
+    def _pump_upstream(self, up: UpstreamConnection) -> None:
         # Everything one batch of backend bytes produces goes out in one write; a
         # response that turns out broken within the batch never reaches the client.
-        client = self.h11
+        reader = up.reader
         out: list[bytes] = []
         while True:
             try:
-                ev = conn.next_event()
-            except h11.RemoteProtocolError as exc:
+                ev = reader.next_event()
+            except ResponseError as exc:
                 self._upstream_failure(502, f"bad response from backend: {exc}")
                 return
             t = type(ev)
-            if t is _Data:
-                parts = client.send_with_data_passthrough(ev)  # type: ignore[arg-type]
-                assert parts is not None
-                out += parts
-            elif t is _Response:
-                head = self._on_response(ev)  # type: ignore[arg-type]
-                if head is None:
-                    return
-                out.append(head)
-            elif t is _EOM:
-                try:
-                    out.append(client.send(_EOM_EVENT))
-                except h11.LocalProtocolError as exc:
-                    self._upstream_failure(502, str(exc))
-                    return
+            if t is bytes:
+                if self.resp_chunked:
+                    out.append(b"%x\r\n" % len(ev))  # type: ignore[arg-type]
+                    out.append(ev)  # type: ignore[arg-type]
+                    out.append(_CRLF)
+                else:
+                    out.append(ev)  # type: ignore[arg-type]
+            elif t is Head:
+                if ev.status < 200:  # type: ignore[union-attr]
+                    if out:
+                        self._flush(out)
+                        out = []
+                    self._on_informational(ev)  # type: ignore[arg-type]
+                    if self.tunnel or self.closed or self.up is not up:
+                        return
+                    continue
+                out.append(self._on_response(ev))  # type: ignore[arg-type]
+            elif ev is END:
+                if self.resp_chunked:
+                    out.append(_LAST_CHUNK)
                 self._flush(out)
                 self.response_done = True
                 # (If the backend answered before the request body was complete, the
                 # client connection cannot be reused: _next_cycle closes it.)
                 self._finish()
                 return
-            elif ev is _NEED_DATA or ev is _PAUSED:
+            else:  # NEED_DATA
                 if out:
                     self._flush(out)
-                return
-            elif t is _Info:
-                if out:
-                    self._flush(out)
-                self._on_informational(ev)  # type: ignore[arg-type]
-                if self.tunnel or self.closed:
-                    return
-            else:  # ConnectionClosed before a response ended
-                self._upstream_failure(502, "backend closed the connection")
                 return
 
     def _flush(self, out: list[bytes]) -> None:
@@ -778,48 +781,34 @@ class ClientConnection(asyncio.Protocol):
             self.sent += n
             self.fe.counters.bytes_out += n
 
-    def _on_response(self, resp: h11.Response) -> bytes | None:
-        cl = te = False
-        for _, name, _v in resp.headers._full_items:
-            if name == b"content-length":
-                cl = True
-            elif name == b"transfer-encoding":
-                te = True
-        if cl and te:
-            self._upstream_failure(502, "backend sent both Content-Length and Transfer-Encoding")
-            return None
-        headers = response_headers([(n, v) for _, n, v in resp.headers._full_items])
-        try:
-            data = self.h11.send(
-                _Response(status_code=resp.status_code, headers=headers, reason=resp.reason, _parsed=True)
-            )
-        except h11.LocalProtocolError as exc:
-            self._upstream_failure(502, f"cannot relay response: {exc}")
-            return None
-        self.status = resp.status_code
-        return data
+    def _on_response(self, head: Head) -> bytes:
+        """The client's response head: hop-by-hop fields removed, framing as h11 would set it."""
+        headers = response_headers(head.headers)
+        status = head.status
+        close = not self.keep_alive
+        if not head.content_length and status not in {204, 304}:
+            # Chunked, or delimited by the backend's close (judged as for GET when this is HEAD).
+            if self.http11:
+                headers.append((b"Transfer-Encoding", b"chunked"))  # as h11 wrote it
+                self.resp_chunked = self.req is not None and self.req.method != b"HEAD"
+            elif self.req is None or self.req.method != b"HEAD":
+                close = True
+        if close:
+            self.resp_close = True
+            headers.append((b"Connection", b"close"))
+        self.status = status
+        return _head_bytes(status, head.reason, headers)
 
-    def _on_informational(self, info: h11.InformationalResponse) -> None:
-        if info.status_code == 101:
-            if self.upgrade is None:
-                self._upstream_failure(502, "backend switched protocols unasked")
-                return
-            headers = response_headers([(n, v) for _, n, v in info.headers._full_items], upgrade=True)
-            try:
-                data = self.h11.send(_Info(status_code=101, headers=headers, reason=info.reason))
-            except h11.LocalProtocolError as exc:
-                self._upstream_failure(502, f"cannot switch protocols: {exc}")
-                return
+    def _on_informational(self, info: Head) -> None:
+        if info.status == 101:  # the reader refuses a 101 nobody asked for
+            headers = response_headers(info.headers, upgrade=True)
             self.status = 101
             self.response_started = True
-            self._write(data)
+            self._write(_head_bytes(101, info.reason, headers))
             self._start_tunnel()
             return
-        headers = response_headers([(n, v) for _, n, v in info.headers._full_items])
-        try:
-            self._write(self.h11.send(_Info(status_code=info.status_code, headers=headers)))
-        except h11.LocalProtocolError:
-            pass  # an HTTP/1.0 client cannot be sent 1xx: drop it
+        if self.http11:  # RFC 9110 15.2: never a 1xx to an HTTP/1.0 client
+            self._write(_head_bytes(info.status, info.reason, response_headers(info.headers)))
 
     def _start_tunnel(self) -> None:
         up = self.up
@@ -830,7 +819,7 @@ class ClientConnection(asyncio.Protocol):
             self.resp_timer = None
         self._log(101)
         client_rest, _ = self.h11.trailing_data
-        up_rest, _ = up.h11.trailing_data
+        up_rest = up.reader.trailing
         if up_rest:
             self._write(up_rest)
         if client_rest:
@@ -848,8 +837,8 @@ class ClientConnection(asyncio.Protocol):
         up = self.up
         if up is None:
             return
-        up.h11.receive_data(b"")
-        self._pump_upstream(up.h11)
+        up.reader.receive_data(b"")
+        self._pump_upstream(up)
 
     def upstream_lost(self, exc: Exception | None) -> None:
         up = self.up
@@ -862,11 +851,8 @@ class ClientConnection(asyncio.Protocol):
             return
         if not self.response_done:
             # A closed connection completes a close-delimited body; anything else is a failure.
-            try:
-                up.h11.receive_data(b"")
-            except RuntimeError:
-                pass
-            self._pump_upstream(up.h11)
+            up.reader.receive_data(b"")
+            self._pump_upstream(up)
             if not self.response_done and self.up is up:
                 self._upstream_failure(502, f"backend connection lost: {exc or 'closed'}")
 
@@ -937,7 +923,7 @@ class ClientConnection(asyncio.Protocol):
         up = self.up
         self.up = None
         if up is not None:
-            if up.h11.our_state is _DONE and up.h11.their_state is _DONE and self.pool is not None:
+            if up.sent_all and up.reader.reusable and self.pool is not None:
                 if self.pool.proxy_protocol is None:
                     self.fe.upstreams.release(up, self.loop.time())
                 else:
@@ -955,15 +941,12 @@ class ClientConnection(asyncio.Protocol):
         self._next_cycle()
 
     def _next_cycle(self) -> None:
-        conn = self.h11
-        if conn.our_state is not _DONE or conn.their_state is not _DONE or self.fe.retired:
+        if not self.request_done or not self.keep_alive or self.resp_close or self.fe.retired:
             self._close()
             return
-        rest, closed = conn.trailing_data
-        if rest or closed:
-            self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.head_limit)
-        else:
-            conn.start_next_cycle()
+        # h11 only reads here; a fresh one per request costs less than driving its sending side.
+        rest, closed = self.h11.trailing_data
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.head_limit)
         self.req = None
         self.route = None
         self.t0 = 0.0

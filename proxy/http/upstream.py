@@ -1,4 +1,4 @@
-"""Connections to backends: one h11 client each, and a per-server pool of idle keep-alive ones.
+"""Connections to backends: one strict response reader each, and a per-server pool of idle keep-alive ones.
 
 An `UpstreamConnection` forwards everything it hears to whoever owns it at the
 moment (the client connection whose request it carries). Idle, it belongs to
@@ -12,9 +12,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-import h11
-
 from lb.pool import Backend
+from proxy.http.response import MAX_HEAD, ResponseReader
 
 IDLE_TIMEOUT = 30.0  # an idle upstream connection older than this is closed
 MAX_IDLE_PER_SERVER = 256
@@ -29,12 +28,23 @@ class UpstreamOwner(Protocol):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("backend", "closed", "h11", "idle_since", "owner", "pool", "requests", "transport")
+    __slots__ = (
+        "backend",
+        "closed",
+        "idle_since",
+        "owner",
+        "pool",
+        "reader",
+        "requests",
+        "sent_all",
+        "transport",
+    )
 
-    def __init__(self, backend: Backend, pool: UpstreamPool | None) -> None:
+    def __init__(self, backend: Backend, pool: UpstreamPool | None, max_head: int = MAX_HEAD) -> None:
         self.backend = backend
         self.pool = pool
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.reader = ResponseReader(max_head)
+        self.sent_all = False  # the whole current request went out
         self.transport: asyncio.Transport | None = None
         self.owner: UpstreamOwner | None = None
         self.closed = False
@@ -122,7 +132,6 @@ class UpstreamPool:
         if len(conns) >= self.max_idle:
             conn.close()
             return
-        conn.h11.start_next_cycle()
         conn.idle_since = now
         conns.append(conn)
         if self._sweeper is None:

@@ -1,0 +1,370 @@
+"""A strict reader of backend responses, and the request head we write to backends.
+
+This is the backend side only: h11 stays the judge of what a *client* request
+is. Towards backends we speak a narrow, strict dialect in h11's shape (feed
+bytes with `receive_data`, pull events with `next_event`), refusing
+everything h11 refuses and more: bare LF or CR anywhere in the framing,
+obs-fold, any Content-Length that is not exactly one header of digits,
+Content-Length with Transfer-Encoding, a Transfer-Encoding other than
+`chunked`, chunk-size lines that are not hex digits with a short extension.
+A refusal is a `ResponseError`; the proxy answers the client 502 (or aborts
+it when the response had already started).
+
+Events: a `Head` (1xx or final), `bytes` (body data, never empty), `END`, or
+`NEED_DATA`. After END the reader pauses (NEED_DATA) until `start()` begins
+the next exchange; bytes the backend sends after a complete response make
+the connection unreusable (`reusable` is False) rather than being read as
+the next response.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Final
+
+Header = tuple[bytes, bytes]
+
+MAX_HEAD = 16384  # h11's default for a whole response head
+MAX_CHUNK_LINE = 1024  # chunk size plus extensions
+MAX_TRAILERS = 16384
+
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_VCHAR = rb"[\x21-\x7e\x80-\xff]"
+_VALUE = rb"(?:" + _VCHAR + rb"+(?:[ \t]+" + _VCHAR + rb"+)*)?"
+_FIELD_LINE = _TOKEN + rb":[ \t]*" + _VALUE + rb"[ \t]*\r\n"
+_FIELDS = re.compile(rb"(?:" + _FIELD_LINE + rb")*")
+_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _VALUE + rb")[ \t]*\r\n")
+_STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?\r\n")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_CHUNK = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?\r\n")
+
+# framing of a response body
+NO_BODY: Final = 0
+LENGTH: Final = 1
+CHUNKED: Final = 2
+CLOSE: Final = 3  # delimited by the backend closing the connection
+
+# reader states
+_HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _END, _DONE, _SWITCHED = range(
+    10
+)
+
+
+class ResponseError(Exception):
+    """The backend's bytes are not a response we will relay."""
+
+
+class MissingHost(ValueError):
+    """An HTTP/1.0 request without Host cannot be forwarded as HTTP/1.1."""
+
+
+class _Sentinel:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+END: Final = _Sentinel("END")
+NEED_DATA: Final = _Sentinel("NEED_DATA")
+
+
+class Head:
+    """A response head: status line and fields (names lower-cased), and how the body is framed."""
+
+    __slots__ = (
+        "chunked",
+        "close",
+        "content_length",
+        "framing",
+        "headers",
+        "http11",
+        "length",
+        "reason",
+        "status",
+    )
+
+    def __init__(  # noqa: PLR0917
+        self,
+        status: int,
+        reason: bytes,
+        http11: bool,
+        headers: list[Header],
+        chunked: bool,
+        content_length: bool,
+        length: int,
+        close: bool,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.http11 = http11
+        self.headers = headers
+        self.chunked = chunked  # Transfer-Encoding: chunked was sent
+        self.content_length = content_length  # a Content-Length was sent
+        self.length = length
+        self.close = close  # the backend will not keep the connection (HTTP/1.0 or Connection: close)
+        self.framing = NO_BODY
+
+
+def parse_head(head: bytes) -> Head:
+    """A complete head (status line through the blank line's CRLF excluded) -> Head, or ResponseError."""
+    m = _STATUS.match(head)
+    if m is None:
+        line = head[: head.find(b"\r\n")][:60]
+        raise ResponseError(f"bad status line {line!r}")
+    start = m.end()
+    if _FIELDS.fullmatch(head, start) is None:
+        raise ResponseError("malformed header field (bare CR/LF, obs-fold, NUL, missing colon)")
+    headers: list[Header] = []
+    cl: bytes | None = None
+    te: bytes | None = None
+    close = False
+    for raw_name, value in _FIELD.findall(head, start):
+        name = raw_name.lower()
+        if name == b"content-length":
+            if cl is not None:
+                raise ResponseError("duplicate Content-Length")
+            cl = value
+        elif name == b"transfer-encoding":
+            if te is not None:
+                raise ResponseError("duplicate Transfer-Encoding")
+            te = value
+        elif name == b"connection":
+            for token in value.lower().split(b","):
+                if token.strip() == b"close":
+                    close = True
+        headers.append((name, value))
+    http11 = m.group(1) == b"1"
+    length = 0
+    if te is not None:
+        if cl is not None:
+            raise ResponseError("both Content-Length and Transfer-Encoding")
+        if te.lower() != b"chunked":
+            raise ResponseError("unsupported Transfer-Encoding")
+        if not http11:
+            raise ResponseError("Transfer-Encoding in an HTTP/1.0 response")
+    elif cl is not None:
+        if _DIGITS.fullmatch(cl) is None:
+            raise ResponseError("malformed Content-Length")
+        length = int(cl)
+    return Head(
+        int(m.group(2)),
+        m.group(3) or b"",
+        http11,
+        headers,
+        te is not None,
+        cl is not None,
+        length,
+        close or not http11,
+    )
+
+
+class ResponseReader:
+    """One backend connection's responses, one exchange at a time."""
+
+    __slots__ = ("_buf", "_left", "_state", "closed", "extra", "head_only", "keep", "max_head", "upgrade")
+
+    def __init__(self, max_head: int = MAX_HEAD) -> None:
+        self.max_head = max_head
+        self._buf = b""
+        self._state = _DONE
+        self._left = 0
+        self.head_only = False
+        self.upgrade = False
+        self.closed = False  # the backend sent EOF
+        self.extra = False  # bytes arrived after a complete response
+        self.keep = True  # the last response let the connection live (HTTP/1.1, no `close`)
+
+    def start(self, method: bytes, upgrade: bool = False) -> None:
+        """Expect the response to a request with this method (HEAD: no body)."""
+        self._state = _HEAD
+        self.head_only = method == b"HEAD"
+        self.upgrade = upgrade
+        self.keep = True
+
+    @property
+    def done(self) -> bool:
+        return self._state == _DONE
+
+    @property
+    def reusable(self) -> bool:
+        """A complete response and nothing after it: the connection may carry another request."""
+        return self._state == _DONE and self.keep and not self.extra and not self.closed and not self._buf
+
+    @property
+    def trailing(self) -> bytes:
+        """Bytes received past the last event (after a 101: the first tunnelled bytes)."""
+        return self._buf
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self.closed = True
+        elif self._buf:
+            self._buf += data
+        else:
+            self._buf = data
+
+    def next_event(self) -> Head | bytes | _Sentinel:
+        state = self._state
+        buf = self._buf
+        if state == _BODY:
+            if not buf:
+                if self.closed:
+                    raise ResponseError("backend closed the connection mid-body")
+                return NEED_DATA
+            left = self._left
+            if len(buf) < left:
+                self._left = left - len(buf)
+                self._buf = b""
+                return buf
+            self._buf = buf[left:]
+            self._state = _END
+            return buf[:left] if left < len(buf) else buf
+        if state == _HEAD:
+            return self._head(buf)
+        if state == _END:
+            self._state = _DONE
+            self.extra = bool(buf)
+            return END
+        if state in {_DONE, _SWITCHED}:
+            if buf and state == _DONE:
+                self.extra = True
+            return NEED_DATA
+        if state == _UNTIL_CLOSE:
+            if buf:
+                self._buf = b""
+                return buf
+            if self.closed:
+                self._state = _DONE
+                return END
+            return NEED_DATA
+        return self._chunked(buf)
+
+    def _head(self, buf: bytes) -> Head | _Sentinel:
+        i = buf.find(b"\r\n\r\n")
+        if i < 0:
+            if buf[:7] != b"HTTP/1."[: len(buf)]:
+                raise ResponseError("not an HTTP/1 response")
+            if len(buf) > self.max_head:
+                raise ResponseError("response head too large")
+            if b"\n\n" in buf or b"\n\r\n" in buf:
+                raise ResponseError("bare LF in response head")
+            if self.closed:
+                raise ResponseError(
+                    "backend closed the connection" if not buf else "incomplete response head"
+                )
+            return NEED_DATA
+        if i + 4 > self.max_head:
+            raise ResponseError("response head too large")
+        head = parse_head(buf[: i + 2])
+        self._buf = buf[i + 4 :]
+        status = head.status
+        if status < 200:
+            if status == 101:
+                if not self.upgrade:
+                    raise ResponseError("backend switched protocols unasked")
+                self._state = _SWITCHED
+            elif status < 100:
+                raise ResponseError(f"bad status {status}")
+            return head  # 1xx: another head follows
+        if head.close:
+            self.keep = False
+        if self.head_only or status in {204, 304}:
+            self._state = _END
+        elif head.chunked:
+            head.framing = CHUNKED
+            self._state = _CHUNK_SIZE
+        elif head.content_length:
+            head.framing = LENGTH
+            if head.length:
+                self._left = head.length
+                self._state = _BODY
+            else:
+                self._state = _END
+        else:
+            head.framing = CLOSE
+            self._state = _UNTIL_CLOSE
+        return head
+
+    def _chunked(self, buf: bytes) -> bytes | _Sentinel:
+        while True:
+            state = self._state
+            if state == _CHUNK_DATA:
+                if not buf:
+                    break
+                left = self._left
+                if len(buf) <= left:
+                    self._left = left - len(buf)
+                    self._buf = b""
+                    if self._left == 0:
+                        self._state = _CHUNK_END
+                    return buf
+                self._buf = buf[left:]
+                self._state = _CHUNK_END
+                return buf[:left]
+            if state == _CHUNK_SIZE:
+                j = buf.find(b"\r\n")
+                if j < 0:
+                    if len(buf) > MAX_CHUNK_LINE or b"\n" in buf or b"\r" in buf[:-1]:
+                        raise ResponseError("bad chunk size line")
+                    break
+                m = _CHUNK.fullmatch(buf, 0, j + 2) if j < MAX_CHUNK_LINE else None
+                if m is None:
+                    raise ResponseError("bad chunk size line")
+                size = int(m.group(1), 16)
+                buf = self._buf = buf[j + 2 :]
+                if size:
+                    self._left = size
+                    self._state = _CHUNK_DATA
+                else:
+                    self._state = _TRAILERS
+            elif state == _CHUNK_END:
+                if len(buf) < 2:
+                    if buf and buf != b"\r":
+                        raise ResponseError("chunk data not followed by CRLF")
+                    break
+                if buf[:2] != b"\r\n":
+                    raise ResponseError("chunk data not followed by CRLF")
+                buf = self._buf = buf[2:]
+                self._state = _CHUNK_SIZE
+            else:  # _TRAILERS: fields we read and drop, then the final CRLF
+                if buf[:2] == b"\r\n":
+                    end = 2
+                else:
+                    i = buf.find(b"\r\n\r\n")
+                    if i < 0:
+                        if len(buf) > MAX_TRAILERS or b"\n\n" in buf or b"\n\r\n" in buf:
+                            raise ResponseError("bad trailer section")
+                        break
+                    if i > MAX_TRAILERS or _FIELDS.fullmatch(buf, 0, i + 2) is None:
+                        raise ResponseError("bad trailer section")
+                    end = i + 4
+                self._buf = buf[end:]
+                self._state = _DONE
+                self.extra = bool(self._buf)
+                return END
+        if self.closed:
+            raise ResponseError("backend closed the connection mid-body")
+        return NEED_DATA
+
+
+def request_head(method: bytes, target: bytes, headers: Sequence[Header]) -> bytes:
+    """The request head for a backend, Host first (as h11 writes it).
+
+    Every name and value here came through h11's validation of the client's
+    request or was made by the header policy, so nothing is re-validated.
+    """
+    host = b""
+    rest: list[bytes] = []
+    for name, value in headers:
+        if name == b"host":
+            host += b"host: " + value + b"\r\n"
+        else:
+            rest.append(name + b": " + value + b"\r\n")
+    if not host:
+        raise MissingHost("request has no Host")
+    return b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method, target, host, b"".join(rest))
