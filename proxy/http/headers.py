@@ -23,6 +23,15 @@ FORWARDED_FAMILY = frozenset(
 
 _CL_RAW = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 _DIGITS = re.compile(rb"[0-9]{1,18}")
+# Control characters other than HTAB (CR and LF are judged as line endings; NUL apart).
+_CTL = re.compile(rb"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Only HTTP/1.0 and HTTP/1.1 requests are proxied (h11 parses any "HTTP/d.d").
+_VERSION = re.compile(rb"[^\r\n]* HTTP/1\.[01]\r\n")
+# Names that CGI-style backends (HTTP_TRANSFER_ENCODING) read as framing headers.
+_FRAMING_ALIAS = re.compile(rb"\r\n(?:transfer_encoding|content_length)[ \t]*:", re.IGNORECASE)
+_HOST_RAW = re.compile(rb"\r\nhost[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)", re.IGNORECASE)
+# RFC 3986 host (IP-literal or reg-name) with an optional port; empty is allowed (RFC 9112 3.2).
+_HOST_VALUE = re.compile(rb"(?:\[[0-9A-Fa-f:.vV]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
 
 
 def head_end(buf: bytes | bytearray) -> int:
@@ -45,13 +54,29 @@ def precheck_head(head: bytes | bytearray) -> str | None:
         return "bare CR or LF in request head"
     if b"\n " in head or b"\n\t" in head:
         return "obsolete line folding"
+    if _CTL.search(head) is not None:
+        return "control character in request head"
+    if _VERSION.match(head) is None:
+        return "unsupported HTTP version"
+    if _FRAMING_ALIAS.search(head) is not None:
+        return "framing header spelled with an underscore"
+    for value in _HOST_RAW.findall(head):
+        if _HOST_VALUE.fullmatch(value) is None:
+            return "malformed Host"
     return None
 
 
 def check_content_length(head: bytes | bytearray) -> str | None:
-    """Exactly one Content-Length header whose value is only digits (h11 merges "5, 5")."""
+    """At most one Content-Length header whose value is only digits (h11 merges "5, 5").
+
+    A head without Content-Length passes (the response path calls this on any head
+    that mentions "ontent-", Content-Type included). A list ("5, 5") counts as a
+    duplicate: it is one in disguise, and h11 would quietly merge it.
+    """
     values = _CL_RAW.findall(head)
-    if len(values) != 1:
+    if not values:
+        return None
+    if len(values) != 1 or b"," in values[0]:
         return "duplicate Content-Length"
     if _DIGITS.fullmatch(values[0].rstrip(b" \t")) is None:
         return "malformed Content-Length"
@@ -119,6 +144,10 @@ class RequestPolicy:
         address chain is extended and the others are kept when present.
         """
         out, _ = _strip(headers, drop_family=not trusted)
+        if not any(name == b"host" for name, _ in out):
+            # An HTTP/1.0 request without Host becomes HTTP/1.1, which must carry one:
+            # empty when the target has no authority (RFC 9112 3.2).
+            out.insert(0, (b"host", b""))
         te_trailers = False
         for name, value in headers:
             if name == b"te" and b"trailers" in value.lower():
