@@ -164,14 +164,17 @@ async def exchange(port: int, raw: bytes, timeout: float = 3.0, half_close: bool
     try:
         writer.write(raw)
         if half_close:
-            writer.write_eof()
+            try:
+                writer.write_eof()
+            except OSError:  # the peer already answered and reset
+                pass
         async with asyncio.timeout(timeout):
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
                 out += data
-    except (TimeoutError, ConnectionError):
+    except (TimeoutError, OSError):
         pass
     finally:
         writer.transport.abort()
