@@ -49,8 +49,15 @@ _REASONS = {
 _HELD = 1  # a request is being dispatched / waits for its backend or its response
 _BACKPRESSURE = 2  # the backend cannot take more right now
 
+# What the connection's one timer watches (see _arm).
+_T_NONE = 0
+_T_HEAD = 1  # timeouts.header: a request head must complete
+_T_IDLE = 2  # timeouts.idle: between requests
+_T_RESP = 3  # timeouts.response: since the backend last said something
+
 _Data = h11.Data
 _EOM = h11.EndOfMessage
+_EOM_EVENT = h11.EndOfMessage()  # immutable: stands for the end of a bodiless request
 _Request = h11.Request
 _NEED_DATA = h11.NEED_DATA
 _PAUSED = h11.PAUSED
@@ -99,6 +106,10 @@ class ClientConnection(asyncio.Protocol):
         self.gate: bytearray | None = bytearray()
         self.head: bytes = b""
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0  # when self.timer fires
+        self.tmode = _T_NONE
+        self.deadline = 0.0
+        self.timeouts = frontend.config.timeouts
         self.read_paused = 0
         self.write_paused = False
         self.tunnel = False
@@ -133,7 +144,6 @@ class ClientConnection(asyncio.Protocol):
         self.reused = False
         self.retried = False
         self.last_up = 0.0
-        self.resp_timer: asyncio.TimerHandle | None = None
         self.connect_task: asyncio.Task[None] | None = None
         self.head_limit = frontend.config.max_header_bytes
         self.max_body = frontend.config.max_body_bytes
@@ -149,7 +159,7 @@ class ClientConnection(asyncio.Protocol):
         fe = self.fe
         self.allowed, self.trusted = fe.classify(self.peer)
         fe.conn_opened(self)
-        self.timer = self.loop.call_later(fe.config.timeouts.header, self._head_timeout)
+        self._arm(_T_HEAD, self.loop.time() + self.timeouts.header)
 
     def data_received(self, data: bytes) -> None:
         fe = self.fe
@@ -163,9 +173,7 @@ class ClientConnection(asyncio.Protocol):
         if gate is not None:
             if self.idle:  # first bytes of a kept-alive connection's next request
                 self.idle = False
-                if self.timer is not None:
-                    self.timer.cancel()
-                self.timer = self.loop.call_later(fe.config.timeouts.header, self._head_timeout)
+                self._arm(_T_HEAD, self.loop.time() + self.timeouts.header)
             if gate:
                 gate += data
                 buf: bytes | bytearray = gate
@@ -202,6 +210,10 @@ class ClientConnection(asyncio.Protocol):
             self.h11.receive_data(data)
         if not self.pending:
             self._pump()
+        elif not self.closed:
+            # Held (waiting for a backend or a response): keep what came, read no more.
+            # Pausing only when bytes actually arrive saves two syscalls per request.
+            self._pause(_HELD)
 
     def eof_received(self) -> bool:
         if self.tunnel:
@@ -268,12 +280,10 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def _cancel_timers(self) -> None:
+        self.tmode = _T_NONE
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.resp_timer is not None:
-            self.resp_timer.cancel()
-            self.resp_timer = None
 
     def _write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
@@ -336,8 +346,41 @@ class ClientConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ timers
 
-    def _head_timeout(self) -> None:
+    def _arm(self, mode: int, deadline: float) -> None:
+        """Watch `mode` until `deadline` with the connection's one timer.
+
+        The timer is only moved when the new deadline is earlier than the one it
+        is set for; when it fires early it re-arms itself for the current
+        deadline. A kept-alive connection thus costs no timer calls per request.
+        """
+        self.tmode = mode
+        self.deadline = deadline
+        timer = self.timer
+        if timer is None or self.timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+            self.timer_at = deadline
+
+    def _on_timer(self) -> None:
         self.timer = None
+        mode = self.tmode
+        if mode == _T_NONE or self.closed:
+            return
+        deadline = self.last_up + self.timeouts.response if mode == _T_RESP else self.deadline
+        if deadline - self.loop.time() > 0.001:
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+            self.timer_at = deadline
+            return
+        self.tmode = _T_NONE
+        if mode == _T_HEAD:
+            self._head_timeout()
+        elif mode == _T_IDLE:
+            self._idle_timeout()
+        else:
+            self._response_timeout()
+
+    def _head_timeout(self) -> None:
         if self.closed:
             return
         if self.gate:  # part of a head arrived: tell the client
@@ -346,18 +389,11 @@ class ClientConnection(asyncio.Protocol):
             self._close()
 
     def _idle_timeout(self) -> None:
-        self.timer = None
         if self.gate is not None and not self.gate:
             self._close()
 
     def _response_timeout(self) -> None:
-        self.resp_timer = None
         if self.closed or self.response_done:
-            return
-        timeout = self.fe.config.timeouts.response
-        left = self.last_up + timeout - self.loop.time()
-        if left > 0.001:
-            self.resp_timer = self.loop.call_later(left, self._response_timeout)
             return
         self._upstream_failure(504, "backend response timeout")
 
@@ -395,9 +431,7 @@ class ClientConnection(asyncio.Protocol):
         fe = self.fe
         loop = self.loop
         self.t0 = loop.time()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.tmode = _T_NONE
         self.req = req
         self.sent = 0
         self.body_in = 0
@@ -447,7 +481,13 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(exc.status, str(exc))
             return
         self.chunked = te
-        self.host = hostname = normalize_host(host)
+        hosts = fe.host_cache
+        hostname = hosts.get(host)
+        if hostname is None:
+            if len(hosts) > 1024:
+                hosts.clear()
+            hostname = hosts[host] = normalize_host(host)
+        self.host = hostname
         self.route = route = fe.routes.match(hostname, target)
         if not self.allowed:
             fe.counters.denied += 1
@@ -476,29 +516,33 @@ class ClientConnection(asyncio.Protocol):
             chunked=te,
             upgrade=self.upgrade,
         )
-        self.pending = True
-        self._pause(_HELD)
+        self.pending = True  # (reading pauses if more bytes come while held)
         # Judge whatever part of the body came with the head before any backend hears of it.
-        early = self.early = []
         conn = self.h11
-        while True:
-            try:
-                ev = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._refuse(400, str(exc))
-                return
-            if ev is _NEED_DATA or ev is _PAUSED:
-                break
-            if isinstance(ev, _Data):
-                self.data_seen += len(ev.data)
-                if self.chunked and ev.chunk_start and not self._framing_ok(False):
+        if not cl and not te:
+            # No body by RFC 9112 6.3 (and h11's framing): the request ended with its head;
+            # what follows in h11's buffer is the next request, judged by the next h11.
+            self.early = [_EOM_EVENT]
+        else:
+            early = self.early = []
+            while True:
+                try:
+                    ev = conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    self._refuse(400, str(exc))
                     return
-            elif type(ev) is _EOM:
-                if self.chunked and not self._framing_ok(True):
-                    return
-                early.append(ev)
-                break
-            early.append(ev)  # type: ignore[arg-type]
+                if ev is _NEED_DATA or ev is _PAUSED:
+                    break
+                if isinstance(ev, _Data):
+                    self.data_seen += len(ev.data)
+                    if self.chunked and ev.chunk_start and not self._framing_ok(False):
+                        return
+                elif type(ev) is _EOM:
+                    if self.chunked and not self._framing_ok(True):
+                        return
+                    early.append(ev)
+                    break
+                early.append(ev)  # type: ignore[arg-type]
         if pool is None:
             self._upstream_failure(503, f"no pool {route.pool}")
             return
@@ -706,13 +750,9 @@ class ClientConnection(asyncio.Protocol):
             up.sent_all = True
         # Hold further client bytes (pipelining) until this response is done.
         self.pending = True
-        self._pause(_HELD)
         if not self.response_done:
-            self.last_up = self.loop.time()
-            if self.resp_timer is None:
-                self.resp_timer = self.loop.call_later(
-                    self.fe.config.timeouts.response, self._response_timeout
-                )
+            self.last_up = now = self.loop.time()
+            self._arm(_T_RESP, now + self.timeouts.response)
         else:
             self._finish()
 
@@ -814,9 +854,7 @@ class ClientConnection(asyncio.Protocol):
         up = self.up
         assert up is not None and up.transport is not None
         self.tunnel = True
-        if self.resp_timer is not None:
-            self.resp_timer.cancel()
-            self.resp_timer = None
+        self.tmode = _T_NONE
         self._log(101)
         client_rest, _ = self.h11.trailing_data
         up_rest = up.reader.trailing
@@ -885,9 +923,7 @@ class ClientConnection(asyncio.Protocol):
             up.owner = None
             up.abort()
         self._drop_backend()
-        if self.resp_timer is not None:
-            self.resp_timer.cancel()
-            self.resp_timer = None
+        self.tmode = _T_NONE
         if self.closed:
             return
         if retry:
@@ -895,7 +931,6 @@ class ClientConnection(asyncio.Protocol):
             assert pool is not None
             self.retried = True
             self.pending = True
-            self._pause(_HELD)
             self.connect_task = self.loop.create_task(self._connect(pool, pool.pick(self.peer)))
             return
         if status in (502, 504):
@@ -917,9 +952,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _finish(self) -> None:
         """The response is complete: settle the backend connection, then the client one."""
-        if self.resp_timer is not None:
-            self.resp_timer.cancel()
-            self.resp_timer = None
+        self.tmode = _T_NONE
         up = self.up
         self.up = None
         if up is not None:
@@ -953,7 +986,7 @@ class ClientConnection(asyncio.Protocol):
         self.gate = bytearray()
         self.pending = False
         self.idle = True
-        self.timer = self.loop.call_later(self.fe.config.timeouts.idle, self._idle_timeout)
+        self._arm(_T_IDLE, self.loop.time() + self.timeouts.idle)
         self._resume(_HELD)
         if closed and not rest:
             self._close()

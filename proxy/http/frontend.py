@@ -58,6 +58,7 @@ class HttpFrontend:
         self.upstreams = UpstreamPool(idle_timeout=min(30.0, config.timeouts.idle))
         self.retired = False
         self.connections: set[ClientConnection] = set()
+        self.host_cache: dict[bytes, str] = {}  # Host header -> normalized host name
         self._empty = asyncio.Event()
         self._empty.set()
         self._allow = _NetSet(config.allow)
