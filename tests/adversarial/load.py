@@ -1,0 +1,80 @@
+"""A bounded load loop of legitimate keep-alive requests (count and time both capped)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+GET = b"GET /legit HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+@dataclass
+class LoadResult:
+    ok: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+
+async def _read_one(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
+async def load(  # noqa: PLR0917
+    port: int,
+    seconds: float,
+    workers: int = 4,
+    max_requests: int = 200_000,
+    new_connection_every: int = 0,
+    request: bytes = GET,
+) -> LoadResult:
+    """`workers` clients loop GETs for `seconds`; a failure is any non-200 or broken connection."""
+    result = LoadResult()
+    t0 = time.monotonic()
+    until = t0 + seconds
+
+    async def worker() -> None:
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        n = 0
+        while time.monotonic() < until and result.ok + result.failed < max_requests:
+            try:
+                if conn is None:
+                    conn = await asyncio.open_connection("127.0.0.1", port)
+                reader, writer = conn
+                writer.write(request)
+                async with asyncio.timeout(10):
+                    status = await _read_one(reader)
+                if status == 200:
+                    result.ok += 1
+                else:
+                    result.failed += 1
+                    result.errors.append(f"status {status}")
+                n += 1
+                if new_connection_every and n % new_connection_every == 0:
+                    writer.close()
+                    conn = None
+            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+                result.failed += 1
+                result.errors.append(repr(exc))
+                if conn is not None:
+                    conn[1].transport.abort()
+                conn = None
+        if conn is not None:
+            conn[1].transport.abort()
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    result.seconds = time.monotonic() - t0
+    return result
