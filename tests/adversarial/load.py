@@ -15,6 +15,9 @@ class LoadResult:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # failures of a request sent on a kept-alive connection that closed before answering
+    # (the keep-alive close race: RFC 9112 9.3.1 lets clients retry those if idempotent)
+    reused_unanswered: int = 0
 
     @property
     def rate(self) -> float:
@@ -49,10 +52,12 @@ async def load(  # noqa: PLR0917
     async def worker() -> None:
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         n = 0
+        on_conn = 0  # requests answered on the current connection
         while time.monotonic() < until and result.ok + result.failed < max_requests:
             try:
                 if conn is None:
                     conn = await asyncio.open_connection("127.0.0.1", port)
+                    on_conn = 0
                 reader, writer = conn
                 writer.write(request)
                 async with asyncio.timeout(10):
@@ -63,12 +68,15 @@ async def load(  # noqa: PLR0917
                     result.failed += 1
                     result.errors.append(f"status {status}")
                 n += 1
+                on_conn += 1
                 if new_connection_every and n % new_connection_every == 0:
                     writer.close()
                     conn = None
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
                 result.failed += 1
                 result.errors.append(repr(exc))
+                if on_conn > 0 and isinstance(exc, (ConnectionResetError, asyncio.IncompleteReadError)):
+                    result.reused_unanswered += 1
                 if conn is not None:
                     conn[1].transport.abort()
                 conn = None
