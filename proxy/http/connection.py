@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import TYPE_CHECKING
 
 import h11
+import h11._readers
 
 from lb.dial import MAX_ATTEMPTS, open_connection
 from lb.errors import UpstreamConnectError
@@ -30,6 +32,12 @@ if TYPE_CHECKING:
     from proxy.http.frontend import HttpFrontend
 
 log = logging.getLogger("sekisho.http")
+
+# RFC 9112 7.1.1: h11 reads a request chunk extension as `;.*`, bare CR and NUL included.
+# Make h11 (still the judge) stricter: such a chunk line is a 400, as in HAProxy and nginx.
+h11._readers.chunk_header_re = re.compile(  # type: ignore[attr-defined]
+    rb"(?P<chunk_size>[0-9A-Fa-f]{1,20})(?P<chunk_ext>;[^\r\n\x00]*)?[ \t]*\r\n"
+)
 
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _REASONS = {
@@ -53,6 +61,7 @@ _BACKPRESSURE = 2  # the backend cannot take more right now
 _T_NONE = 0
 _T_HEAD = 1  # timeouts.header: a request head must complete
 _T_IDLE = 2  # timeouts.idle: between requests
+_RETIRE_GRACE = 1.0  # seconds an idle connection of a retired frontend stays open
 _T_RESP = 3  # timeouts.response: since the backend last said something
 
 _Data = h11.Data
@@ -622,7 +631,7 @@ class ClientConnection(asyncio.Protocol):
             # If not, we will not read a body nobody asked for: answer and close.
             ended = type(ev) is _EOM
         self.request_done = ended
-        if not ended or not self.keep_alive:
+        if not ended or not self.keep_alive or self.fe.retired:
             self.resp_close = True
             headers.append((b"connection", b"close"))
         out = _head_bytes(status, reason, headers)
@@ -825,7 +834,7 @@ class ClientConnection(asyncio.Protocol):
         """The client's response head: hop-by-hop fields removed, framing as h11 would set it."""
         headers = response_headers(head.headers)
         status = head.status
-        close = not self.keep_alive
+        close = not self.keep_alive or self.fe.retired
         if not head.content_length and status not in {204, 304}:
             # Chunked, or delimited by the backend's close (judged as for GET when this is HEAD).
             if self.http11:
@@ -997,6 +1006,9 @@ class ClientConnection(asyncio.Protocol):
                 self.eof_received()
 
     def retire(self) -> None:
-        """Close now if idle between requests; otherwise close after the current response."""
+        """Reload or shutdown: the current response says `Connection: close`. An idle
+        keep-alive connection is not cut at once, since the client may have a request on
+        its way (HAProxy's idle-close-on-response): it gets a short grace, served with
+        `Connection: close` if a request comes, closed if not."""
         if self.gate is not None and not self.gate and self.req is None:
-            self._close()
+            self._arm(_T_IDLE, min(self.deadline, self.loop.time() + _RETIRE_GRACE))
