@@ -35,7 +35,7 @@ log = logging.getLogger("sekisho.http")
 
 # RFC 9112 7.1.1: h11 reads a request chunk extension as `;.*`, bare CR and NUL included.
 # Make h11 (still the judge) stricter: such a chunk line is a 400, as in HAProxy and nginx.
-h11._readers.chunk_header_re = re.compile(  # type: ignore[attr-defined]
+h11._readers.chunk_header_re = re.compile(
     rb"(?P<chunk_size>[0-9A-Fa-f]{1,20})(?P<chunk_ext>;[^\r\n\x00]*)?[ \t]*\r\n"
 )
 
