@@ -24,16 +24,21 @@ class LoadResult:
         return self.ok / self.seconds if self.seconds else 0.0
 
 
-async def _read_one(reader: asyncio.StreamReader) -> int:
+async def _read_one(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """(status, whether the server said `Connection: close`), as an HTTP/1.1 client reads it."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     length = 0
+    close = False
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             length = int(value)
+        elif name == b"connection" and value.strip().lower() == b"close":
+            close = True
     await reader.readexactly(length)
-    return status
+    return status, close
 
 
 async def load(  # noqa: PLR0917
@@ -61,7 +66,7 @@ async def load(  # noqa: PLR0917
                 reader, writer = conn
                 writer.write(request)
                 async with asyncio.timeout(10):
-                    status = await _read_one(reader)
+                    status, server_closes = await _read_one(reader)
                 if status == 200:
                     result.ok += 1
                 else:
@@ -69,7 +74,7 @@ async def load(  # noqa: PLR0917
                     result.errors.append(f"status {status}")
                 n += 1
                 on_conn += 1
-                if new_connection_every and n % new_connection_every == 0:
+                if server_closes or (new_connection_every and n % new_connection_every == 0):
                     writer.close()
                     conn = None
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:

@@ -22,7 +22,8 @@ async def _request(port: int, timeout: float) -> int:
     try:
         writer.write(GET)
         async with asyncio.timeout(timeout):
-            return await _read_one(reader)
+            status, _ = await _read_one(reader)
+            return status
     finally:
         writer.transport.abort()
 
