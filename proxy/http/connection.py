@@ -63,6 +63,7 @@ _T_HEAD = 1  # timeouts.header: a request head must complete
 _T_IDLE = 2  # timeouts.idle: between requests
 _RETIRE_GRACE = 1.0  # seconds an idle connection of a retired frontend stays open
 _T_RESP = 3  # timeouts.response: since the backend last said something
+_T_BODY = 4  # timeouts.header again: gaps in a request body (slow-POST defence)
 
 _Data = h11.Data
 _EOM = h11.EndOfMessage
@@ -386,6 +387,8 @@ class ClientConnection(asyncio.Protocol):
             self._head_timeout()
         elif mode == _T_IDLE:
             self._idle_timeout()
+        elif mode == _T_BODY:
+            self._body_timeout()
         else:
             self._response_timeout()
 
@@ -400,6 +403,17 @@ class ClientConnection(asyncio.Protocol):
     def _idle_timeout(self) -> None:
         if self.gate is not None and not self.gate:
             self._close()
+
+    def _body_timeout(self) -> None:
+        """A client that stops sending its request body holds a backend connection: 408."""
+        if self.closed or self.request_done:
+            return
+        if self.read_paused & _BACKPRESSURE:  # the silence is ours: the backend is slow to read
+            self._arm(_T_BODY, self.loop.time() + self.timeouts.header)
+        elif self.response_started:
+            self._abort()
+        else:
+            self._refuse(408, "request body timeout")
 
     def _response_timeout(self) -> None:
         if self.closed or self.response_done:
@@ -724,6 +738,7 @@ class ClientConnection(asyncio.Protocol):
                     return
             if ended:
                 return
+        self._arm(_T_BODY, self.loop.time() + self.timeouts.header)
         self.pending = False
         self._resume(_HELD)
         self._pump()
@@ -731,6 +746,8 @@ class ClientConnection(asyncio.Protocol):
     def _on_body(self, data: bytes) -> None:
         n = len(data)
         self.body_in += n
+        if self.tmode == _T_BODY:  # the timer re-arms itself lazily from the deadline
+            self.deadline = self.loop.time() + self.timeouts.header
         if self.max_body and self.body_in > self.max_body:
             if not self.response_started:
                 self._refuse(413, "request body too large")
