@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adversarial.corpus import OPEN, all_cases
+from tests.adversarial.corpus import all_cases
 from tests.adversarial.harness import RecordingBackend, Sekisho, proxy_config
 from tests.adversarial.peers import haproxy, nginx
 from tests.adversarial.runner import Outcome, run_case
@@ -64,5 +64,4 @@ async def test_sekisho_never_more_permissive_than_haproxy_and_nginx(tmp_path: Pa
     # The peers really ran the corpus: each forwarded the plain well-formed cases.
     assert sum(ha.forwarded for _, ha, _ in results) >= 30
     assert sum(ng.forwarded for _, _, ng in results) >= 30
-    # Known open cases fail in test_open_request_chunk_framing; anything else is a new bug.
-    assert set(permissive) <= OPEN, sorted(set(permissive) - OPEN)
+    assert permissive == []

@@ -147,7 +147,7 @@ async def test_sighup_every_200ms_under_load_loses_nothing(tmp_path: Path) -> No
     assert reloads >= 100
     # Fresh connections never fail: the listening socket survives every reload.
     assert result.failed == result.reused_unanswered, result.errors[:10]
-    # Open bug: see test_open_reload_closes_idle_keepalive_connections_under_clients.
+    # Regressions: test_regression_reload_* below.
     assert result.failed == 0, result.errors[:10]
     assert result.ok > 1000
     assert fds1 <= fds0 + 5
@@ -198,11 +198,11 @@ async def test_health_flapping_server_costs_no_requests(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_open_reload_spares_a_new_connection_before_its_first_request() -> None:
-    """Bug (open; proxy/http/connection.py): `ClientConnection.retire()` closes every
+async def test_regression_reload_spares_a_new_connection_before_its_first_request() -> None:
+    """Bug (fixed in ca8734b): `ClientConnection.retire()` closed every
     connection whose gate is empty and that has no request, which is also a connection
     accepted a moment ago whose first bytes are still on their way. Under SIGHUP every
-    200 ms, ~27 of ~40,000 requests on fresh connections failed this way. Fix: close only
+    200 ms, ~27 of ~40,000 requests on fresh connections failed this way. Proposed: close only
     connections that are idle *between* requests:
 
         def retire(self) -> None:
@@ -226,12 +226,12 @@ async def test_open_reload_spares_a_new_connection_before_its_first_request() ->
 
 
 @pytest.mark.asyncio
-async def test_open_reload_closes_idle_keepalive_connections_under_clients() -> None:
-    """Bug (open; proxy/http/connection.py): on reload, kept-alive connections idle between
-    requests are closed at once, so a request already on the wire meets a closed socket
+async def test_regression_reload_answers_a_request_racing_the_idle_close() -> None:
+    """Bug (fixed in ca8734b): on reload, kept-alive connections idle between requests were
+    closed at once, so a request already on the wire meets a closed socket
     (ConnectionResetError / EOF): ~450 of ~40,000 requests under SIGHUP every 200 ms. HAProxy's
     answer is `idle-close-on-response`: keep the idle connection, answer its next request with
-    `connection: close`, and close only after a grace. Fix in `ClientConnection.retire()`:
+    `connection: close`, and close only after a grace. Proposed in `ClientConnection.retire()`:
     for an idle connection arm `_T_IDLE` for `min(self.deadline, now + 1.0)` instead of
     `_close()`, and when writing a response head while `self.fe.retired`, add
     `connection: close` (so the client does not reuse it). `drain(timeout)` already bounds it."""

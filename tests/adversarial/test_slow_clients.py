@@ -178,11 +178,11 @@ async def test_slow_reader_of_a_large_response_keeps_memory_flat(tmp_path: Path)
 
 
 @pytest.mark.asyncio
-async def test_open_stalled_request_body_gets_408() -> None:
-    """Bug (open; proxy/http/connection.py is not ours): once a request head is read no timer
-    watches the body. A client that sends `Content-Length: 1000` and 10 bytes, then nothing,
+async def test_regression_stalled_request_body_gets_408() -> None:
+    """Bug (fixed in 0c1ae63): once a request head was read no timer watched the body. A
+    client that sends `Content-Length: 1000` and 10 bytes, then nothing,
     holds its connection and a backend connection until the backend gives up (forever with a
-    patient backend): 200 such clients pin 200 backend connections. Fix (connection.py):
+    patient backend): 200 such clients pin 200 backend connections. The fix proposed:
 
       * `_T_BODY = 4` beside `_T_HEAD`..`_T_RESP`;
       * in `_attach`, before `self.pending = False`:
