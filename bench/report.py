@@ -267,7 +267,9 @@ def target_lines(doc: dict[str, Any]) -> list[str]:
         verdict = "met" if med >= floor else "SHORT"
         if stretch is not None and med >= stretch:
             verdict = "met (stretch too)"
-        out.append(f"- {text}: {med:.2f}x -> {verdict}")
+        out.append(
+            f"- {text}: {med:.3f}x (min-max {r['ratio']['min']:.2f}-{r['ratio']['max']:.2f}) -> {verdict}"
+        )
     return out
 
 
@@ -409,10 +411,10 @@ def chart(doc: dict[str, Any], path: Path) -> str | None:
                 labels.append(e.get("status", "-"))
         x = list(range(len(targets)))
         bars = ax.bar(x, meds, yerr=[los, his], capsize=3, color=[colors.get(t, "#9467bd") for t in targets])
-        for bar, label in zip(bars, labels, strict=True):
+        for bar, label, hi in zip(bars, labels, his, strict=True):
             ax.annotate(
                 label,
-                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                (bar.get_x() + bar.get_width() / 2, bar.get_height() + hi),
                 ha="center",
                 va="bottom",
                 fontsize=8,
@@ -473,3 +475,25 @@ def write_json(doc: dict[str, Any], path: Path) -> None:
         f"  {json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in doc["workloads"].items()
     )
     path.write_text(body + ',\n "workloads": {\n' + works + "\n }\n}\n")
+
+
+def render(json_path: Path, latest: bool = False) -> None:
+    """Re-render the Markdown and PNG of a stored run (the JSON keeps everything needed)."""
+    doc = json.loads(json_path.read_text())
+    png = json_path.with_suffix(".png")
+    err = chart(doc, png)
+    json_path.with_suffix(".md").write_text(markdown(doc, None if err else png.name))
+    if latest:
+        if not err:
+            (json_path.parent / "latest.png").write_bytes(png.read_bytes())
+        (json_path.parent / "latest.md").write_text(markdown(doc, None if err else "latest.png"))
+    print(stdout_report(doc))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) < 2:
+        print("usage: python -m bench.report RESULT.json [--latest]", file=sys.stderr)
+        raise SystemExit(2)
+    render(Path(sys.argv[1]), latest="--latest" in sys.argv[2:])
