@@ -11,6 +11,7 @@ import socket
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         _log("interrupted: reporting what was measured")
         doc["notes"].append("interrupted before the end")
         rc = 130
+    except Exception:  # a bug in the bench itself: still stop everything and report what we have
+        doc["error"] = traceback.format_exc()
+        _log(f"bench error, reporting what was measured:\n{doc['error']}")
+        rc = 1
     finally:
         for t in targets:
             t.stop()
