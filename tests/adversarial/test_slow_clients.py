@@ -83,7 +83,9 @@ async def test_slowloris_and_slow_post_do_not_starve_legitimate_traffic(tmp_path
         await backend.stop()
 
     loris = done["loris"]
-    base_rate = (baseline.rate + after.rate) / 2
+    # The box is shared and its speed drifts: the baselines taken just before and just after
+    # the attack bracket that drift, and only a drop below both of them is the attack's doing.
+    base_rate = min(baseline.rate, after.rate)
     print(
         f"\nbaseline {baseline.rate:.0f}/{after.rate:.0f} req/s, under attack {under.rate:.0f} req/s "
         f"({under.rate / base_rate:.0%}); fds {fds0} -> {fds_attack} -> {fds_after}; "
