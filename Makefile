@@ -22,9 +22,10 @@ deps:
 demo: $(STAMP)
 	$(BIN)/python -m proxy.demo
 
+# The bench smoke run first, so the suite's summary is the last line printed.
 test: $(STAMP) deps
-	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m bench --quick
+	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
