@@ -11,10 +11,11 @@ import asyncio
 import ipaddress
 import ssl
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import conf
 from lb.pool import PoolSet
+from proxy.accesslog import AccessLog
 from proxy.http.connection import ClientConnection
 from proxy.http.headers import RequestPolicy
 from proxy.http.routing import RouteTable
@@ -23,30 +24,13 @@ from proxy.http.tls import build_server_context
 from proxy.http.upstream import UpstreamConnection, UpstreamPool
 
 
-class AccessLogLike(Protocol):
-    def log(
-        self,
-        *,
-        client: str,
-        host: str,
-        method: bytes,
-        target: bytes,
-        version: bytes,
-        status: int,
-        size: int,
-        upstream: str,
-        duration: float,
-        headers: Any,
-    ) -> None: ...
-
-
 class HttpFrontend:
     def __init__(
         self,
         config: conf.HttpListener,
         pools: PoolSet,
         stats: HttpStats,
-        access_log: AccessLogLike | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.config = config
         self.pools = pools
@@ -88,7 +72,8 @@ class HttpFrontend:
         return snap
 
     def retire(self) -> None:
-        """Stop keeping connections alive: idle ones close now, busy ones after their response."""
+        """Stop keeping connections alive: busy ones close after their response (which says
+        `Connection: close`), idle ones after a short grace for a request already on its way."""
         self.retired = True
         self.upstreams.close()
         for c in list(self.connections):
