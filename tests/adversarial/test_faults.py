@@ -14,6 +14,9 @@ from tests.adversarial.daemon import daemon_config, start_daemon
 from tests.adversarial.harness import RecordingBackend, Sekisho, exchange, fd_count, proxy_config, rss_kb
 from tests.adversarial.load import load
 
+# The issue asks for a server flapping every second for a minute.
+FLAP_SECONDS = 60.0
+
 
 class _DyingBackend:
     """Sends a response head and part of its body, then resets the connection."""
@@ -156,8 +159,9 @@ async def test_sighup_every_200ms_under_load_loses_nothing(tmp_path: Path) -> No
 
 @pytest.mark.asyncio
 async def test_health_flapping_server_costs_no_requests(tmp_path: Path) -> None:
-    """One of two servers stops and starts listening every second for 20 s (its health
-    check follows); requests never fail: connects to it are retried on the other one."""
+    """One of two servers stops and starts listening every second for a minute (its
+    health check follows); requests never fail: connects to it are retried on the
+    other one."""
     stable = await RecordingBackend().start()
     flappy = await RecordingBackend().start()
     flappy_port = flappy.port
@@ -171,7 +175,7 @@ async def test_health_flapping_server_costs_no_requests(tmp_path: Path) -> None:
 
         async def flap() -> None:
             nonlocal flips, flappy
-            until = time.monotonic() + 20.0
+            until = time.monotonic() + FLAP_SECONDS
             while time.monotonic() < until:
                 await asyncio.sleep(1.0)
                 if flappy.server is not None:
@@ -184,7 +188,7 @@ async def test_health_flapping_server_costs_no_requests(tmp_path: Path) -> None:
                     )
                 flips += 1
 
-        results = await asyncio.gather(flap(), load(port, 20.0, workers=4, new_connection_every=1))
+        results = await asyncio.gather(flap(), load(port, FLAP_SECONDS, workers=4, new_connection_every=1))
         result = results[1]
         assert daemon.alive()
     finally:
@@ -192,7 +196,7 @@ async def test_health_flapping_server_costs_no_requests(tmp_path: Path) -> None:
         await stable.stop()
         await flappy.stop()
     print(f"\n{flips} flips; {result.ok} ok, {result.failed} failed; flappy served {flappy.requests}")
-    assert flips >= 15
+    assert flips >= FLAP_SECONDS * 0.8
     assert result.failed == 0, result.errors[:10]
     assert flappy.requests > 0 and stable.requests > 0
 
