@@ -8,7 +8,8 @@ RFC 5798 / RFC 9568 section 6.4 (and RFC 3768 for VRRPv2), with keepalived's
 All state transitions happen in this file; every receive check (TTL, version,
 type, length, checksum, VRID, auth, interval, our own packets) happens here
 too, before the state is looked at, so a refused packet can only increment
-`dropped[reason]`.
+`dropped[reason]`. Reasons: ttl, length, version, type, checksum (codec), vrid,
+own, auth, interval, addresses (the advertised list is not our VIPs).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class Instance:
     def __post_init__(self) -> None:
         self.master_adver_interval = self.config.advert_int
         self._vips = tuple(self.config.virtual_ipaddress)
+        self._vip_set = frozenset(v.ip for v in self._vips)
         self._auth = packet.password_bytes(self.config.auth_pass)
         self._multicast = not self.config.unicast_peer
 
@@ -315,6 +317,13 @@ class Instance:
                 return "interval"
         elif advert.centiseconds == 0:
             return "interval"
+        if len(advert.addresses) != len(self._vips) or set(advert.addresses) != self._vip_set:
+            # RFC 3768 7.1 / RFC 5798 7.1 "MAY verify" the address list; keepalived
+            # drops a mismatch whatever the priority (addr_list_err), and so do we:
+            # a priority-255 "owner" advertising other addresses than ours owns
+            # nothing of this virtual router, and obeying it would hand the VIP to
+            # whoever can forge one packet on the segment.
+            return "addresses"
         return None
 
     def _advert(

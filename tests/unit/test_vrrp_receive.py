@@ -219,3 +219,31 @@ def test_packets_in_fault_or_init_do_not_change_state() -> None:
     data = wire(peer_advert(inst.config))
     assert inst.handle(PacketReceived(data, PEER, GROUP), 0.0) == []
     assert inst.state == State.INIT
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        (VIP.ip, V4("192.0.2.161")),  # one more address than ours
+        (V4("192.0.2.161"),),  # the right count, another address
+        (VIP.ip, VIP.ip),  # ours twice: the count is wrong
+    ],
+)
+@pytest.mark.parametrize("priority", [200, 255])
+def test_address_list_mismatch_is_dropped_even_from_an_owner(
+    state: State, addresses: tuple[ipaddress.IPv4Address, ...], priority: int
+) -> None:
+    """Regression (issue 7): a higher-priority or priority-255 advert listing other
+    addresses than our VIPs used to be obeyed; now dropped as 'addresses' like keepalived."""
+    inst = running(state)
+    data = wire(peer_advert(inst.config, priority=priority, addresses=addresses))
+    assert_dropped(inst, PacketReceived(data, PEER, GROUP), "addresses")
+
+
+def test_address_list_in_another_order_is_accepted() -> None:
+    two = (VIP, ipaddress.IPv4Interface("192.0.2.161/24"))
+    inst = running(State.MASTER, virtual_ipaddress=two)
+    data = wire(peer_advert(inst.config, addresses=(two[1].ip, two[0].ip)))
+    inst.handle(PacketReceived(data, PEER, GROUP), 11.0)
+    assert not inst.dropped and inst.state == State.BACKUP
