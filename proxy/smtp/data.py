@@ -56,7 +56,12 @@ class DataScanner:
         if j >= 0:
             cut = j + 2
         elif len(buf) >= FLUSH_AT:
-            cut = len(buf) - 1 if buf[-1] == 0x0D else len(buf)
+            # Hold back a trailing CR or LF: it may be half of a CRLF, or a bare ending
+            # whose next line must be judged (and, normalizing, dot-stuffed) together
+            # with it. Cut after a bare LF, the next chunk would start a line we no
+            # longer know is one, and a ".<CRLF>" there would end the message at the
+            # backend while we read on (smuggling).
+            cut = len(buf) - 1 if buf[-1] in (0x0D, 0x0A) else len(buf)
         else:
             return None
         chunk = bytes(buf[:cut])
