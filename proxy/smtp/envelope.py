@@ -203,6 +203,7 @@ class Envelope:
         self._buf = bytearray()
         self._eof = False
         self._discarding = False
+        self._first_line = True  # only the connection's first bytes can be a PROXY v2 header
         self._pending: Event | None = None
 
     # ------------------------------------------------------------ public API
@@ -318,7 +319,10 @@ class Envelope:
                 del buf[: idx + 2]
                 self._discarding = False
                 continue
-            if buf[:12] == PROXY_V2_SIGNATURE[: len(buf[:12])]:
+            # A PROXY v2 header starts with a blank line: wait for all of its signature,
+            # but only at the very start. Later, a blank line is just a bad command and
+            # is answered at once (a client waiting for that answer would hang).
+            if self._first_line and buf[:12] == PROXY_V2_SIGNATURE[: len(buf[:12])]:
                 if len(buf) >= len(PROXY_V2_SIGNATURE):
                     return self._respond(R_PROXY, "forbidden", close=True)
                 if buf and not self._eof:
@@ -326,9 +330,11 @@ class Envelope:
             idx = buf.find(b"\r\n", 0, MAX_LINE)
             if idx < 0:
                 if len(buf) >= MAX_LINE:
+                    self._first_line = False
                     self._discarding = True
                     return self._respond(R_TOO_LONG, "syntax")
                 return ConnectionClosed() if self._eof else NEED_DATA
+            self._first_line = False
             line = bytes(buf[:idx])
             del buf[: idx + 2]
             return self._command(line)

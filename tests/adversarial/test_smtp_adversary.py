@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
+import ssl
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +25,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import trustme
 from aiosmtpd.smtp import SMTP as AioSMTP  # noqa: N811
 
 import conf
@@ -32,10 +35,12 @@ from proxy.smtp import SmtpFrontend, SmtpStats
 from proxy.smtp.frontend import SmtpSession
 from tests.adversarial.smtp_attacks import (
     CLEAN_ENDS,
+    HOSTILE,
     RELAY_FORMS,
     SENDERS,
     SMUGGLE_ENDS,
     SMUGGLED_SENDER,
+    Hostile,
     smuggle_payload,
 )
 from tests.support import free_port, require_root, require_tool
@@ -500,3 +505,398 @@ async def test_long_line_with_bare_lf_rejected(edge: Edge) -> None:
     code, text = await _long_line_then_dot(edge, b"\n")
     assert (code, text[:5]) == (550, "5.5.2")
     assert edge.alpha.messages == [] and SMUGGLED_SENDER not in edge.alpha.mails
+
+
+# ---------------------------------------------------------------- pipelining across STARTTLS
+
+
+@dataclass
+class Tls:
+    edge: Edge
+    ctx: ssl.SSLContext
+
+
+@pytest_asyncio.fixture
+async def tls_edge(tmp_path: Path) -> AsyncIterator[Tls]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("mx.example.com", "127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "mx.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "mx.key"))
+    e = await start_edge(tls=conf.TlsCert(str(tmp_path / "mx.pem"), str(tmp_path / "mx.key")))
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    yield Tls(e, ctx)
+    await e.stop()
+
+
+INJECTED = (
+    b"MAIL FROM:<injected@evil.test>\r\nRCPT TO:<injected@example.com>\r\n"
+    b"RCPT TO:<injected@x.example.net>\r\nDATA\r\nSubject: injected\r\n\r\nx\r\n.\r\n"
+)
+
+
+async def _upgrade(c: Client, ctx: ssl.SSLContext) -> None:
+    """Wait for 220, check nothing else came in clear, then handshake."""
+    code, text = await c.reply()
+    assert (code, text) == (220, "2.0.0 Ready to start TLS")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await c.reader.read(1)  # a reply to an injected command would show here
+    await c.writer.start_tls(ctx, server_hostname="mx.example.com")
+
+
+@pytest.mark.parametrize("how", ["same-packet", "separate-write", "after-ehlo-in-one-packet"])
+async def test_commands_pipelined_after_starttls_are_discarded(tls_edge: Tls, how: str) -> None:
+    edge = tls_edge.edge
+    c = await Client.open(edge.port)
+    try:
+        if how == "same-packet":
+            assert (await c.cmd("EHLO c"))[0] == 250
+            c.send(b"STARTTLS\r\n" + INJECTED)
+        elif how == "separate-write":
+            assert (await c.cmd("EHLO c"))[0] == 250
+            c.send(b"STARTTLS\r\n")
+            await c.writer.drain()
+            c.send(INJECTED)  # before the 220 has been read: still cleartext, still discarded
+        else:
+            c.send(b"EHLO c\r\nSTARTTLS\r\n" + INJECTED)
+            assert (await c.reply())[0] == 250
+        await _upgrade(c, tls_ctx := tls_edge.ctx)
+        assert tls_ctx is not None
+        # The dialogue starts over inside TLS: no HELO, no transaction survived.
+        assert (await c.cmd("RCPT TO:<x@example.com>"))[0] == 503
+        assert (await c.cmd("DATA"))[0] == 503
+        code, text = await c.cmd("EHLO c")
+        assert code == 250 and "STARTTLS" not in text
+        assert (await c.cmd("RCPT TO:<x@example.com>"))[0] == 503  # still no MAIL
+        body = b"Subject: after tls\r\n\r\nreal\r\n"
+        assert (await c.send_mail("real@sender.test", ["real@example.com"], body))[0] == 250
+        assert (await c.cmd("QUIT"))[0] == 221
+    finally:
+        c.close()
+    await settle(edge)
+    assert edge.alpha.mails == ["real@sender.test"]
+    assert edge.alpha.rcpts == ["real@example.com"]
+    assert edge.alpha.messages == [Message("real@sender.test", ["real@example.com"], body)]
+    assert (edge.beta.mails, edge.beta.rcpts, edge.beta.messages) == ([], [], [])
+    assert edge.stats.starttls == 1
+
+
+async def test_cleartext_injected_between_220_and_the_handshake(tls_edge: Tls) -> None:
+    edge = tls_edge.edge
+    async with connect(edge.port) as c:
+        assert (await c.cmd("STARTTLS"))[0] == 220
+        c.send(INJECTED)  # a MITM's bytes where the ClientHello should be
+        assert await c.closed()  # handshake fails: the connection goes, nothing runs
+    await settle(edge)
+    edge.nothing_relayed()
+    assert edge.stats.starttls_failures == 1
+    await a_good_mail_still_goes_through(edge, "after-bad-handshake")
+
+
+async def test_starttls_misuse(tls_edge: Tls) -> None:
+    edge = tls_edge.edge
+    async with connect(edge.port) as c:
+        assert (await c.cmd("STARTTLS now"))[0] == 501
+        assert (await c.cmd("MAIL FROM:<a@b.test>"))[0] == 250
+        assert (await c.cmd("STARTTLS"))[0] == 503  # not inside a transaction
+        assert (await c.cmd("RSET"))[0] == 250
+        c.send(b"STARTTLS\r\n")
+        await _upgrade(c, tls_edge.ctx)
+        assert (await c.cmd("EHLO c"))[0] == 250
+        assert (await c.cmd("STARTTLS"))[0] == 503  # already active
+        c.send(b"EHLO c\r\nMAIL FROM:<p@sender.test>\r\nRCPT TO:<p@example.com>\r\nNOOP\r\n")
+        assert [(await c.reply())[0] for _ in range(4)] == [250, 250, 250, 250]  # pipelining inside TLS works
+    await settle(edge)
+    assert edge.alpha.rcpts == ["p@example.com"] and edge.alpha.messages == []
+
+
+# ---------------------------------------------------------------- 10,000 recipients
+
+
+class Sampler:
+    """Watches every session's unprocessed input and unsent output while a test runs."""
+
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+        self.max_input = 0
+        self.max_output = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            for s in sessions_of(self.edge):
+                self.max_input = max(self.max_input, s.env.buffered)
+                if s.transport is not None:
+                    self.max_output = max(self.max_output, s.transport.get_write_buffer_size())
+            await asyncio.sleep(0.002)
+
+    async def __aenter__(self) -> Sampler:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def test_ten_thousand_recipients_in_one_pipelined_transaction(edge: Edge) -> None:
+    n = 10_000
+    limit = edge.frontend.policy.max_recipients
+    assert limit == 100  # the config default (RFC 5321 4.5.3.1.8's minimum)
+
+    def rcpt(i: int) -> str:  # ours (alpha), the other route (beta), and foreign, interleaved
+        return ("u{}@example.com", "u{}@x.example.net", "u{}@evil.test")[i % 3].format(i)
+
+    expected: list[int] = [250]  # MAIL
+    accepted: list[str] = []
+    for i in range(n):
+        if rcpt(i).endswith("@evil.test"):
+            expected.append(550)
+        elif len(accepted) >= limit or rcpt(i).endswith("example.net"):
+            expected.append(452)
+        else:
+            expected.append(250)
+            accepted.append(rcpt(i))
+    expected.append(354)
+    wire = b"MAIL FROM:<bulk@sender.test>\r\n"
+    wire += b"".join(f"RCPT TO:<{rcpt(i)}>\r\n".encode() for i in range(n)) + b"DATA\r\n"
+    body = b"Subject: bulk\r\n\r\n" + b"line\r\n" * 100
+    t0 = time.monotonic()
+    async with Sampler(edge) as sampler, connect(edge.port) as c:
+        c.send(wire)  # all 10,002 commands in one write (RFC 2920: DATA may end the group)
+        got = [await c.reply() for _ in range(n + 2)]
+        assert [code for code, _ in got] == expected
+        assert all(text.startswith("4.5.3") for code, text in got if code == 452)
+        c.send(body + b".\r\n")
+        assert (await c.reply())[0] == 250
+        assert (await c.cmd("QUIT"))[0] == 221
+    elapsed = time.monotonic() - t0
+    await settle(edge)
+    assert len(accepted) == limit
+    assert edge.alpha.messages == [Message("bulk@sender.test", accepted, body)]  # nothing lost
+    assert edge.alpha.rcpts == accepted
+    assert (edge.beta.rcpts, edge.beta.messages) == ([], [])
+    assert edge.stats.recipients_rejected["too_many"] + edge.stats.recipients_rejected["other_route"] == (
+        expected.count(452)
+    )
+    # Memory stays bounded: the commands wait in at most the read high-water mark.
+    assert sampler.max_input <= (1 << 20) + (1 << 16)
+    assert elapsed < 20
+
+
+# ---------------------------------------------------------------- 1 MB command lines
+
+
+MB = 1 << 20
+
+
+async def test_megabyte_command_line_is_refused_and_the_session_resyncs(edge: Edge) -> None:
+    async with Sampler(edge) as sampler:
+        other = asyncio.get_running_loop().create_task(a_good_mail_still_goes_through(edge, "during-1mb"))
+        async with connect(edge.port) as c:
+            c.send(b"NOOP " + b"x" * MB + b"\r\nNOOP\r\n")
+            assert await c.reply() == (500, "5.5.6 Line too long")
+            assert (await c.reply())[0] == 250  # one 500 for the whole line, then in step again
+            assert (await c.cmd("MAIL FROM:<" + "a" * MB + "@sender.test>"))[:1] == (500,)
+            assert (await c.cmd("RCPT TO:<x@example.com>"))[0] == 503  # the long MAIL did not count
+            assert (await c.cmd("MAIL FROM:<s@sender.test>"))[0] == 250
+            assert (await c.cmd(b"RCPT TO:<" + b"v" * MB + b"@example.com>"))[0] == 500
+            assert (await c.cmd("RCPT TO:<ok@example.com>"))[0] == 250
+            assert (await c.cmd("DATA"))[0] == 354
+            c.send(b"Subject: after 1mb\r\n\r\nok\r\n.\r\n")
+            assert (await c.reply())[0] == 250
+        await other
+    await settle(edge)
+    got = sorted((m.mail_from, tuple(m.rcpt_tos)) for m in edge.alpha.messages)
+    assert got == [("ok@sender.test", ("ok@example.com",)), ("s@sender.test", ("ok@example.com",))]
+    assert sorted(edge.alpha.rcpts) == ["ok@example.com", "ok@example.com"]
+    assert sampler.max_input <= MB + (1 << 16)
+
+
+async def test_megabyte_without_crlf(edge: Edge) -> None:
+    async with connect(edge.port) as c:
+        c.send(b"RCPT TO:<" + b"x" * MB)
+        assert await c.reply() == (500, "5.5.6 Line too long")  # answered before any CRLF
+        c.send(b"y" * MB)  # still the same line: silently discarded
+        c.send(b"\r\nNOOP\r\n")
+        assert (await c.reply())[0] == 250
+    async with connect(edge.port) as c:
+        c.send(b"z" * MB)
+        assert (await c.reply())[0] == 500
+        c.writer.write_eof()
+        assert await c.closed()  # EOF mid-line: sekisho closes too
+    await settle(edge)
+    assert not edge.frontend.sessions
+    edge.nothing_relayed()
+
+
+async def test_slow_drip_of_a_long_line(edge: Edge) -> None:
+    async with connect(edge.port) as c:
+        c.send(b"MAIL FROM:<")
+        for _ in range(30):  # 600 bytes, 20 at a time
+            c.send(b"d" * 20)
+            await c.writer.drain()
+            await asyncio.sleep(0.003)
+        assert await c.reply() == (500, "5.5.6 Line too long")
+        for _ in range(50):  # keeps dripping: nothing more is said, nothing piles up
+            c.send(b"d" * 20)
+            await c.writer.drain()
+            await asyncio.sleep(0.002)
+        assert max(s.env.buffered for s in sessions_of(edge)) < 512
+        for b in b"\r\nNOOP\r\n":  # the CRLF one byte at a time
+            c.send(bytes([b]))
+            await c.writer.drain()
+            await asyncio.sleep(0.002)
+        assert (await c.reply())[0] == 250
+        await a_good_mail_still_goes_through(edge, "during-drip")
+    await settle(edge)
+    assert edge.alpha.mails == ["ok@sender.test"]
+
+
+# ---------------------------------------------------------------- hostile commands
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[h.name for h in HOSTILE])
+async def test_hostile_command(edge: Edge, case: Hostile) -> None:
+    c = await Client.open(edge.port)
+    try:
+        c.send(b"".join(line + b"\r\n" for line in case.lines))
+        codes = [(await c.reply())[0] for _ in case.codes]
+        assert codes == list(case.codes)
+        if case.closes:
+            assert await c.closed()
+        else:
+            assert (await c.cmd("NOOP"))[0] == 250  # still in step
+    finally:
+        c.close()
+    await settle(edge)
+    edge.nothing_relayed()
+
+
+@pytest.mark.parametrize("verb", [b"FOO", b"AUTH PLAIN x", b"BDAT 1 LAST"], ids=["unknown", "auth", "bdat"])
+async def test_too_many_unknown_commands_close_the_connection(edge: Edge, verb: bytes) -> None:
+    limit = edge.frontend.policy.max_unknown_commands
+    c = await Client.open(edge.port)
+    try:
+        c.send((verb + b"\r\n") * (limit + 50))
+        codes = [(await c.reply())[0] for _ in range(limit)]
+        assert codes[:-1] == [codes[0]] * (limit - 1) and codes[0] in (500, 502)
+        assert codes[-1] == 421
+        assert await c.closed()  # and the 50 after the limit were never answered
+    finally:
+        c.close()
+    await settle(edge)
+    assert edge.stats.rejected_commands["unknown"] == limit
+    edge.nothing_relayed()
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [b"\x00", b"NOOP\x00", b"x" * 600, b"x" * (64 << 10), "\u00dcBER".encode(), b"NOOP\nNOOP"],
+    ids=["nul", "nul-in-noop", "600-bytes", "64k", "8bit", "bare-lf"],
+)
+async def test_junk_lines_flood_is_answered_line_by_line(edge: Edge, junk: bytes) -> None:
+    """Lines that are no command at all get 500 each and the session stays in step (they
+    do not count as unknown verbs: a client could keep a session as busy with NOOP)."""
+    count = 200
+    async with Sampler(edge) as sampler, connect(edge.port) as c:
+        c.send((junk + b"\r\n") * count + b"NOOP\r\n")
+        codes = [(await c.reply())[0] for _ in range(count + 1)]
+        assert codes == [500] * count + [250]
+        await a_good_mail_still_goes_through(edge, "during-junk")
+    assert sampler.max_input <= MB + (1 << 16)
+    await settle(edge)
+    assert edge.alpha.mails == ["ok@sender.test"]
+
+
+async def test_good_commands_do_not_count_toward_the_limit(edge: Edge) -> None:
+    limit = edge.frontend.policy.max_unknown_commands
+    async with connect(edge.port) as c:
+        for _ in range(limit - 1):
+            assert (await c.cmd("FOO"))[0] == 500
+        for _ in range(3 * limit):
+            assert (await c.cmd("NOOP"))[0] == 250
+        assert (await c.cmd("FOO"))[0] == 421
+        assert await c.closed()
+
+
+async def test_regression_a_lone_blank_line_is_answered(edge: Edge) -> None:
+    """A blank line sent on its own (the client then waits) gets its 500 at once: only the
+    very first bytes of a connection may be the start of a PROXY v2 signature."""
+    async with connect(edge.port) as c:
+        c.send(b"\r\n")
+        assert (await c.reply(timeout=2.0))[0] == 500
+        c.send(b"\r\n\r\n")
+        assert [(await c.reply(timeout=2.0))[0] for _ in range(2)] == [500, 500]
+        c.send(b"\r\n\r\n\x00\r\nQUIT\n")  # the signature, late: just bad lines now
+        assert [(await c.reply(timeout=2.0))[0] for _ in range(3)] == [500, 500, 500]
+        c.send(b"\r\n")
+        assert (await c.reply(timeout=2.0))[0] == 500  # "QUIT<LF><CR><LF>": a bare LF inside
+        assert (await c.cmd("NOOP"))[0] == 250
+    edge.nothing_relayed()
+
+
+async def test_blank_first_line_waits_for_a_possible_proxy_header(edge: Edge) -> None:
+    """The one place a blank line is not answered at once: as the connection's first
+    bytes it may be a PROXY v2 signature, so it is judged when more arrives."""
+    async with connect(edge.port, ehlo=False) as c:
+        c.send(b"\r\n")
+        with pytest.raises(TimeoutError):
+            await c.reply(timeout=0.2)
+        c.send(b"NOOP\r\n")
+        assert [(await c.reply())[0] for _ in range(2)] == [500, 250]
+
+
+async def test_proxy_v2_signature_still_refused(edge: Edge) -> None:
+    c = await Client.open(edge.port)
+    try:
+        c.send(b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes(12))
+        assert (await c.reply())[:1] == (550,)
+        assert await c.closed()
+    finally:
+        c.close()
+
+
+async def test_regression_replies_to_a_client_that_never_reads_stay_bounded(edge: Edge) -> None:
+    """Pipelined NOOPs from a client that never reads its replies: sekisho must stop
+    reading (not buffer replies without limit) once the client's socket is full."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", edge.port))
+    while not sessions_of(edge):
+        await asyncio.sleep(0.001)
+    # A small kernel send buffer on sekisho's side too (a slow link), so the test sees
+    # sekisho's own buffering within a second instead of after the kernel's megabytes.
+    server_sock = sessions_of(edge)[0].transport.get_extra_info("socket")  # type: ignore[union-attr]
+    server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    chunk = b"NOOP\r\n" * 10_000  # 60 KB of commands, 140 KB of replies
+    sent = 0
+    try:
+        async with Sampler(edge) as sampler:
+            deadline = time.monotonic() + 1.5
+            blocked_since = None
+            while time.monotonic() < deadline:
+                try:
+                    sent += sock.send(chunk)
+                    blocked_since = None
+                except BlockingIOError:
+                    blocked_since = blocked_since or time.monotonic()
+                    if time.monotonic() - blocked_since > 0.5:
+                        break  # sekisho stopped reading us: what we wanted
+                    await asyncio.sleep(0.01)
+                    continue
+                await asyncio.sleep(0)
+        # Unfixed, the replies grew by ~1 MB/s for as long as the client kept sending.
+        assert sampler.max_output <= 256 << 10, (sampler.max_output, sent)
+        assert sent > (256 << 10)  # the client did send far more than that
+        assert sampler.max_input <= MB + (1 << 16)
+    finally:
+        sock.close()
+    await a_good_mail_still_goes_through(edge, "after-flood")
+    await settle(edge)
+    assert not edge.frontend.sessions
