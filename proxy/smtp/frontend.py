@@ -132,6 +132,8 @@ class SmtpSession(asyncio.Protocol):
         self._retiring = False
         self._data_failed = False
         self._tls_upgrade: list[bytes] | None = None
+        self._writable = asyncio.Event()  # cleared while the client's transport is over its high-water mark
+        self._writable.set()
 
     # ------------------------------------------------------------ Protocol
 
@@ -176,8 +178,15 @@ class SmtpSession(asyncio.Protocol):
         self._lost = True
         self.env.receive_data(b"")
         self._input.set()
+        self._writable.set()
         if self.task is None:
             self._finish()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
 
     # ------------------------------------------------------------ control
 
@@ -222,6 +231,8 @@ class SmtpSession(asyncio.Protocol):
             if self._retiring and env.idle:
                 self._write(R_SHUTDOWN.encode())
                 return
+            if not self._writable.is_set() and not await self._client_reads():
+                return
             self._input.clear()
             ev = env.next_event()
             if ev is NEED_DATA:
@@ -263,6 +274,20 @@ class SmtpSession(asyncio.Protocol):
                 await self._quit_backend()
                 self._write(ev.reply.encode())
                 return
+
+    async def _client_reads(self) -> bool:
+        """Our replies pile up unread (a client pipelining without reading): process no
+        more commands until it reads, so its input waits in our bounded buffer and then
+        in the kernel. False when it will not read within the command timeout."""
+        try:
+            async with asyncio.timeout(self.timeouts.command):
+                await self._writable.wait()
+        except TimeoutError:
+            self.stats.timeouts += 1
+            if self.transport is not None:
+                self.transport.abort()
+            return False
+        return not self._lost
 
     # ------------------------------------------------------------ events
 
