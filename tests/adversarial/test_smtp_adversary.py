@@ -900,3 +900,89 @@ async def test_regression_replies_to_a_client_that_never_reads_stay_bounded(edge
     await a_good_mail_still_goes_through(edge, "after-flood")
     await settle(edge)
     assert not edge.frontend.sessions
+
+
+# ---------------------------------------------------------------- abandoned messages, a mixed storm
+
+
+async def test_refused_message_then_pipelined_transaction(edge: Edge) -> None:
+    """A message refused for a bare LF, with the next transaction pipelined right behind
+    its end: the refused one is abandoned at the backend, the next arrives once."""
+    async with connect(edge.port) as c:
+        assert (await c.cmd("MAIL FROM:<a@sender.test>"))[0] == 250
+        assert (await c.cmd("RCPT TO:<one@example.com>"))[0] == 250
+        assert (await c.cmd("DATA"))[0] == 354
+        c.send(
+            b"Subject: bad\r\n\r\nbare\nlf\r\n.\r\n"
+            b"MAIL FROM:<b@sender.test>\r\nRCPT TO:<two@example.com>\r\nDATA\r\n"
+        )
+        assert [(await c.reply())[0] for _ in range(4)] == [550, 250, 250, 354]
+        c.send(b"Subject: good\r\n\r\nok\r\n.\r\n")
+        assert (await c.reply())[0] == 250
+    await settle(edge)
+    assert edge.alpha.messages == [
+        Message("b@sender.test", ["two@example.com"], b"Subject: good\r\n\r\nok\r\n")
+    ]
+
+
+async def test_oversized_message_is_abandoned_not_truncated() -> None:
+    edge = await start_edge(max_message_bytes=4096)
+    try:
+        async with connect(edge.port) as c:
+            assert (await c.cmd("MAIL FROM:<a@sender.test>"))[0] == 250
+            assert (await c.cmd("RCPT TO:<big@example.com>"))[0] == 250
+            assert (await c.cmd("DATA"))[0] == 354
+            c.send(
+                b"Subject: big\r\n\r\n" + b"y" * 900 + b"\r\n" * 1 + (b"z" * 998 + b"\r\n") * 10 + b".\r\n"
+            )
+            assert (await c.reply())[:1] == (552,)
+            body = b"Subject: small\r\n\r\nok\r\n"
+            assert (await c.send_mail("a@sender.test", ["small@example.com"], body))[0] == 250
+        await settle(edge)
+        assert edge.alpha.messages == [Message("a@sender.test", ["small@example.com"], body)]
+    finally:
+        await edge.stop()
+
+
+async def test_mixed_storm_keeps_serving_good_clients(edge: Edge) -> None:
+    """60 hostile sessions (each HOSTILE case, relay probes, long lines, smuggling) at once
+    with 20 good senders: every good message arrives once, nothing else does."""
+
+    async def hostile(case: Hostile) -> None:
+        c = await Client.open(edge.port)
+        try:
+            c.send(b"".join(line + b"\r\n" for line in case.lines))
+            assert [(await c.reply())[0] for _ in case.codes] == list(case.codes)
+        finally:
+            c.close()
+
+    async def prober(i: int) -> None:
+        async with connect(edge.port) as c:
+            assert (await c.cmd("MAIL FROM:<>"))[0] == 250
+            for form in RELAY_FORMS:
+                if form.code != 250:
+                    assert (await c.cmd(b"RCPT TO:" + form.arg.encode()))[0] == form.code
+            c.send(b"NOOP " + b"q" * MB + b"\r\n")
+            assert (await c.reply())[0] == 500
+
+    async def smuggler(i: int) -> None:
+        async with connect(edge.port) as c:
+            assert (await c.cmd("MAIL FROM:<s@sender.test>"))[0] == 250
+            assert (await c.cmd("RCPT TO:<s@example.com>"))[0] == 250
+            assert (await c.cmd("DATA"))[0] == 354
+            c.send(smuggle_payload("storm", b"\n.\n", "victim@example.com"))
+            assert (await c.reply())[0] == 550
+
+    async def good(i: int) -> None:
+        async with connect(edge.port) as c:
+            body = f"Subject: good {i}\r\n\r\nok\r\n".encode()
+            assert (await c.send_mail(f"g{i}@sender.test", [f"g{i}@example.com"], body))[0] == 250
+
+    jobs = [hostile(h) for h in HOSTILE] + [prober(i) for i in range(8)] + [smuggler(i) for i in range(8)]
+    jobs += [good(i) for i in range(20)]
+    async with asyncio.timeout(30):
+        await asyncio.gather(*jobs)
+    await settle(edge)
+    got = sorted(m.mail_from for m in edge.alpha.messages)
+    assert got == sorted(f"g{i}@sender.test" for i in range(20))
+    assert SMUGGLED_SENDER not in edge.alpha.mails and edge.beta.rcpt_lines == []
