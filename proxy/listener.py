@@ -10,6 +10,11 @@ users of HAProxy and nginx expect: at `max_connections` we stop accepting, so
 new connections wait in the kernel backlog instead of being refused; and when
 the process runs out of file descriptors we back off and log once a while
 instead of spinning.
+
+A front end that relays raw sockets (the TCP one: it has `take_socket`) is
+served without a task: the listening socket sits in the loop's poller
+(lb.poller) and each wakeup accepts what is queued and hands the sockets over
+directly, skipping the transport and protocol setup.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from conf import Address
+from lb.poller import IN, Poller, poller
 
 log = logging.getLogger("sekisho.listener")
 
@@ -31,6 +37,7 @@ _IP_FREEBIND = 15  # linux/in.h; honoured by IPv6 sockets too
 _FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _BACKOFF = 0.1
 _LOG_EVERY = 10.0
+_BURST = 64  # accepts per wakeup before letting other callbacks run
 
 
 class Frontend(Protocol):
@@ -87,6 +94,9 @@ class Listener:
         self._room.set()
         self._task: asyncio.Task[None] | None = None
         self._last_fd_log = 0.0
+        self._poller: Poller | None = None  # set while accepting from poller callbacks
+        self._full = False
+        self._pending: asyncio.Handle | None = None
 
     @property
     def bound(self) -> tuple[str, int]:
@@ -94,12 +104,23 @@ class Listener:
         return host, port
 
     def start(self) -> None:
+        if hasattr(self.frontend, "take_socket"):
+            self._poller = poller()
+            self._poller.add(self.sock.fileno(), self._accept_ready, IN)
+            self._accept_soon()
+            return
         self._task = asyncio.get_running_loop().create_task(
             self._accept_loop(), name=f"accept {self.kind} {self.address}"
         )
 
     async def stop_accepting(self) -> None:
         """Stop the accept loop and close the socket; accepted connections go on."""
+        if self._poller is not None:
+            self._poller.remove(self.sock.fileno())
+            self._poller = None
+            if self._pending is not None:
+                self._pending.cancel()
+                self._pending = None
         if self._task is not None:
             self._task.cancel()
             try:
@@ -113,6 +134,50 @@ class Listener:
         self.active -= 1
         if self.active < self.frontend.max_connections:
             self._room.set()
+            if self._full:
+                self._full = False
+                self._accept_soon()
+
+    # ------------------------------------------- raw sockets, poller-driven
+    def _accept_soon(self) -> None:
+        if self._pending is None and self._poller is not None:
+            self._pending = asyncio.get_running_loop().call_soon(self._accept_ready, 0)
+
+    def _accept_ready(self, _events: int) -> None:
+        """The listening socket is readable (edge-triggered): accept until the
+        backlog is empty, the service is full, or a burst is done."""
+        self._pending = None
+        if self._poller is None:
+            return
+        sock = self.sock
+        family = sock.family
+        for _ in range(_BURST):
+            frontend = self.frontend
+            if self.active >= frontend.max_connections:
+                self._full = True  # the backlog waits; _closed() resumes
+                return
+            try:
+                # socket.accept() without its per-call enum conversions
+                fd, peer = sock._accept()  # type: ignore[attr-defined]
+                conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.accept_errors += 1
+                if exc.errno in _FD_ERRORS:
+                    self._log_fd_exhaustion(exc)
+                    self._pending = asyncio.get_running_loop().call_later(_BACKOFF, self._accept_ready, 0)
+                    return
+                continue
+            conn.setblocking(False)
+            self.accepted += 1
+            self.active += 1
+            try:
+                frontend.take_socket(conn, peer, _once(self._closed))  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("%s %s: taking a connection failed", self.kind, self.address)
+                conn.close()
+        self._accept_soon()  # more may be queued, and no new edge will say so
 
     async def _wait_readable(self) -> None:
         loop = asyncio.get_running_loop()

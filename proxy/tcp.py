@@ -1,32 +1,36 @@
 """`[[tcp]]` virtual services: the L4 front end (LVS's job).
 
-accept -> pick a server of the pool (lb.dial: connect timeout, passive health,
-retry on another server) -> PROXY header if the pool asks -> relay both ways
-(lb.relay: copy for small exchanges, splice for bulk) -> drop from the pool.
+accept (the listener hands over the raw socket) -> pick a server of the pool
+(lb.dial.SocketDial: connect timeout, passive health, retry on another server)
+-> PROXY header if the pool asks -> relay both ways (lb.fdrelay: copy for small
+exchanges, splice for bulk) -> drop from the pool. All of it runs in poller
+callbacks (lb.poller): no task, transport or protocol object per connection.
 
-The client's bytes stay in the kernel until a backend is connected (reading is
-paused), so a retry on another server is invisible to the client. With no
-server to take the connection it is reset at once (refused quickly) rather than
-left hanging.
+The client's bytes stay in the kernel until a backend is connected (the client
+socket is not read), so a retry on another server is invisible to the client.
+With no server to take the connection it is reset at once (refused quickly)
+rather than left hanging.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import conf
 from lb import proxy_protocol
-from lb.dial import MAX_ATTEMPTS, dial
+from lb.dial import MAX_ATTEMPTS, SocketDial
 from lb.errors import LbError
+from lb.fdrelay import FdRelay
+from lb.poller import Poller, poller
 from lb.pool import Backend, BackendPool, PoolSet
-from lb.relay import Held, Relay
 
 log = logging.getLogger("sekisho.tcp")
 
@@ -53,34 +57,110 @@ class TcpStats:
         return dict(self.__dict__)
 
 
-class _Client(Held):
-    """An accepted client until its backend is connected."""
+class _Conn:
+    """One client from accept to close: dial (lb.dial.SocketDial), relay
+    (lb.fdrelay.FdRelay), and a retry on another server if the first one
+    fails before answering. No task, no transport."""
 
-    def __init__(self, frontend: TcpFrontend, on_close: Callable[[], None]) -> None:
-        super().__init__()
+    __slots__ = ("backend", "dialing", "frontend", "on_close", "peer", "pool", "relay", "sock", "tried")
+
+    def __init__(
+        self, frontend: TcpFrontend, sock: socket.socket, peer: Any, on_close: Callable[[], None]
+    ) -> None:
         self.frontend = frontend
+        self.sock = sock
+        self.peer = peer
         self.on_close = on_close
-        self.task: asyncio.Task[None] | None = None
+        self.pool = frontend._pool()
+        self.dialing: SocketDial | None = None
+        self.relay: FdRelay | None = None
         self.backend: Backend | None = None
+        self.tried: tuple[Backend, ...] = ()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        t = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
-        self.transport = t
-        t.pause_reading()
+    def dial(self, replay: bytes = b"") -> None:
         fe = self.frontend
-        fe.stats_.accepted += 1
-        fe.stats_.active += 1
-        fe.conns.add(self)
-        fe._idle.clear()
-        self.task = asyncio.get_running_loop().create_task(fe.connect(self))
+        peer = self.peer
+        client_ip = peer[0] if isinstance(peer, tuple) else None
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        # Only before the relay took over (it replaces this protocol).
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-        else:
+        def connected(sock: socket.socket | None, backend: Backend | None, exc: LbError | None) -> None:
+            self.dialing = None
+            if sock is None or backend is None:
+                fe.stats_.refused += 1
+                log.debug("tcp %s: refusing %s: %s", fe.config.listen[0], client_ip, exc)
+                _refuse(self.sock)
+                fe.finished(self)
+                return
+            self.start_relay(sock, backend, replay)
+
+        timeout = fe.config.timeouts.connect
+        self.dialing = SocketDial(
+            fe.poller, self.pool, client_ip, connected, timeout=timeout, exclude=self.tried
+        )
+        self.dialing.start()
+
+    def start_relay(self, sock: socket.socket, backend: Backend, replay: bytes) -> None:
+        fe = self.frontend
+        fe.stats_.relayed += 1
+        self.backend = backend
+        preamble = b""
+        if self.pool.proxy_protocol is not None:
+            peer = self.peer
+            src = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+            local = self.sock.getsockname()
+            dst = (local[0], local[1]) if isinstance(local, tuple) else None
+            preamble = proxy_protocol.encode(self.pool.proxy_protocol, src, dst)
+        retry_ok = len(self.tried) + 1 < MAX_ATTEMPTS
+        self.relay = FdRelay(
+            fe.poller,
+            self.sock,
+            sock,
+            self.relayed,
+            idle_timeout=fe.config.timeouts.idle,
+            splice=fe.splice,
+            replay_limit=REPLAY_LIMIT if retry_ok else 0,
+        )
+        self.relay.start(preamble, replay)
+
+    def relayed(self, relay: FdRelay) -> None:
+        fe, pool, backend = self.frontend, self.pool, self.backend
+        assert backend is not None
+        self.relay = self.backend = None
+        pool.drop(backend)
+        if relay.retry is not None:
+            # The server failed before answering: another server gets what the
+            # client sent so far, and the client never knows.
+            pool.connect_failed(backend)
+            fe.stats_.retries += 1
+            self.tried = (*self.tried, backend)
+            self.dial(relay.retry)
+            return
+        pool.add_traffic(backend, relay.a_to_b, relay.b_to_a)
+        s = fe.stats_
+        s.bytes_in += relay.a_to_b
+        s.bytes_out += relay.b_to_a
+        if relay.spliced:
+            s.spliced += 1
+        if isinstance(relay.error, TimeoutError):
+            s.idle_timeouts += 1
+        elif relay.error is not None:
+            s.errors += 1
+        fe.finished(self)
+
+    def abort(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+        elif self.dialing is not None:
+            self.dialing.cancel()
+            self.dialing = None
+            self.sock.close()
             self.frontend.finished(self)
+
+
+def _refuse(sock: socket.socket) -> None:
+    """Reset at once: a refused client should not wait for anything."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    sock.close()
 
 
 class TcpFrontend:
@@ -97,15 +177,25 @@ class TcpFrontend:
         self.stats_ = stats if stats is not None else TcpStats()
         self.max_connections = config.max_connections
         self.splice = splice
-        self.conns: set[_Client] = set()
-        self.relays: set[Relay] = set()
+        self.conns: set[_Conn] = set()
         self.retired = False
+        self.poller: Poller = poller()
         self._idle = asyncio.Event()
         self._idle.set()
 
     # ------------------------------------------------------ Frontend protocol
     def make_protocol(self, on_close: Callable[[], None]) -> asyncio.BaseProtocol:
-        return _Client(self, on_close)
+        raise NotImplementedError("the TCP front end takes raw sockets (take_socket)")
+
+    def take_socket(self, sock: socket.socket, peer: Any, on_close: Callable[[], None]) -> None:
+        """An accepted, non-blocking client socket; `on_close` is called once when it is done."""
+        conn = _Conn(self, sock, peer, on_close)
+        s = self.stats_
+        s.accepted += 1
+        s.active += 1
+        self.conns.add(conn)
+        self._idle.clear()
+        conn.dial()
 
     def ssl_context(self) -> ssl.SSLContext | None:
         return None
@@ -134,99 +224,16 @@ class TcpFrontend:
             pass
 
     def close_all(self) -> None:
-        for r in list(self.relays):
-            r.close(abort=True)
         for c in list(self.conns):
-            if c.transport is not None:
-                c.transport.abort()
+            c.abort()
 
-    # ------------------------------------------------------------- the work
     def _pool(self) -> BackendPool:
         return self.pools[self.config.pool]
 
-    async def connect(self, client: _Client, tried: tuple[Backend, ...] = ()) -> None:
-        transport = client.transport
-        assert transport is not None
-        pool = self._pool()
-        peer = transport.get_extra_info("peername")
-        client_ip = peer[0] if isinstance(peer, tuple) else None
-        preamble = None
-        if pool.proxy_protocol is not None:
-            version = pool.proxy_protocol
-            src = (peer[0], peer[1]) if isinstance(peer, tuple) else None
-            local = transport.get_extra_info("sockname")
-            dst = (local[0], local[1]) if isinstance(local, tuple) else None
-
-            def preamble(_: Backend) -> bytes:
-                return proxy_protocol.encode(version, src, dst)
-
-        try:
-            backend_t, _, backend = await dial(pool, client_ip, Held, self.config.timeouts.connect, preamble)
-        except LbError as exc:
-            self.stats_.refused += 1
-            log.debug("tcp %s: refusing %s: %s", self.config.listen[0], client_ip, exc)
-            self._refuse(transport)
-            self.finished(client)
-            return
-        except asyncio.CancelledError:
-            # The client went away while we were connecting.
-            self.finished(client)
-            raise
-        client.backend = backend
-        if transport.is_closing():
-            backend_t.abort()
-            pool.drop(backend)
-            self.finished(client)
-            return
-        self.stats_.relayed += 1
-        relay = Relay(
-            lambda r: self._relay_done(r, client, pool, backend, tried),
-            self.config.timeouts.idle,
-            self.splice,
-            REPLAY_LIMIT if len(tried) + 1 < MAX_ATTEMPTS else 0,
-        )
-        self.relays.add(relay)
-        relay.start(transport, backend_t)
-
-    def _refuse(self, transport: asyncio.Transport) -> None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass
-        transport.abort()
-
-    def _relay_done(
-        self, relay: Relay, client: _Client, pool: BackendPool, backend: Backend, tried: tuple[Backend, ...]
-    ) -> None:
-        self.relays.discard(relay)
-        pool.drop(backend)
-        if relay.retry is not None:
-            # The server reset the connection before answering: another server
-            # gets what the client sent so far, and the client never knows.
-            pool.connect_failed(backend)
-            self.stats_.retries += 1
-            relay.take_back(client)
-            client.held = [relay.retry] if relay.retry else []
-            client.task = asyncio.get_running_loop().create_task(self.connect(client, (*tried, backend)))
-            return
-        pool.add_traffic(backend, relay.a_to_b, relay.b_to_a)
-        s = self.stats_
-        s.bytes_in += relay.a_to_b
-        s.bytes_out += relay.b_to_a
-        if relay.spliced:
-            s.spliced += 1
-        if isinstance(relay.error, TimeoutError):
-            s.idle_timeouts += 1
-        elif relay.error is not None:
-            s.errors += 1
-        self.finished(client)
-
-    def finished(self, client: _Client) -> None:
-        if client in self.conns:
-            self.conns.discard(client)
+    def finished(self, conn: _Conn) -> None:
+        if conn in self.conns:
+            self.conns.discard(conn)
             self.stats_.active -= 1
-            client.on_close()
+            conn.on_close()
             if not self.conns:
                 self._idle.set()

@@ -1,0 +1,167 @@
+"""One edge-triggered epoll set per event loop, for the sockets the L4 path
+drives itself (lb.dial.SocketDial, lb.fdrelay, the TCP listener).
+
+Why not `loop.add_reader`: uvloop starts watching a new fd with four syscalls
+(libuv probes it with an epoll ADD and DEL, sets O_NONBLOCK, then ADDs it) and
+stops with one more, and an L4 connection brings two new fds. Here a socket is
+added once, edge-triggered, so nothing is re-armed as its state changes, and
+closing it takes it out of the set. The loop watches only the epoll fd.
+
+Edge-triggered means a handler must consume what it was told about (read
+until the kernel queue is empty) or remember that it did not.
+
+Connect and idle timeouts of those sockets live on a coarse timer wheel here
+(`arm`/`disarm`, TICK resolution): a set insert per connection instead of a
+loop timer that must be made and cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import select
+import weakref
+from collections.abc import Callable
+from typing import Protocol
+
+log = logging.getLogger("sekisho.poller")
+
+IN = select.EPOLLIN | select.EPOLLRDHUP
+OUT = select.EPOLLOUT
+RDHUP = select.EPOLLRDHUP
+ERR = select.EPOLLERR | select.EPOLLHUP
+_ET = select.EPOLLET
+_BATCH = 256  # events per wakeup; the rest wait for the next loop iteration
+BUF_SIZE = 65536
+TICK = 0.05  # timer wheel resolution, seconds
+
+Handler = Callable[[int], None]
+
+
+class Timed(Protocol):
+    def expired(self, now: float) -> None: ...
+
+
+class Poller:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # not strong: the loop keys this poller's weak table
+        self.ep = select.epoll()
+        self.handlers: dict[int, Handler] = {}
+        # fds closed (or re-added) while a batch is dispatched: their remaining
+        # events in that batch belong to the old socket.
+        self._stale: set[int] = set()
+        self._dispatching = False
+        # The copy buffer of the relays on this loop: each use is a recv then a
+        # send in the same callback, so one is enough (and one per loop is safe
+        # with loops in threads).
+        self.buf = bytearray(BUF_SIZE)
+        self.view = memoryview(self.buf)
+        self._wheel: dict[int, set[Timed]] = {}  # slot (time // TICK) -> what expires in it
+        self._done_slot = int(loop.time() / TICK)
+        self._ticker: asyncio.TimerHandle | None = None
+        loop.add_reader(self.ep.fileno(), self._dispatch)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop()
+        assert loop is not None
+        return loop
+
+    def add(self, fd: int, handler: Handler, events: int = IN) -> None:
+        self.ep.register(fd, events | _ET)
+        self.handlers[fd] = handler
+        if self._dispatching:
+            self._stale.add(fd)
+
+    def modify(self, fd: int, events: int) -> None:
+        self.ep.modify(fd, events | _ET)
+
+    def rebind(self, fd: int, handler: Handler) -> None:
+        self.handlers[fd] = handler
+
+    def forget(self, fd: int) -> None:
+        """Call before closing `fd`: no more events for it (closing takes it out of the set)."""
+        if self.handlers.pop(fd, None) is not None and self._dispatching:
+            self._stale.add(fd)
+
+    def remove(self, fd: int) -> None:
+        """Stop watching a socket that stays open."""
+        if fd in self.handlers:
+            self.forget(fd)
+            self.ep.unregister(fd)
+
+    def _dispatch(self) -> None:
+        events = self.ep.poll(0, _BATCH)
+        handlers = self.handlers
+        stale = self._stale
+        self._dispatching = True
+        try:
+            for fd, ev in events:
+                if stale and fd in stale:
+                    continue
+                handler = handlers.get(fd)
+                if handler is None:
+                    continue
+                try:
+                    handler(ev)
+                except Exception:  # one broken connection must not strand the rest of the batch
+                    log.exception("handler for fd %d failed", fd)
+        finally:
+            self._dispatching = False
+            stale.clear()
+
+    # ------------------------------------------------------------ timer wheel
+    def arm(self, obj: Timed, delay: float) -> int:
+        """`obj.expired(now)` in `delay` seconds (up to TICK later); returns the key for `disarm`."""
+        loop = self.loop
+        slot = int((loop.time() + delay) / TICK) + 1
+        bucket = self._wheel.get(slot)
+        if bucket is None:
+            bucket = self._wheel[slot] = set()
+        bucket.add(obj)
+        if self._ticker is None:
+            self._ticker = loop.call_later(TICK, self._tick)
+        return slot
+
+    def disarm(self, obj: Timed, slot: int) -> None:
+        bucket = self._wheel.get(slot)
+        if bucket is not None:
+            bucket.discard(obj)
+            if not bucket:
+                del self._wheel[slot]
+
+    def _tick(self) -> None:
+        loop = self.loop
+        now = loop.time()
+        current = int(now / TICK)
+        wheel = self._wheel
+        for slot in range(self._done_slot + 1, current + 1):
+            for obj in wheel.pop(slot, ()):
+                try:
+                    obj.expired(now)
+                except Exception:
+                    log.exception("timeout of %r failed", obj)
+        self._done_slot = current
+        self._ticker = loop.call_later(TICK, self._tick) if wheel else None
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        loop = self._loop()
+        if not self.ep.closed:
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(self.ep.fileno())
+            self.ep.close()
+
+
+_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = weakref.WeakKeyDictionary()
+
+
+def poller() -> Poller:
+    """The running loop's poller, made on first use."""
+    loop = asyncio.get_running_loop()
+    p = _pollers.get(loop)
+    if p is None:
+        p = _pollers[loop] = Poller(loop)
+    return p
