@@ -332,16 +332,27 @@ class Envelope:
                 if len(buf) >= MAX_LINE:
                     self._first_line = False
                     self._discarding = True
-                    return self._respond(R_TOO_LONG, "syntax")
+                    return self._junk(R_TOO_LONG)
                 return ConnectionClosed() if self._eof else NEED_DATA
             self._first_line = False
             line = bytes(buf[:idx])
             del buf[: idx + 2]
             return self._command(line)
 
+    def _over_error_limit(self) -> bool:
+        # Like Postfix's smtpd_hard_error_limit: unknown verbs and junk lines (control
+        # bytes, 8-bit, over-long) all count, so a scanner cannot keep a session forever.
+        self.unknown_commands += 1
+        return self.unknown_commands >= self.policy.max_unknown_commands
+
+    def _junk(self, reply: Reply) -> Event:
+        if self._over_error_limit():
+            return self._respond(R_TOO_MANY_ERRORS, "syntax", close=True)
+        return self._respond(reply, "syntax")
+
     def _command(self, raw: bytes) -> Event:
         if not raw.isascii() or any(c in raw for c in (b"\r", b"\n", b"\x00")):
-            return self._respond(R_BAD_CHARS, "syntax")
+            return self._junk(R_BAD_CHARS)
         text = raw.decode("ascii")
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
@@ -349,8 +360,7 @@ class Envelope:
             return self._respond(R_FORBIDDEN, "forbidden", close=True)
         allowed = _ALLOWED.get(verb)
         if allowed is None:
-            self.unknown_commands += 1
-            if self.unknown_commands >= self.policy.max_unknown_commands:
+            if self._over_error_limit():
                 return self._respond(R_TOO_MANY_ERRORS, "unknown", close=True)
             return self._respond(R_NOT_IMPLEMENTED if verb in _NOT_IMPLEMENTED else R_UNKNOWN, "unknown")
         if self.state not in allowed:

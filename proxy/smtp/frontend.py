@@ -41,6 +41,7 @@ from proxy.smtp.stats import NO_ROUTE, SmtpStats
 
 log = logging.getLogger("sekisho.smtp")
 
+LINGER_SECONDS = 2.0
 READ_HIGH_WATER = 1 << 20  # pause reading the client beyond this much unprocessed input
 TLS_HANDSHAKE_TIMEOUT = 30.0
 
@@ -134,6 +135,8 @@ class SmtpSession(asyncio.Protocol):
         self._tls_upgrade: list[bytes] | None = None
         self._writable = asyncio.Event()  # cleared while the client's transport is over its high-water mark
         self._writable.set()
+        self._lingering = False  # closing after an error: discard what the client still sends
+        self._client_eof = asyncio.Event()
 
     # ------------------------------------------------------------ Protocol
 
@@ -162,6 +165,8 @@ class SmtpSession(asyncio.Protocol):
             # already dropped by the envelope.)
             self._tls_upgrade.append(data)
             return
+        if self._lingering:
+            return
         self.env.receive_data(data)
         self._input.set()
         if self.env.buffered > READ_HIGH_WATER and not self._reading_paused and self.transport:
@@ -169,6 +174,7 @@ class SmtpSession(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
+        self._client_eof.set()
         self.env.receive_data(b"")
         self._input.set()
         # Keep the write side open for our last replies (TLS transports close anyway).
@@ -176,6 +182,7 @@ class SmtpSession(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self._client_eof.set()
         self.env.receive_data(b"")
         self._input.set()
         self._writable.set()
@@ -221,6 +228,8 @@ class SmtpSession(asyncio.Protocol):
                     self.backend.close()
                 else:
                     await self._quit_backend()
+            if self._lingering:
+                await self._linger()
             if self.transport is not None:
                 self.transport.close()
             self._finish()
@@ -256,6 +265,7 @@ class SmtpSession(asyncio.Protocol):
                 self._count_rejection(ev.tag)
                 self._write(ev.reply.encode())
                 if ev.close:
+                    self._lingering = True
                     return
             elif isinstance(ev, DataChunk):
                 await self._forward(ev.data)
@@ -274,6 +284,24 @@ class SmtpSession(asyncio.Protocol):
                 await self._quit_backend()
                 self._write(ev.reply.encode())
                 return
+
+    async def _linger(self) -> None:
+        """Close after an error reply without a reset. Closing with client input still
+        unread makes the kernel send RST, which can destroy our last reply (the one that
+        says why) before the client reads it: shut our side, discard what the client
+        still sends until it closes or LINGER_SECONDS pass (nginx's lingering close)."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._lost or self.env.tls_active:
+            return
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        transport.write_eof()
+        try:
+            async with asyncio.timeout(LINGER_SECONDS):
+                await self._client_eof.wait()
+        except TimeoutError:
+            pass
 
     async def _client_reads(self) -> bool:
         """Our replies pile up unread (a client pipelining without reading): process no

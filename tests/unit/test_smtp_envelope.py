@@ -233,8 +233,17 @@ def test_line_length_limit() -> None:
     assert codes(run) == ["250", "500", "250"]
 
 
-def test_bad_characters_in_commands() -> None:
-    assert codes(feed([b"EHLO c\r\nNOOP\nQUIT\r\nNOOP\x00\r\nNOOP \xff\r\n"])) == ["250", "500", "500", "500"]
+def test_bad_characters_in_commands_count_toward_the_error_limit() -> None:
+    # limit 3: two junk lines get 500, the third closes (Postfix's smtpd_hard_error_limit)
+    run = feed([b"EHLO c\r\nNOOP\nQUIT\r\nNOOP\x00\r\nNOOP \xff\r\n"])
+    assert codes(run) == ["250", "500", "500", "421"]
+    assert run.closed
+
+
+def test_junk_lines_and_unknown_verbs_share_the_error_limit() -> None:
+    run = feed([b"EHLO c\r\nFOO\r\n" + b"x" * 600 + b"\r\nNOOP\r\nBAR\r\nNOOP\r\n"])
+    assert codes(run) == ["250", "500", "500", "250", "421"]
+    assert run.closed
 
 
 def test_too_many_recipients() -> None:
