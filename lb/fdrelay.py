@@ -40,6 +40,7 @@ HAVE_SPLICE = hasattr(os, "splice")
 _DISCONNECT = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT, errno.EHOSTUNREACH)
 _READ = IN | ERR
 DRAIN = 1 << 30  # readable(): no event to go by, read until EAGAIN
+_SPLICE_ROUNDS = 8  # pipe loads per callback, so that one bulk flow does not starve the rest
 _KEEP_PIPES = 32
 
 
@@ -83,7 +84,7 @@ class _Flow:
         "nbytes", "pipe", "relay", "src", "src_fd", "view",
     )  # fmt: skip
 
-    def __init__(self, relay: FdRelay, src: socket.socket, dst: socket.socket, from_b: bool) -> None:
+    def __init__(self, relay: FdRelay, src: socket.SocketType, dst: socket.SocketType, from_b: bool) -> None:
         self.relay = relay
         self.src = src
         self.dst = dst
@@ -181,7 +182,7 @@ class _Flow:
     def _splice(self) -> None:
         assert self.pipe is not None
         w, size, relay = self.pipe[1], self.pipe[2], self.relay
-        while True:
+        for _ in range(_SPLICE_ROUNDS):
             try:
                 n = os.splice(self.src_fd, w, size, flags=_SPLICE_FLAGS)
             except BlockingIOError:
@@ -197,6 +198,12 @@ class _Flow:
             relay.activity = True
             if not self._flush():
                 return
+        # Still more queued: let other connections run, then go on (no new edge will come).
+        relay.poller.loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        if self.relay is not None and not self.relay.closed:
+            self.readable(DRAIN)
 
     def _flush(self) -> bool:
         """Move the pipe into dst; False when dst is full (now waiting for room)."""
@@ -240,8 +247,8 @@ class FdRelay:
     def __init__(
         self,
         poller: Poller,
-        a: socket.socket,
-        b: socket.socket,
+        a: socket.SocketType,
+        b: socket.SocketType,
         on_done: Callable[[FdRelay], None],
         *,
         idle_timeout: float | None = None,
@@ -316,7 +323,7 @@ class FdRelay:
             elif ev & ERR:
                 self._sock_error(self.b, True)
 
-    def _sock_error(self, sock: socket.socket, on_b: bool) -> None:
+    def _sock_error(self, sock: socket.SocketType, on_b: bool) -> None:
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
             self.failed(OSError(code, os.strerror(code)), on_b)
@@ -369,7 +376,7 @@ class FdRelay:
         if not self.closed:
             self._end((self.a, self.b))
 
-    def _end(self, socks: tuple[socket.socket, ...]) -> None:
+    def _end(self, socks: tuple[socket.SocketType, ...]) -> None:
         self.closed = True
         for sock in socks:
             self.poller.forget(sock.fileno())

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import select
+import time
 import weakref
 from collections.abc import Callable
 from typing import Protocol
@@ -57,7 +58,7 @@ class Poller:
         self.buf = bytearray(BUF_SIZE)
         self.view = memoryview(self.buf)
         self._wheel: dict[int, set[Timed]] = {}  # slot (time // TICK) -> what expires in it
-        self._done_slot = int(loop.time() / TICK)
+        self._done_slot = int(time.monotonic() / TICK)
         self._ticker: asyncio.TimerHandle | None = None
         loop.add_reader(self.ep.fileno(), self._dispatch)
 
@@ -113,14 +114,13 @@ class Poller:
     # ------------------------------------------------------------ timer wheel
     def arm(self, obj: Timed, delay: float) -> int:
         """`obj.expired(now)` in `delay` seconds (up to TICK later); returns the key for `disarm`."""
-        loop = self.loop
-        slot = int((loop.time() + delay) / TICK) + 1
+        slot = int((time.monotonic() + delay) / TICK) + 1
         bucket = self._wheel.get(slot)
         if bucket is None:
             bucket = self._wheel[slot] = set()
         bucket.add(obj)
         if self._ticker is None:
-            self._ticker = loop.call_later(TICK, self._tick)
+            self._ticker = self.loop.call_later(TICK, self._tick)
         return slot
 
     def disarm(self, obj: Timed, slot: int) -> None:
@@ -131,8 +131,7 @@ class Poller:
                 del self._wheel[slot]
 
     def _tick(self) -> None:
-        loop = self.loop
-        now = loop.time()
+        now = time.monotonic()
         current = int(now / TICK)
         wheel = self._wheel
         for slot in range(self._done_slot + 1, current + 1):
@@ -142,7 +141,7 @@ class Poller:
                 except Exception:
                     log.exception("timeout of %r failed", obj)
         self._done_slot = current
-        self._ticker = loop.call_later(TICK, self._tick) if wheel else None
+        self._ticker = self.loop.call_later(TICK, self._tick) if wheel else None
 
     def close(self) -> None:
         if self._ticker is not None:

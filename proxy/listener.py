@@ -105,6 +105,8 @@ class Listener:
 
     def start(self) -> None:
         if hasattr(self.frontend, "take_socket"):
+            # Accepted sockets inherit TCP_NODELAY (the transports set it per connection).
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._poller = poller()
             self._poller.add(self.sock.fileno(), self._accept_ready, IN)
             self._accept_soon()
@@ -159,7 +161,7 @@ class Listener:
             try:
                 # socket.accept() without its per-call enum conversions
                 fd, peer = sock._accept()  # type: ignore[attr-defined]
-                conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+                conn = socket.SocketType(family, socket.SOCK_STREAM, 0, fd)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -173,7 +175,7 @@ class Listener:
             self.accepted += 1
             self.active += 1
             try:
-                frontend.take_socket(conn, peer, _once(self._closed))  # type: ignore[attr-defined]
+                frontend.take_socket(conn, peer, self._closed)  # type: ignore[attr-defined]
             except Exception:
                 log.exception("%s %s: taking a connection failed", self.kind, self.address)
                 conn.close()

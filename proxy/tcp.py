@@ -65,7 +65,7 @@ class _Conn:
     __slots__ = ("backend", "dialing", "frontend", "on_close", "peer", "pool", "relay", "sock", "tried")
 
     def __init__(
-        self, frontend: TcpFrontend, sock: socket.socket, peer: Any, on_close: Callable[[], None]
+        self, frontend: TcpFrontend, sock: socket.SocketType, peer: Any, on_close: Callable[[], None]
     ) -> None:
         self.frontend = frontend
         self.sock = sock
@@ -82,7 +82,7 @@ class _Conn:
         peer = self.peer
         client_ip = peer[0] if isinstance(peer, tuple) else None
 
-        def connected(sock: socket.socket | None, backend: Backend | None, exc: LbError | None) -> None:
+        def connected(sock: socket.SocketType | None, backend: Backend | None, exc: LbError | None) -> None:
             self.dialing = None
             if sock is None or backend is None:
                 fe.stats_.refused += 1
@@ -98,7 +98,7 @@ class _Conn:
         )
         self.dialing.start()
 
-    def start_relay(self, sock: socket.socket, backend: Backend, replay: bytes) -> None:
+    def start_relay(self, sock: socket.SocketType, backend: Backend, replay: bytes) -> None:
         fe = self.frontend
         fe.stats_.relayed += 1
         self.backend = backend
@@ -156,7 +156,7 @@ class _Conn:
             self.frontend.finished(self)
 
 
-def _refuse(sock: socket.socket) -> None:
+def _refuse(sock: socket.SocketType) -> None:
     """Reset at once: a refused client should not wait for anything."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
@@ -187,7 +187,7 @@ class TcpFrontend:
     def make_protocol(self, on_close: Callable[[], None]) -> asyncio.BaseProtocol:
         raise NotImplementedError("the TCP front end takes raw sockets (take_socket)")
 
-    def take_socket(self, sock: socket.socket, peer: Any, on_close: Callable[[], None]) -> None:
+    def take_socket(self, sock: socket.SocketType, peer: Any, on_close: Callable[[], None]) -> None:
         """An accepted, non-blocking client socket; `on_close` is called once when it is done."""
         conn = _Conn(self, sock, peer, on_close)
         s = self.stats_
