@@ -5,15 +5,16 @@
 prints every run's gap and the median (min-max) against the bound; each run
 builds and tears down its own "skadv" lab and crashes A at a random phase of its
 advert interval (the gap is Master_Down_Interval minus the time since A's last
-advert, plus the ARP update and the client's retry). tests/adversarial/test_vrrp_failover_traffic.py
-runs the scenario once and asserts on it.
+advert, plus the ARP update and the client's retry).
+tests/adversarial/test_vrrp_failover_traffic.py runs the scenario once and asserts on it.
 
 Lab: routers A and B each run `sekisho run` with one [[vrrp]] instance (VIP
 192.0.2.160, A priority 150 MASTER, B priority 100) and a [[tcp]] service on
 VIP:8080 (bound with IP_FREEBIND, so B listens before it holds the VIP) in front
 of a line-echo backend on 127.0.0.1:7001 in its own namespace, which answers with
 its router's name. The client namespace C (the bridge) runs a bounded loop of
-fresh TCP connections to VIP:8080, one request/response each (250 ms timeouts).
+fresh TCP connections to VIP:8080, one request/response each (250 ms connect
+timeout, 2 s response timeout).
 
 The crash: SIGKILL to A's daemon and, at the same moment, A's link down. A bare
 SIGKILL is not what a dead machine looks like: the VIP stays on A's interface

@@ -2,8 +2,11 @@
 
 python -m tests.adversarial.vrrp_traffic serve PORT NAME
     a line echo backend on 127.0.0.1:PORT answering "NAME <line>"; prints "ready"
-python -m tests.adversarial.vrrp_traffic client HOST PORT --duration S [--timeout S] [--pause S]
-    a bounded loop of fresh TCP connections, one request/response each; prints
+python -m tests.adversarial.vrrp_traffic client HOST PORT --duration S [--timeout S]
+        [--response-timeout S] [--pause S]
+    a bounded loop of fresh TCP connections (connect timeout 250 ms: on a LAN a
+    SYN left unanswered that long is lost), one request/response each (2 s: the
+    proxy and the backend are two Python processes on a shared machine); prints
     "ready", then one JSON line per attempt: start and end (time.monotonic(),
     CLOCK_MONOTONIC, comparable across processes and namespaces), ok, the
     backend's name or the error.
@@ -50,11 +53,11 @@ async def _serve(port: int, name: str) -> None:
         await server.serve_forever()
 
 
-def attempt(n: int, host: str, port: int, timeout: float) -> Attempt:
+def attempt(n: int, host: str, port: int, timeout: float, response_timeout: float) -> Attempt:
     start = time.monotonic()
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
+            s.settimeout(response_timeout)
             s.sendall(f"ping {n}\n".encode())
             data = b""
             while not data.endswith(b"\n"):
@@ -70,13 +73,15 @@ def attempt(n: int, host: str, port: int, timeout: float) -> Attempt:
         return Attempt(n, start, time.monotonic(), False, f"{type(exc).__name__}: {exc}")
 
 
-def client(host: str, port: int, duration: float, timeout: float, pause: float) -> None:
+def client(
+    host: str, port: int, *, duration: float, timeout: float, response_timeout: float, pause: float
+) -> None:
     print("ready", flush=True)
     end = time.monotonic() + duration
     n = 0
     while time.monotonic() < end:
         n += 1
-        print(json.dumps(asdict(attempt(n, host, port, timeout))), flush=True)
+        print(json.dumps(asdict(attempt(n, host, port, timeout, response_timeout))), flush=True)
         time.sleep(pause)
 
 
@@ -90,13 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("host")
     c.add_argument("port", type=int)
     c.add_argument("--duration", type=float, required=True)
-    c.add_argument("--timeout", type=float, default=0.25)
+    c.add_argument("--timeout", type=float, default=0.25, help="connect timeout")
+    c.add_argument("--response-timeout", type=float, default=2.0)
     c.add_argument("--pause", type=float, default=0.02)
     a = p.parse_args(argv)
     if a.cmd == "serve":
         asyncio.run(_serve(a.port, a.name))
     else:
-        client(a.host, a.port, a.duration, a.timeout, a.pause)
+        client(
+            a.host,
+            a.port,
+            duration=a.duration,
+            timeout=a.timeout,
+            response_timeout=a.response_timeout,
+            pause=a.pause,
+        )
     return 0
 
 
