@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import h11
@@ -24,7 +25,7 @@ from lb.errors import UpstreamConnectError
 from lb.pool import Backend, BackendPool
 from proxy.http.errors import BadRequest
 from proxy.http.headers import check_content_length, head_end, precheck_head, response_headers
-from proxy.http.response import END, MAX_HEAD, Head, MissingHost, ResponseError, request_head
+from proxy.http.response import END, MAX_HEAD, Head, ResponseError
 from proxy.http.routing import Route, normalize_host
 from proxy.http.upstream import UpstreamConnection
 
@@ -68,6 +69,7 @@ _T_BODY = 4  # timeouts.header again: gaps in a request body (slow-POST defence)
 _Data = h11.Data
 _EOM = h11.EndOfMessage
 _EOM_EVENT = h11.EndOfMessage()  # immutable: stands for the end of a bodiless request
+_ONLY_END: tuple[h11.Event, ...] = (_EOM_EVENT,)  # what a bodiless request has after its head
 _Request = h11.Request
 _NEED_DATA = h11.NEED_DATA
 _PAUSED = h11.PAUSED
@@ -113,7 +115,8 @@ class ClientConnection(asyncio.Protocol):
         self.trusted = False
         self.closed = False
         # request head gate: bytes held back from h11 until the head is complete and checked
-        self.gate: bytearray | None = bytearray()
+        self.gate_buf = bytearray()
+        self.gate: bytearray | None = self.gate_buf
         self.head: bytes = b""
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0  # when self.timer fires
@@ -122,10 +125,11 @@ class ClientConnection(asyncio.Protocol):
         self.timeouts = frontend.config.timeouts
         self.read_paused = 0
         self.write_paused = False
+        self.up_paused = False  # we paused reading from the backend (the client reads slowly)
         self.tunnel = False
         self.idle = False
         self.pending: bool = False  # stop pumping h11 events (waiting for a backend)
-        self.early: list[h11.Event] = []
+        self.early: Sequence[h11.Event] = ()
         self.fed = 0  # bytes given to h11 after the current request head
         self.chunked = False
         self.chunks = 0
@@ -147,8 +151,7 @@ class ClientConnection(asyncio.Protocol):
         self.resp_chunked = False  # the response body is re-framed as chunks for the client
         self.resp_close = False  # the response ends the connection
         self.up: UpstreamConnection | None = None
-        self.up_headers: list[tuple[bytes, bytes]] = []
-        self.up_target = b""
+        self.up_head = b""  # the request head for the backend
         self.backend: Backend | None = None
         self.pool: BackendPool | None = None
         self.reused = False
@@ -206,7 +209,7 @@ class ClientConnection(asyncio.Protocol):
             if end > self.head_limit:
                 self._refuse(431, "request head too large")
                 return
-            head = bytes(buf[:end])
+            head = data if buf is data and end == len(data) else bytes(buf[:end])
             reason = precheck_head(head)
             if reason is not None:
                 self._refuse(400, reason)
@@ -214,7 +217,11 @@ class ClientConnection(asyncio.Protocol):
             self.head = head
             self.gate = None
             self.fed = len(buf) - end
-            self.h11.receive_data(bytes(buf) if buf is gate else data)
+            if buf is gate:
+                self.h11.receive_data(bytes(gate))
+                gate.clear()
+            else:
+                self.h11.receive_data(data)
         else:
             self.fed += len(data)
             self.h11.receive_data(data)
@@ -269,12 +276,14 @@ class ClientConnection(asyncio.Protocol):
         up = self.up
         if up is not None and up.transport is not None:
             up.transport.pause_reading()
+            self.up_paused = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
         up = self.up
         if up is not None and up.transport is not None and not up.closed:
             up.transport.resume_reading()
+            self.up_paused = False
 
     # ------------------------------------------------------------------ helpers
 
@@ -528,11 +537,15 @@ class ClientConnection(asyncio.Protocol):
         if upgrade is not None and conn_upgrade:
             self.upgrade = upgrade
         assert route.pool is not None
-        pool = fe.pools.get(route.pool)
+        try:
+            pool: BackendPool | None = fe.pools[route.pool]
+        except KeyError:
+            pool = None
         self.pool = pool
-        self.up_target = route.upstream_target(target)
-        self.up_headers = fe.policy.apply(
-            [(n, v) for _, n, v in req.headers._full_items],
+        self.up_head = fe.policy.request_head(
+            req.method,
+            route.upstream_target(target),
+            req.headers._full_items,
             peer=self.peer,
             proto=self.proto,
             trusted=self.trusted,
@@ -545,9 +558,10 @@ class ClientConnection(asyncio.Protocol):
         if not cl and not te:
             # No body by RFC 9112 6.3 (and h11's framing): the request ended with its head;
             # what follows in h11's buffer is the next request, judged by the next h11.
-            self.early = [_EOM_EVENT]
+            self.early = _ONLY_END
         else:
-            early = self.early = []
+            early: list[h11.Event] = []
+            self.early = early
             while True:
                 try:
                     ev = conn.next_event()
@@ -573,7 +587,7 @@ class ClientConnection(asyncio.Protocol):
         if backend is None:
             self._upstream_failure(503, f"pool {pool.name}: no server is up")
             return
-        if pool.proxy_protocol is None:
+        if pool.config.proxy_protocol is None:
             up = fe.upstreams.acquire(backend, self.t0)
             if up is not None:
                 pool.take(backend)
@@ -710,23 +724,23 @@ class ClientConnection(asyncio.Protocol):
         up.requests += 1
         req = self.req
         assert req is not None and up.transport is not None
-        try:
-            data = request_head(req.method, self.up_target, self.up_headers)
-        except MissingHost as exc:
-            self._upstream_failure(502, f"cannot forward request: {exc}")
-            return
         up.sent_all = False
         up.reader.start(req.method, self.upgrade is not None)
-        up.transport.write(data)
+        up.transport.write(self.up_head)
         self.last_up = self.loop.time()
         if self.write_paused:
             up.transport.pause_reading()
+            self.up_paused = True
         if self.request_done:  # a retry: the whole request was read already
             self._request_end(up)
             return
         early = self.early
+        if early is _ONLY_END:
+            self.early = ()
+            self._on_body_end()
+            return
         if early:
-            self.early = []
+            self.early = ()
             ended = False
             for ev in early:
                 if isinstance(ev, _Data):
@@ -849,21 +863,24 @@ class ClientConnection(asyncio.Protocol):
 
     def _on_response(self, head: Head) -> bytes:
         """The client's response head: hop-by-hop fields removed, framing as h11 would set it."""
-        headers = response_headers(head.headers)
+        fields = head.fields
+        if fields is None:  # `Connection` names fields to remove
+            fields = b"".join([n + b": " + v + b"\r\n" for n, v in response_headers(head.headers)])
         status = head.status
         close = not self.keep_alive or self.fe.retired
+        extra = b""
         if not head.content_length and status not in {204, 304}:
             # Chunked, or delimited by the backend's close (judged as for GET when this is HEAD).
             if self.http11:
-                headers.append((b"Transfer-Encoding", b"chunked"))  # as h11 wrote it
+                extra = b"Transfer-Encoding: chunked\r\n"  # as h11 wrote it
                 self.resp_chunked = self.req is not None and self.req.method != b"HEAD"
             elif self.req is None or self.req.method != b"HEAD":
                 close = True
         if close:
             self.resp_close = True
-            headers.append((b"Connection", b"close"))
+            extra += b"Connection: close\r\n"
         self.status = status
-        return _head_bytes(status, head.reason, headers)
+        return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, head.reason, fields, extra)
 
     def _on_informational(self, info: Head) -> None:
         if info.status == 101:  # the reader refuses a 101 nobody asked for
@@ -982,17 +999,16 @@ class ClientConnection(asyncio.Protocol):
         up = self.up
         self.up = None
         if up is not None:
-            if up.sent_all and up.reader.reusable and self.pool is not None:
-                if self.pool.proxy_protocol is None:
-                    self.fe.upstreams.release(up, self.loop.time())
-                else:
-                    up.owner = None
-                    up.close()
+            if self.up_paused:  # the backend connection outlives this client's backpressure
+                self.up_paused = False
+                if up.transport is not None and not up.closed:
+                    up.transport.resume_reading()
+            pool = self.pool
+            if up.sent_all and up.reader.reusable and pool is not None and pool.config.proxy_protocol is None:
+                self.fe.upstreams.release(up, self.loop.time())
             else:
                 up.owner = None
                 up.close()
-            if not self.write_paused and up.transport is not None and not up.closed:
-                up.transport.resume_reading()
         self._drop_backend()
         self._log(self.status)
         if self.closed:
@@ -1009,7 +1025,7 @@ class ClientConnection(asyncio.Protocol):
         self.req = None
         self.route = None
         self.t0 = 0.0
-        self.gate = bytearray()
+        self.gate = self.gate_buf  # (empty: it was cleared when the last head was taken)
         self.pending = False
         self.idle = True
         self._arm(_T_IDLE, self.loop.time() + self.timeouts.idle)

@@ -35,7 +35,7 @@ class HttpFrontend:
         self.config = config
         self.pools = pools
         self.counters = stats
-        self.access_log = access_log
+        self.access_log = access_log if access_log is not None and access_log.enabled else None
         self.max_connections = config.max_connections
         self.routes = RouteTable(config.routes)
         self.policy = RequestPolicy(config.forwarded_headers)

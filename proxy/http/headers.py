@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from proxy.http.response import request_head
+
 Header = tuple[bytes, bytes]
 
 # Hop-by-hop (RFC 9110 7.6.1) plus the legacy Proxy-Connection.
@@ -45,8 +47,36 @@ def head_end(buf: bytes | bytearray) -> int:
     return -1
 
 
+# What a well-formed head keeps after `bytes.translate(None, _PLAIN)`: only its CRLFs.
+_PLAIN = bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100)) + b"\t"
+_VERSIONS = (b" HTTP/1.1", b" HTTP/1.0")
+# obs-fold, an underscore-spelled framing name, a Host value that is not a host: one search.
+_SUSPECT = re.compile(
+    rb"\r\n(?:[ \t]|(?:transfer_encoding|content_length)[ \t]*:|host[ \t]*+:[ \t]*+(?!"
+    + _HOST_VALUE.pattern
+    + rb"[ \t]*\r\n))",
+    re.IGNORECASE,
+)
+
+
 def precheck_head(head: bytes | bytearray) -> str | None:
-    """Refusals h11 does not make on a complete head (ending with CRLFCRLF); None if fine."""
+    """Refusals h11 does not make on a complete head (ending with CRLFCRLF); None if fine.
+
+    The common case is three C-speed passes: no byte but CRLF pairs survives deleting
+    the printable ones (no NUL, control character, bare CR or LF), the request line ends
+    with HTTP/1.0 or 1.1, and one search finds nothing suspect. Anything else is judged
+    by `_precheck_reason`, which names the problem.
+    """
+    if (
+        len(head.translate(None, _PLAIN)) == 2 * head.count(b"\r\n")
+        and head.endswith(_VERSIONS, 0, head.find(b"\r\n"))
+        and _SUSPECT.search(head) is None
+    ):
+        return None
+    return _precheck_reason(head)
+
+
+def _precheck_reason(head: bytes | bytearray) -> str | None:
     if b"\x00" in head:
         return "NUL in request head"
     lf = head.count(b"\n")
@@ -81,6 +111,11 @@ def check_content_length(head: bytes | bytearray) -> str | None:
     if _DIGITS.fullmatch(values[0].rstrip(b" \t")) is None:
         return "malformed Content-Length"
     return None
+
+
+# Request fields the one-pass path does not copy as they are ("close": `Connection: close`
+# would remove a field of that name, which the general path does).
+_SPECIAL = HOP_BY_HOP | FORWARDED_FAMILY | {b"host", b"close"}
 
 
 def connection_tokens(headers: Iterable[Header]) -> set[bytes]:
@@ -125,6 +160,7 @@ class RequestPolicy:
         self.xfh = "x-forwarded-host" in names
         self.real_ip = "x-real-ip" in names
         self.forwarded = "forwarded" in names
+        self._tails: dict[tuple[str, bytes], tuple[bytes, bytes]] = {}
 
     def apply(
         self,
@@ -187,6 +223,107 @@ class RequestPolicy:
                 prev = existing.get(b"forwarded")
                 out.append((b"forwarded", node if prev is None else prev + b", " + node))
         return out
+
+    def request_head(
+        self,
+        method: bytes,
+        target: bytes,
+        items: Sequence[tuple[bytes, bytes, bytes]],
+        *,
+        peer: str,
+        proto: bytes,
+        trusted: bool,
+        chunked: bool,
+        upgrade: bytes | None = None,
+    ) -> bytes:
+        """The backend request head: `request_head(method, target, self.apply(...))` in one pass.
+
+        `items` are h11's (raw name, lower-case name, value) triples. A trusted peer, or a
+        `Connection` header naming other fields, takes the general path through `apply`.
+        """
+        if trusted:
+            return self._general(method, target, items, peer, proto, trusted, chunked, upgrade)
+        host: list[bytes] = []
+        lines: list[bytes] = []
+        te_trailers = False
+        host_value = b""
+        for _, name, value in items:
+            if name not in _SPECIAL:
+                lines.append(name + b": " + value + b"\r\n")
+            elif name == b"host":
+                host.append(b"host: " + value + b"\r\n")
+                host_value = value
+            elif name == b"connection":
+                for raw_token in value.lower().split(b","):
+                    token = raw_token.strip()
+                    if token and token != b"close" and token not in HOP_BY_HOP and token not in PROTECTED:
+                        return self._general(method, target, items, peer, proto, trusted, chunked, upgrade)
+            elif name == b"te":
+                if b"trailers" in value.lower():
+                    te_trailers = True
+            elif name == b"close":
+                return self._general(method, target, items, peer, proto, trusted, chunked, upgrade)
+        if not host:
+            host.append(b"host: \r\n")
+        if chunked:
+            lines.append(b"transfer-encoding: chunked\r\n")
+        if te_trailers:
+            lines.append(b"te: trailers\r\n")
+        if upgrade is not None:
+            lines.append(b"connection: upgrade\r\n")
+            lines.append(b"upgrade: " + upgrade + b"\r\n")
+        key = (peer, proto)
+        tail = self._tails.get(key)
+        if tail is None:
+            tail = self._tail(peer, proto)
+        before, after = tail
+        if before:
+            lines.append(before)
+        if self.xfh and host_value:
+            lines.append(b"x-forwarded-host: " + host_value + b"\r\n")
+        if after:
+            lines.append(after)
+        if self.forwarded:
+            node = b"for=" + _forwarded_for(peer) + b";proto=" + proto
+            if host_value:
+                node += b";host=" + _quote(host_value)
+            lines.append(b"forwarded: " + node + b"\r\n")
+        return b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method, target, b"".join(host), b"".join(lines))
+
+    def _tail(self, peer: str, proto: bytes) -> tuple[bytes, bytes]:
+        """The address lines an untrusted peer gets that do not depend on the request."""
+        ip = peer.encode()
+        before = b""
+        if self.xff:
+            before += b"x-forwarded-for: " + ip + b"\r\n"
+        if self.xfp:
+            before += b"x-forwarded-proto: " + proto + b"\r\n"
+        after = b"x-real-ip: " + ip + b"\r\n" if self.real_ip else b""
+        if len(self._tails) >= 4096:
+            self._tails.clear()
+        self._tails[(peer, proto)] = tail = (before, after)
+        return tail
+
+    def _general(  # noqa: PLR0917
+        self,
+        method: bytes,
+        target: bytes,
+        items: Sequence[tuple[bytes, bytes, bytes]],
+        peer: str,
+        proto: bytes,
+        trusted: bool,
+        chunked: bool,
+        upgrade: bytes | None,
+    ) -> bytes:
+        headers = self.apply(
+            [(n, v) for _, n, v in items],
+            peer=peer,
+            proto=proto,
+            trusted=trusted,
+            chunked=chunked,
+            upgrade=upgrade,
+        )
+        return request_head(method, target, headers)
 
     def _sets(self, name: bytes) -> bool:
         return {

@@ -30,11 +30,9 @@ MAX_CHUNK_LINE = 1024  # chunk size plus extensions
 MAX_TRAILERS = 16384
 
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_VCHAR = rb"[\x21-\x7e\x80-\xff]"
-_VALUE = rb"(?:" + _VCHAR + rb"+(?:[ \t]+" + _VCHAR + rb"+)*)?"
-_FIELD_LINE = _TOKEN + rb":[ \t]*" + _VALUE + rb"[ \t]*\r\n"
-_FIELDS = re.compile(rb"(?:" + _FIELD_LINE + rb")*")
-_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _VALUE + rb")[ \t]*\r\n")
+# A field line: `token ":" OWS value OWS CRLF`. Any run of VCHAR, obs-text, SP and HTAB
+# splits into OWS value OWS, so the whole block is checked by this simpler pattern.
+_FIELDS = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?\r\n")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _CHUNK = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?\r\n")
@@ -73,18 +71,38 @@ END: Final = _Sentinel("END")
 NEED_DATA: Final = _Sentinel("NEED_DATA")
 
 
+# Fields parse_head looks at; framing and hop-by-hop ones (RFC 9110 7.6.1).
+# Response fields a client never sees (hop-by-hop, RFC 9110 7.6.1).
+_HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade")
+)
+# `Connection` options that name no other field to remove (hop-by-hop or protected ones).
+_PLAIN_TOKENS = _HOP_BY_HOP | {b"close", b"content-length", b"host"}
+_FRAMING = _HOP_BY_HOP | {b"content-length"}
+# (name, value without OWS) of each line of a field block that _FIELDS accepted.
+_PAIRS = re.compile(rb"([^:\r\n]+):[ \t]*+((?:[^\r]*[^\r \t])?)[ \t]*\r\n")
+
+
 class Head:
-    """A response head: status line and fields (names lower-cased), and how the body is framed."""
+    """A response head: status line and fields (names lower-cased), and how the body is framed.
+
+    `fields` are the field lines a client may see, lower-cased names and values without
+    OWS: the hop-by-hop ones (RFC 9110 7.6.1) left out; None when `Connection` names
+    other fields to remove (then `proxy.http.headers.response_headers` decides).
+    """
 
     __slots__ = (
+        "_headers",
         "chunked",
         "close",
         "content_length",
+        "fields",
         "framing",
-        "headers",
         "http11",
         "length",
+        "raw",
         "reason",
+        "start",
         "status",
     )
 
@@ -93,21 +111,34 @@ class Head:
         status: int,
         reason: bytes,
         http11: bool,
-        headers: list[Header],
+        raw: bytes,
+        start: int,
         chunked: bool,
         content_length: bool,
         length: int,
         close: bool,
+        fields: bytes | None = None,
     ) -> None:
         self.status = status
         self.reason = reason
         self.http11 = http11
-        self.headers = headers
+        self.raw = raw  # the head as read, without the blank line
+        self.start = start  # where its field lines begin
+        self._headers: list[Header] | None = None
         self.chunked = chunked  # Transfer-Encoding: chunked was sent
         self.content_length = content_length  # a Content-Length was sent
         self.length = length
         self.close = close  # the backend will not keep the connection (HTTP/1.0 or Connection: close)
+        self.fields = fields
         self.framing = NO_BODY
+
+    @property
+    def headers(self) -> list[Header]:
+        """(lower-case name, value) pairs, in order."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = [(n.lower(), v) for n, v in _PAIRS.findall(self.raw, self.start)]
+        return headers
 
 
 def parse_head(head: bytes) -> Head:
@@ -119,25 +150,31 @@ def parse_head(head: bytes) -> Head:
     start = m.end()
     if _FIELDS.fullmatch(head, start) is None:
         raise ResponseError("malformed header field (bare CR/LF, obs-fold, NUL, missing colon)")
-    headers: list[Header] = []
+    lines: list[bytes] = []  # "name: value" for the client
     cl: bytes | None = None
     te: bytes | None = None
     close = False
-    for raw_name, value in _FIELD.findall(head, start):
+    foreign = False  # `Connection` names a field to remove
+    for raw_name, value in _PAIRS.findall(head, start):
         name = raw_name.lower()
-        if name == b"content-length":
+        if name not in _FRAMING:
+            lines.append(name + b": " + value)
+        elif name == b"content-length":
             if cl is not None:
                 raise ResponseError("duplicate Content-Length")
             cl = value
+            lines.append(b"content-length: " + value)
         elif name == b"transfer-encoding":
             if te is not None:
                 raise ResponseError("duplicate Transfer-Encoding")
             te = value
         elif name == b"connection":
-            for token in value.lower().split(b","):
-                if token.strip() == b"close":
+            for raw_token in value.lower().split(b","):
+                token = raw_token.strip()
+                if token == b"close":
                     close = True
-        headers.append((name, value))
+                elif token and token not in _PLAIN_TOKENS:
+                    foreign = True
     http11 = m.group(1) == b"1"
     length = 0
     if te is not None:
@@ -151,15 +188,26 @@ def parse_head(head: bytes) -> Head:
         if _DIGITS.fullmatch(cl) is None:
             raise ResponseError("malformed Content-Length")
         length = int(cl)
+    if close and not foreign:  # `Connection: close` also removes a field named "close"
+        foreign = any(line[:6].lower() == b"close:" for line in lines)
+    if foreign:
+        fields = None
+    elif lines:
+        lines.append(b"")
+        fields = b"\r\n".join(lines)
+    else:
+        fields = b""
     return Head(
         int(m.group(2)),
         m.group(3) or b"",
         http11,
-        headers,
+        head,
+        start,
         te is not None,
         cl is not None,
         length,
         close or not http11,
+        fields,
     )
 
 
