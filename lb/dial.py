@@ -101,7 +101,7 @@ class SocketDial:
     """`dial` without a task, for the raw-socket L4 path: pick, take, connect
     (non-blocking, watched by the poller), and on failure count it, drop and
     try another server. Calls `on_done(sock, backend, None)` with a connected
-    socket left in the poller (watched for IN and OUT, as lb.fdrelay expects)
+    socket left in the poller (as lb.fdrelay expects)
     and a *taken* backend, or `on_done(None, None, error)`."""
 
     __slots__ = (
@@ -144,9 +144,17 @@ class SocketDial:
             except OSError as exc:
                 self._count_failure(backend, exc.strerror or str(exc))
                 continue
-            self.sock, self.backend = sock, backend
-            self.poller.add(sock.fileno(), self._event, IN | OUT)
-            self.slot = self.poller.arm(self, self.timeout)
+            try:
+                # On loopback (and fast LANs) the handshake is done by now:
+                # no need to wait for a wakeup to say so.
+                sock.getpeername()
+            except OSError:
+                self.sock, self.backend = sock, backend
+                self.poller.add(sock.fileno(), self._event, IN | OUT)
+                self.slot = self.poller.arm(self, self.timeout)
+                return
+            self.poller.add(sock.fileno(), self._event, IN)
+            self.on_done(sock, backend, None)
             return
         self.on_done(None, None, self.last or NoBackendAvailable(f"pool {pool.name}: no server is up"))
 

@@ -160,12 +160,13 @@ class _Flow:
             try:
                 sent = self.dst.send(self.held)
             except BlockingIOError:
-                return
+                sent = 0
             except OSError as exc:
                 self.relay.failed(exc, not self.from_b)
                 return
             if sent < len(self.held):
                 self.held = self.held[sent:]
+                self.relay.watch_out(self.dst_fd)
                 return
             self.held = b""
         self.blocked = False
@@ -175,9 +176,8 @@ class _Flow:
             self.readable(DRAIN)  # edges came and went while blocked
 
     def _block(self) -> None:
-        if not self.blocked:
-            self.blocked = True
-            self.relay.watch_out(self.dst_fd)
+        self.blocked = True
+        self.relay.watch_out(self.dst_fd)
 
     def _splice(self) -> None:
         assert self.pipe is not None
@@ -267,7 +267,8 @@ class FdRelay:
         self.ab = _Flow(self, a, b, False)
         self.ba = _Flow(self, b, a, True)
         self.a_watched = False
-        self.a_out = False  # a is watched for EPOLLOUT too (b always is, from its connect)
+        self.a_out = False  # a is watched for EPOLLOUT too
+        self.b_out = False  # ... b (maybe already, from its connect: watching it again is harmless)
         self.activity = False
         self.spliced = False
         self.closed = False
@@ -283,9 +284,9 @@ class FdRelay:
         return self.ba.nbytes
 
     def start(self, preamble: bytes = b"", replay: bytes = b"") -> None:
-        """Relay from now on. `b` must be in the poller already, watched for IN
-        and OUT (SocketDial leaves it so). `preamble` (a PROXY header), then
-        `replay` (what the client sent to a server that failed) go to b first."""
+        """Relay from now on. `b` must be in the poller already (SocketDial
+        leaves it so). `preamble` (a PROXY header), then `replay` (what the
+        client sent to a server that failed) go to b first."""
         p = self.poller
         p.rebind(self.b.fileno(), self._on_b)
         if self.idle_timeout:
@@ -296,8 +297,8 @@ class FdRelay:
         # a, which saves a wakeup (watching first would report it twice).
         if preamble or replay:
             self.ab.held = preamble + replay
-            self.ab._block()
-            self.ab.writable()  # sends it, then reads a
+            self.ab.blocked = True  # as if b had been full: writable() sends it, then reads a
+            self.ab.writable()
         else:
             self.ab.readable(0)
         if not self.closed:
@@ -329,10 +330,15 @@ class FdRelay:
             self.failed(OSError(code, os.strerror(code)), on_b)
 
     def watch_out(self, fd: int) -> None:
-        if fd == self.ab.src_fd and not self.a_out:
-            self.a_out = True
-            if self.a_watched:
-                self.poller.modify(fd, IN | OUT)
+        """A send to `fd` would block: from now on its EPOLLOUT resumes the flow."""
+        if fd == self.ab.src_fd:
+            if not self.a_out:
+                self.a_out = True
+                if self.a_watched:
+                    self.poller.modify(fd, IN | OUT)
+        elif not self.b_out:
+            self.b_out = True
+            self.poller.modify(fd, IN | OUT)
 
     def remember(self, from_b: bool, data: memoryview) -> None:
         replay = self.replay
