@@ -23,6 +23,7 @@ import h11._readers
 from lb.dial import MAX_ATTEMPTS, open_connection
 from lb.errors import UpstreamConnectError
 from lb.pool import Backend, BackendPool
+from proxy.http.answers import head_bytes, plain, route_answer
 from proxy.http.errors import BadRequest
 from proxy.http.headers import check_content_length, head_end, precheck_head, response_headers
 from proxy.http.response import END, MAX_HEAD, Head, ResponseError
@@ -41,19 +42,6 @@ h11._readers.chunk_header_re = re.compile(
 )
 
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
-_REASONS = {
-    400: b"Bad Request",
-    403: b"Forbidden",
-    404: b"Not Found",
-    408: b"Request Timeout",
-    413: b"Content Too Large",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-}
-
 # Reasons to stop reading from the client (bits).
 _HELD = 1  # a request is being dispatched / waits for its backend or its response
 _BACKPRESSURE = 2  # the backend cannot take more right now
@@ -76,30 +64,6 @@ _PAUSED = h11.PAUSED
 _DONE = h11.DONE
 _LAST_CHUNK = b"0\r\n\r\n"
 _CRLF = b"\r\n"
-
-
-def _head_bytes(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
-    """A response head for the client; every name and value was validated on its way in."""
-    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-    for name, value in headers:
-        lines.append(name + b": " + value + b"\r\n")
-    lines.append(_CRLF)
-    return b"".join(lines)
-
-
-def _plain(status: int, body: bytes | None = None, extra: bytes = b"", close: bool = True) -> bytes:
-    reason = _REASONS.get(status, b"Error")
-    if body is None:
-        body = reason + b"\n"
-    return b"".join(
-        (
-            b"HTTP/1.1 %d %s\r\n" % (status, reason),
-            b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body),
-            extra,
-            b"connection: close\r\n\r\n" if close else b"\r\n",
-            body,
-        )
-    )
 
 
 class ClientConnection(asyncio.Protocol):
@@ -332,7 +296,7 @@ class ClientConnection(asyncio.Protocol):
         if status in {400, 431}:
             self.fe.counters.bad_requests += 1
         log.debug("%s: %d %s", self.peer, status, reason)
-        self._local_done(status, _plain(status), close=True)
+        self._local_done(status, plain(status), close=True)
 
     def _local_done(self, status: int, data: bytes, close: bool) -> None:
         self._write(data)
@@ -635,20 +599,6 @@ class ClientConnection(asyncio.Protocol):
 
     def _local_route(self, route: Route, target: bytes) -> None:
         """Fixed-status and redirect routes, answered here."""
-        status = route.status
-        reason = _REASONS.get(status, b"")
-        if route.kind == "redirect":
-            body = b""
-            headers = [
-                (b"location", route.location(target).encode("latin-1")),
-                (b"content-length", b"0"),
-            ]
-        else:
-            body = reason + b"\n"
-            headers = [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", b"%d" % len(body)),
-            ]
         conn = self.h11
         ended = conn.their_state is _DONE
         if not ended:
@@ -659,14 +609,11 @@ class ClientConnection(asyncio.Protocol):
             # If not, we will not read a body nobody asked for: answer and close.
             ended = type(ev) is _EOM
         self.request_done = ended
-        if not ended or not self.keep_alive or self.fe.retired:
-            self.resp_close = True
-            headers.append((b"connection", b"close"))
-        out = _head_bytes(status, reason, headers)
-        if body and self.req is not None and self.req.method != b"HEAD":
-            out += body
+        close = not ended or not self.keep_alive or self.fe.retired
+        self.resp_close = close
+        with_body = self.req is None or self.req.method != b"HEAD"
         self.response_done = True
-        self._local_done(status, out, close=False)
+        self._local_done(route.status, route_answer(route, target, with_body, close), close=False)
         self._next_cycle()
 
     # ------------------------------------------------------------------ backend connection
@@ -887,11 +834,11 @@ class ClientConnection(asyncio.Protocol):
             headers = response_headers(info.headers, upgrade=True)
             self.status = 101
             self.response_started = True
-            self._write(_head_bytes(101, info.reason, headers))
+            self._write(head_bytes(101, info.reason, headers))
             self._start_tunnel()
             return
         if self.http11:  # RFC 9110 15.2: never a 1xx to an HTTP/1.0 client
-            self._write(_head_bytes(info.status, info.reason, response_headers(info.headers)))
+            self._write(head_bytes(info.status, info.reason, response_headers(info.headers)))
 
     def _start_tunnel(self) -> None:
         up = self.up
@@ -983,7 +930,7 @@ class ClientConnection(asyncio.Protocol):
             self._log(self.status or status)
             self._abort()
         else:
-            self._local_done(status, _plain(status), close=True)
+            self._local_done(status, plain(status), close=True)
 
     def _drop_backend(self) -> None:
         backend, pool = self.backend, self.pool
