@@ -2,14 +2,14 @@
 
 Scenario, crash model and bound: tests/adversarial/vrrp_failover.py. Two
 `sekisho run` daemons (VRRPv2, advert_int 1 s, A priority 150 MASTER, B 100)
-each serve [[tcp]] VIP:8080 in front of their own echo backend; a client loops
-fresh connections with one request/response each. Asserted:
+each serve [[tcp]] VIP:8080 in front of their own echo backend; a client opens a
+fresh connection every 20 ms, one request/response each. Asserted:
 
 - before the crash every request succeeds, answered through A;
 - the first request opened after the crash succeeds within the bound:
   B's Master_Down_Interval 3 x 1 s + (256 - 100)/256 s = 3.609 s, plus
-  garp_master_delay 1 s (the second gratuitous ARP), plus 0.5 s client retry
-  cycle = 5.109 s;
+  garp_master_delay 1 s (the second gratuitous ARP), plus 0.5 s client margin
+  = 5.109 s;
 - from that request on, every request succeeds, answered through B;
 - B ends MASTER with the VIP, and only B's MAC answers ARP for it.
 

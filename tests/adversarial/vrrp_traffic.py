@@ -4,9 +4,10 @@ python -m tests.adversarial.vrrp_traffic serve PORT NAME
     a line echo backend on 127.0.0.1:PORT answering "NAME <line>"; prints "ready"
 python -m tests.adversarial.vrrp_traffic client HOST PORT --duration S [--timeout S]
         [--response-timeout S] [--pause S]
-    a bounded loop of fresh TCP connections (connect timeout 250 ms: on a LAN a
-    SYN left unanswered that long is lost), one request/response each (2 s: the
-    proxy and the backend are two Python processes on a shared machine); prints
+    a bounded run of fresh TCP connections, a new one every 20 ms whatever the
+    earlier ones still wait for (connect timeout 250 ms: on a LAN a SYN left
+    unanswered that long is lost), one request/response each (2 s: the proxy and
+    the backend are two Python processes on a shared machine); prints
     "ready", then one JSON line per attempt: start and end (time.monotonic(),
     CLOCK_MONOTONIC, comparable across processes and namespaces), ok, the
     backend's name or the error.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -53,36 +53,48 @@ async def _serve(port: int, name: str) -> None:
         await server.serve_forever()
 
 
-def attempt(n: int, host: str, port: int, timeout: float, response_timeout: float) -> Attempt:
+async def attempt(n: int, host: str, port: int, timeout: float, response_timeout: float) -> Attempt:
     start = time.monotonic()
+    writer: asyncio.StreamWriter | None = None
     try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(response_timeout)
-            s.sendall(f"ping {n}\n".encode())
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    raise ConnectionError(f"closed after {data!r}")
-                data += chunk
+        reader, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        writer = w
+        w.write(f"ping {n}\n".encode())
+        data = await asyncio.wait_for(reader.readline(), response_timeout)
+        if not data.endswith(b"\n"):
+            raise ConnectionError(f"closed after {data!r}")
         name, _, echo = data.decode().strip().partition(" ")
         if echo != f"ping {n}":
             return Attempt(n, start, time.monotonic(), False, f"bad answer {data!r}")
         return Attempt(n, start, time.monotonic(), True, name)
-    except (OSError, ConnectionError) as exc:
+    except OSError as exc:  # TimeoutError and ConnectionError included
         return Attempt(n, start, time.monotonic(), False, f"{type(exc).__name__}: {exc}")
+    finally:
+        if writer is not None:
+            writer.close()
 
 
-def client(
+async def client(
     host: str, port: int, *, duration: float, timeout: float, response_timeout: float, pause: float
 ) -> None:
+    """A new connection every `pause` seconds, whatever the earlier ones are still waiting for:
+    one request stuck on a dead master must not hide the moment the VIP answers again."""
+
+    async def one(n: int) -> None:
+        print(json.dumps(asdict(await attempt(n, host, port, timeout, response_timeout))), flush=True)
+
     print("ready", flush=True)
-    end = time.monotonic() + duration
+    loop = asyncio.get_running_loop()
+    end = loop.time() + duration
+    tasks: set[asyncio.Task[None]] = set()
     n = 0
-    while time.monotonic() < end:
+    while loop.time() < end:
         n += 1
-        print(json.dumps(asdict(attempt(n, host, port, timeout, response_timeout))), flush=True)
-        time.sleep(pause)
+        task = loop.create_task(one(n))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        await asyncio.sleep(pause)
+    await asyncio.gather(*tasks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,13 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "serve":
         asyncio.run(_serve(a.port, a.name))
     else:
-        client(
-            a.host,
-            a.port,
-            duration=a.duration,
-            timeout=a.timeout,
-            response_timeout=a.response_timeout,
-            pause=a.pause,
+        asyncio.run(
+            client(
+                a.host,
+                a.port,
+                duration=a.duration,
+                timeout=a.timeout,
+                response_timeout=a.response_timeout,
+                pause=a.pause,
+            )
         )
     return 0
 
