@@ -16,6 +16,7 @@ from typing import Any
 import conf
 from lb.pool import PoolSet
 from proxy.accesslog import AccessLog
+from proxy.http.base import ConnectionBase
 from proxy.http.connection import ClientConnection
 from proxy.http.headers import RequestPolicy
 from proxy.http.routing import RouteTable
@@ -108,7 +109,7 @@ class HttpFrontend:
             if not self.connections:
                 self._empty.set()
 
-    def proxy_header(self, version: str, conn: ClientConnection, up: UpstreamConnection) -> bytes:
+    def proxy_header(self, version: str, conn: ConnectionBase, up: UpstreamConnection) -> bytes:
         from lb import proxy_protocol
 
         assert conn.transport is not None and up.transport is not None
