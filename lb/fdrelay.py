@@ -35,7 +35,7 @@ from lb.poller import ERR, IN, OUT, RDHUP, Poller
 
 PIPE_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size default; falls back to 64 KiB
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 HAVE_SPLICE = hasattr(os, "splice")
 _DISCONNECT = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT, errno.EHOSTUNREACH)
 _READ = IN | ERR
@@ -184,7 +184,7 @@ class _Flow:
         w, size, relay = self.pipe[1], self.pipe[2], self.relay
         for _ in range(_SPLICE_ROUNDS):
             try:
-                n = os.splice(self.src_fd, w, size, flags=_SPLICE_FLAGS)
+                n = os.splice(self.src_fd, w, size, flags=SPLICE_FLAGS)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -211,7 +211,7 @@ class _Flow:
         r = self.pipe[0]
         while self.in_pipe:
             try:
-                self.in_pipe -= os.splice(r, self.dst_fd, self.in_pipe, flags=_SPLICE_FLAGS)
+                self.in_pipe -= os.splice(r, self.dst_fd, self.in_pipe, flags=SPLICE_FLAGS)
             except BlockingIOError:
                 self._block()
                 return False

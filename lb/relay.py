@@ -35,21 +35,16 @@ relayed by copy only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
-import fcntl
 import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lb.fdrelay import HAVE_SPLICE
+from lb.pump import DISCONNECT, Pump, splice_capable
+
 BULK_CHUNK = 32768  # a read at least this large: the sender has more queued
 BULK_READS = 4  # this many in a row: switch the connection to splice
-PIPE_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size default; falls back to 64 KiB
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
-HAVE_SPLICE = hasattr(os, "splice")
-_DISCONNECT = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT, errno.EHOSTUNREACH)
 
 
 @dataclass
@@ -148,106 +143,6 @@ class _Half(asyncio.Protocol):
         self.relay._lost(self, exc)
 
 
-class _Pump:
-    """One direction in splice mode: src socket -> pipe -> dst socket."""
-
-    def __init__(self, relay: Relay, half: _Half, src: int, dst: int, dst_sock: socket.socket) -> None:
-        self.relay = relay
-        self.half = half  # the side we read from (for byte accounting)
-        self.src = src
-        self.dst = dst
-        self.dst_sock = dst_sock
-        self.rpipe, self.wpipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.size = PIPE_SIZE
-        try:
-            fcntl.fcntl(self.wpipe, F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:
-            self.size = 65536
-        self.pending = 0
-        self.writing = False
-        self.reading = False
-        self.eof = False
-        self.done = False
-
-    def start(self) -> None:
-        self.reading = True
-        self.relay.loop.add_reader(self.src, self._readable)
-
-    def _readable(self) -> None:
-        for _ in range(4):
-            try:
-                n = os.splice(self.src, self.wpipe, self.size, flags=_SPLICE_FLAGS)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self.relay._pump_failed(exc)
-                return
-            if n == 0:
-                self.eof = True
-                self._stop_reading()
-                if not self.pending:
-                    self._finish()
-                return
-            self.pending += n
-            self.half.nbytes += n
-            self.relay.activity = True
-            if not self._flush():
-                return
-            if n < self.size:  # drained what was queued; wait for the next wakeup
-                return
-
-    def _stop_reading(self) -> None:
-        if self.reading:
-            self.reading = False
-            self.relay.loop.remove_reader(self.src)
-
-    def _flush(self) -> bool:
-        """Move the pipe into dst; False when dst is full (now waiting for it)."""
-        while self.pending:
-            try:
-                m = os.splice(self.rpipe, self.dst, self.pending, flags=_SPLICE_FLAGS)
-            except BlockingIOError:
-                if not self.writing:
-                    self._stop_reading()
-                    self.writing = True
-                    self.relay.loop.add_writer(self.dst, self._writable)
-                return False
-            except OSError as exc:
-                self.relay._pump_failed(exc)
-                return False
-            self.pending -= m
-        return True
-
-    def _writable(self) -> None:
-        if not self._flush():
-            return
-        self.writing = False
-        self.relay.loop.remove_writer(self.dst)
-        if self.eof:
-            self._finish()
-        elif not self.reading:
-            self.start()
-
-    def _finish(self) -> None:
-        with contextlib.suppress(OSError):
-            self.dst_sock.shutdown(socket.SHUT_WR)
-        self.done = True
-        self.relay._pump_done()
-
-    def close(self) -> None:
-        self._stop_reading()
-        if self.writing:
-            self.writing = False
-            self.relay.loop.remove_writer(self.dst)
-        for fd in (self.rpipe, self.wpipe):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def _splice_capable(t: asyncio.Transport) -> bool:
-    return t.get_extra_info("ssl_object") is None and t.get_extra_info("socket") is not None
-
-
 class Relay:
     """Joins two transports both ways; calls `on_done(relay)` once both are closed."""
 
@@ -280,7 +175,7 @@ class Relay:
         self.finished = False
         self.error: BaseException | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._pumps: list[_Pump] = []
+        self._pumps: list[Pump] = []
         self._socks: list[socket.socket] = []
 
     @property
@@ -296,7 +191,7 @@ class Relay:
 
     def start(self, a: asyncio.Transport, b: asyncio.Transport) -> None:
         """Take over both transports and start relaying."""
-        self.can_splice = self.want_splice and _splice_capable(a) and _splice_capable(b)
+        self.can_splice = self.want_splice and splice_capable(a) and splice_capable(b)
         held: list[Held | None] = []
         for half, t in ((self.a, a), (self.b, b)):
             old = t.get_protocol()
@@ -431,9 +326,9 @@ class Relay:
         fa, fb = fds
         sa, sb = self._socks
         if not self.a.eof:
-            self._pumps.append(_Pump(self, self.a, fa, fb, sb))
+            self._pumps.append(Pump(self, self.a, fa, fb, sb))
         if not self.b.eof:
-            self._pumps.append(_Pump(self, self.b, fb, fa, sa))
+            self._pumps.append(Pump(self, self.b, fb, fa, sa))
         for p in self._pumps:
             p.start()
         if not self._pumps:
@@ -444,7 +339,7 @@ class Relay:
             self.close()
 
     def _pump_failed(self, exc: OSError) -> None:
-        if exc.errno not in _DISCONNECT and self.error is None:
+        if exc.errno not in DISCONNECT and self.error is None:
             self.error = exc
         elif self.error is None:
             self.error = ConnectionResetError(exc.errno, exc.strerror)
