@@ -136,18 +136,23 @@ def scenario(lab: AdvLab, advert_int: float = 1.0, version: int = 2, pre: float 
         _ready(lab.spawn(f"backend-{name}", r.ns, _py("serve", str(BACKEND), name)))
     a = lab.daemon(lab.a, config(lab.a, 150, advert_int, version), "sk-a")
     b = lab.daemon(lab.b, config(lab.b, 100, advert_int, version), "sk-b")
-    lab.wait_vip(lab.a, 10)
 
-    def b_backup() -> bool:
+    def settled() -> bool:
         for p in (a, b):
             assert p.popen.poll() is None, f"{p.name} exited:\n{p.text()[-3000:]}"
+        if not lab.has_vip(lab.a) or lab.has_vip(lab.b):
+            return False
         try:
             m = lab.vrrp_metrics(lab.b)
         except Exception:  # the admin listener is not up yet
             return False
         return m.state == "BACKUP" and m.master == lab.a.address
 
-    wait_for(b_backup, 15, "B backup hearing A")
+    try:
+        wait_for(settled, 20, "VIP on A only, B backup hearing A", interval=0.1)
+    except AssertionError as exc:
+        logs = "\n".join(f"--- {p.name}:\n{p.text()[-2500:]}" for p in (a, b))
+        raise AssertionError(f"{exc}\n{logs}") from None
     duration = pre + limit + POST
     client = lab.spawn("client", lab.c.ns, _py("client", VIP, str(PORT), "--duration", str(duration)))
     _ready(client)
