@@ -79,8 +79,11 @@ _HOP_BY_HOP = frozenset(
 # `Connection` options that name no other field to remove (hop-by-hop or protected ones).
 _PLAIN_TOKENS = _HOP_BY_HOP | {b"close", b"content-length", b"host"}
 _FRAMING = _HOP_BY_HOP | {b"content-length"}
-# (name, value without OWS) of each line of a field block that _FIELDS accepted.
-_PAIRS = re.compile(rb"([^:\r\n]+):[ \t]*+((?:[^\r]*[^\r \t])?)[ \t]*\r\n")
+# One field line `token ":" OWS value OWS CRLF` (from its LF before, to its CR): the
+# (name, value) pairs. A block is well formed when every CRLF ends one of these.
+_LINES = re.compile(
+    rb"\n(" + _TOKEN + rb"):[ \t]*+((?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)[ \t]*\r(?=\n)"
+)
 
 
 class Head:
@@ -137,7 +140,7 @@ class Head:
         """(lower-case name, value) pairs, in order."""
         headers = self._headers
         if headers is None:
-            headers = self._headers = [(n.lower(), v) for n, v in _PAIRS.findall(self.raw, self.start)]
+            headers = self._headers = [(n.lower(), v) for n, v in _LINES.findall(self.raw, self.start - 1)]
         return headers
 
 
@@ -148,14 +151,17 @@ def parse_head(head: bytes) -> Head:
         line = head[: head.find(b"\r\n")][:60]
         raise ResponseError(f"bad status line {line!r}")
     start = m.end()
-    if _FIELDS.fullmatch(head, start) is None:
+    # Every line a well-formed field line: each CRLF ends one, and no CR or LF is bare.
+    pairs = _LINES.findall(head, start - 1)
+    n = head.count(b"\r\n", start)
+    if len(pairs) != n or head.count(b"\n", start) != n or head.count(b"\r", start) != n:
         raise ResponseError("malformed header field (bare CR/LF, obs-fold, NUL, missing colon)")
     lines: list[bytes] = []  # "name: value" for the client
     cl: bytes | None = None
     te: bytes | None = None
     close = False
     foreign = False  # `Connection` names a field to remove
-    for raw_name, value in _PAIRS.findall(head, start):
+    for raw_name, value in pairs:
         name = raw_name.lower()
         if name not in _FRAMING:
             lines.append(name + b": " + value)

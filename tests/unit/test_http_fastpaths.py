@@ -13,7 +13,7 @@ import h11
 import pytest
 
 from proxy.http.headers import RequestPolicy, _precheck_reason, precheck_head, response_headers
-from proxy.http.response import ResponseError, parse_head, request_head
+from proxy.http.response import _FIELDS, ResponseError, parse_head, request_head
 
 SEEDS = range(4)
 
@@ -182,3 +182,46 @@ def test_response_fields_agree(seed: int) -> None:
         assert head.fields == b"".join(n + b": " + v + b"\r\n" for n, v in response_headers(head.headers)), (
             raw
         )
+
+
+FIELD_PIECES = [
+    b"X-A: b",
+    b"x: \tv\t ",
+    b"Y:",
+    b"Z:  ",
+    b" folded",
+    b"\tfolded",
+    b"X :v",
+    b": v",
+    b"X: a\rb",
+    b"X: a\nb",
+]
+FIELD_PIECES += [
+    b"X: \x00",
+    b"X: \x7f",
+    b"X: caf\xc3\xa9",
+    b"X\x01: v",
+    b"",
+    b"X: v\r",
+    b"\nX: v",
+    b"X-B: \x80",
+]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_field_block_acceptance_matches_the_grammar(seed: int) -> None:
+    """parse_head's line count check accepts exactly the blocks `_FIELDS` (the field-line
+    grammar) accepts."""
+    rnd = random.Random(seed)
+    for _ in range(3000):
+        block = b"".join(rnd.choice(FIELD_PIECES) + b"\r\n" for _ in range(rnd.randint(0, 4)))
+        try:
+            head = parse_head(b"HTTP/1.1 200 OK\r\n" + block)
+        except ResponseError as exc:
+            assert "malformed header field" in str(exc)
+            assert _FIELDS.fullmatch(block) is None, block
+        else:
+            assert _FIELDS.fullmatch(block) is not None, block
+            assert [n for n, _ in head.headers] == [
+                line.split(b":")[0].lower() for line in block.split(b"\r\n")[:-1]
+            ]
