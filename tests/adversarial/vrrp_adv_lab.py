@@ -48,23 +48,7 @@ class AdvLab(Lab):
         sh("ip", "netns", "add", r.ns)
         self.namespaces.append(r.ns)
         sh("ip", "-n", r.ns, "link", "set", "lo", "up")
-        sh(
-            "ip",
-            "link",
-            "add",
-            r.ifname,
-            "netns",
-            r.ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            port,
-            "netns",
-            self.c.ns,
-        )
-        sh("ip", "-n", self.c.ns, "link", "set", port, "master", self.c.ifname)
-        sh("ip", "-n", self.c.ns, "link", "set", port, "up")
+        self.plug(r, port)
         sh("ip", "-n", r.ns, "addr", "add", f"{address}/24", "dev", r.ifname)
         sh("ip", "-n", r.ns, "link", "set", r.ifname, "up")
         r.mac = self.mac(r)

@@ -93,6 +93,13 @@ class Lab:
 
     # ----------------------------------------------------------------- topology
 
+    def plug(self, r: Router, port: str) -> None:
+        """A veth from `r`'s namespace to a port of the bridge in c's namespace."""
+        c = self.c
+        sh("ip", "link", "add", r.ifname, "netns", r.ns, "type", "veth", "peer", "name", port, "netns", c.ns)
+        sh("ip", "-n", c.ns, "link", "set", port, "master", c.ifname)
+        sh("ip", "-n", c.ns, "link", "set", port, "up")
+
     def up(self) -> Lab:
         c = self.c
         for ns in (self.a.ns, self.b.ns, c.ns):
@@ -114,24 +121,7 @@ class Lab:
             "0",
         )
         for i, r in enumerate((self.a, self.b)):
-            port = f"{c.ifname[:-1]}{i}p"
-            sh(
-                "ip",
-                "link",
-                "add",
-                r.ifname,
-                "netns",
-                r.ns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                port,
-                "netns",
-                c.ns,
-            )
-            sh("ip", "-n", c.ns, "link", "set", port, "master", c.ifname)
-            sh("ip", "-n", c.ns, "link", "set", port, "up")
+            self.plug(r, f"{c.ifname[:-1]}{i}p")
         for r in (self.a, self.b, c):
             sh("ip", "-n", r.ns, "addr", "add", f"{r.address}/24", "dev", r.ifname)
             sh("ip", "-n", r.ns, "link", "set", r.ifname, "up")
