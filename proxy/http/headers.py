@@ -140,6 +140,12 @@ def _strip(headers: Iterable[Header], drop_family: bool) -> tuple[list[Header], 
     return [h for h in items if h[0] not in drop], tokens
 
 
+def _forwarded_node(peer: str, proto: bytes, host: bytes | None) -> bytes:
+    """One RFC 7239 element for this hop."""
+    node = b"for=" + _forwarded_for(peer) + b";proto=" + proto
+    return node + b";host=" + _quote(host) if host else node
+
+
 def _forwarded_for(ip: str) -> bytes:
     return (f'"[{ip}]"' if ":" in ip else ip).encode()
 
@@ -160,7 +166,6 @@ class RequestPolicy:
         self.xfh = "x-forwarded-host" in names
         self.real_ip = "x-real-ip" in names
         self.forwarded = "forwarded" in names
-        self._tails: dict[tuple[str, bytes], tuple[bytes, bytes]] = {}
 
     def apply(
         self,
@@ -217,9 +222,7 @@ class RequestPolicy:
             if self.real_ip:
                 out.append((b"x-real-ip", existing.get(b"x-real-ip", ip)))
             if self.forwarded:
-                node = b"for=" + _forwarded_for(peer) + b";proto=" + proto
-                if host:
-                    node += b";host=" + _quote(host)
+                node = _forwarded_node(peer, proto, host)
                 prev = existing.get(b"forwarded")
                 out.append((b"forwarded", node if prev is None else prev + b", " + node))
         return out
@@ -272,11 +275,7 @@ class RequestPolicy:
         if upgrade is not None:
             lines.append(b"connection: upgrade\r\n")
             lines.append(b"upgrade: " + upgrade + b"\r\n")
-        key = (peer, proto)
-        tail = self._tails.get(key)
-        if tail is None:
-            tail = self._tail(peer, proto)
-        before, after = tail
+        before, after = self._address_lines(peer, proto)
         if before:
             lines.append(before)
         if self.xfh and host_value:
@@ -284,13 +283,10 @@ class RequestPolicy:
         if after:
             lines.append(after)
         if self.forwarded:
-            node = b"for=" + _forwarded_for(peer) + b";proto=" + proto
-            if host_value:
-                node += b";host=" + _quote(host_value)
-            lines.append(b"forwarded: " + node + b"\r\n")
+            lines.append(b"forwarded: " + _forwarded_node(peer, proto, host_value) + b"\r\n")
         return b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method, target, b"".join(host), b"".join(lines))
 
-    def _tail(self, peer: str, proto: bytes) -> tuple[bytes, bytes]:
+    def _address_lines(self, peer: str, proto: bytes) -> tuple[bytes, bytes]:
         """The address lines an untrusted peer gets that do not depend on the request."""
         ip = peer.encode()
         before = b""
@@ -299,10 +295,7 @@ class RequestPolicy:
         if self.xfp:
             before += b"x-forwarded-proto: " + proto + b"\r\n"
         after = b"x-real-ip: " + ip + b"\r\n" if self.real_ip else b""
-        if len(self._tails) >= 4096:
-            self._tails.clear()
-        self._tails[(peer, proto)] = tail = (before, after)
-        return tail
+        return before, after
 
     def _general(  # noqa: PLR0917
         self,
