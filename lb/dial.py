@@ -37,6 +37,17 @@ async def open_connection(
     return transport, protocol
 
 
+def connect_failed(
+    pool: BackendPool, backend: Backend, tried: list[Backend], error: UpstreamConnectError
+) -> UpstreamConnectError:
+    """A taken server could not be reached: give it back, count it against its
+    health (passive check) and do not pick it again for this client."""
+    pool.drop(backend)
+    pool.connect_failed(backend)
+    tried.append(backend)
+    return error
+
+
 async def dial(
     pool: BackendPool,
     client_ip: str | None,
@@ -63,10 +74,7 @@ async def dial(
         try:
             transport, protocol = await open_connection(backend, protocol_factory, timeout)
         except UpstreamConnectError as exc:
-            pool.drop(backend)
-            pool.connect_failed(backend)
-            tried.append(backend)
-            last = exc
+            last = connect_failed(pool, backend, tried, exc)
             continue
         except BaseException:
             pool.drop(backend)
@@ -182,10 +190,9 @@ class SocketDial:
         self.start()
 
     def _count_failure(self, backend: Backend, reason: str) -> None:
-        self.pool.drop(backend)
-        self.pool.connect_failed(backend)
-        self.tried.append(backend)
-        self.last = UpstreamConnectError(f"{backend.key}: {reason}")
+        self.last = connect_failed(
+            self.pool, backend, self.tried, UpstreamConnectError(f"{backend.key}: {reason}")
+        )
 
     def _close(self) -> None:
         if self.slot >= 0:
