@@ -29,7 +29,6 @@ import errno
 import fcntl
 import os
 import socket
-from collections.abc import Callable
 
 from lb.poller import ERR, IN, OUT, RDHUP, Poller
 
@@ -241,39 +240,22 @@ class _Flow:
 
 
 class FdRelay:
-    """Joins client socket `a` and backend socket `b`; `on_done(relay)` once
-    both are closed (or, for a retry, b is closed and a detached)."""
+    """Joins client socket `a` to the backend socket given to `start` (b).
+    Subclasses get `ended()` once both are closed, or, for a retry, once b is
+    closed and a detached (`retry` then holds what the client sent)."""
 
     def __init__(
-        self,
-        poller: Poller,
-        a: socket.SocketType,
-        b: socket.SocketType,
-        on_done: Callable[[FdRelay], None],
-        *,
-        idle_timeout: float | None = None,
-        splice: bool = True,
-        replay_limit: int = 0,
+        self, poller: Poller, a: socket.SocketType, *, idle_timeout: float | None = None, splice: bool = True
     ) -> None:
         self.poller = poller
         self.a = a
-        self.b = b
-        self.on_done = on_done
         self.idle_timeout = idle_timeout
         self.can_splice = splice and HAVE_SPLICE
-        self.replay_limit = replay_limit
-        self.replay: bytearray | None = bytearray() if replay_limit else None
-        self.retry: bytes | None = None
-        self.ab = _Flow(self, a, b, False)
-        self.ba = _Flow(self, b, a, True)
-        self.a_watched = False
-        self.a_out = False  # a is watched for EPOLLOUT too
-        self.b_out = False  # ... b (maybe already, from its connect: watching it again is harmless)
-        self.activity = False
-        self.spliced = False
+        self.slot = -1  # armed on the poller's timer wheel (idle timeout)
         self.closed = False
         self.error: BaseException | None = None
-        self.slot = -1  # armed on the poller's timer wheel (idle timeout)
+        self.retry: bytes | None = None
+        self.spliced = False
 
     @property
     def a_to_b(self) -> int:
@@ -283,16 +265,38 @@ class FdRelay:
     def b_to_a(self) -> int:
         return self.ba.nbytes
 
-    def start(self, preamble: bytes = b"", replay: bytes = b"") -> None:
-        """Relay from now on. `b` must be in the poller already (SocketDial
-        leaves it so). `preamble` (a PROXY header), then `replay` (what the
-        client sent to a server that failed) go to b first."""
-        p = self.poller
-        p.rebind(self.b.fileno(), self._on_b)
+    def start(
+        self,
+        b: socket.SocketType,
+        preamble: bytes = b"",
+        replay: bytes = b"",
+        replay_limit: int = 0,
+        watched: int = 0,
+    ) -> None:
+        """Relay a <-> b from now on. `preamble` (a PROXY header), then `replay`
+        (what the client sent to a server that failed) go to b first. While b
+        has sent nothing, up to `replay_limit` bytes from a are kept for a retry.
+        `watched`: the events b is in the poller for already (0: not in it)."""
+        a, p = self.a, self.poller
+        self.b = b
+        self.replay_limit = replay_limit
+        self.replay: bytearray | None = bytearray(replay) if replay_limit else None
+        self.retry = None
+        self.error = None
+        self.closed = False
+        self.activity = False
+        self.ab = _Flow(self, a, b, False)
+        self.ba = _Flow(self, b, a, True)
+        self.ab.nbytes = len(replay)
+        self.a_watched = False
+        self.a_out = False  # a is watched for EPOLLOUT too
+        self.b_out = bool(watched & OUT)  # ... b
+        if watched:
+            p.rebind(b.fileno(), self._on_b)
+        else:
+            p.add(b.fileno(), self._on_b, IN)
         if self.idle_timeout:
             self.slot = p.arm(self, self.idle_timeout)
-        if self.replay is not None:
-            self.replay += replay
         # The client's request is usually queued already: read it before watching
         # a, which saves a wakeup (watching first would report it twice).
         if preamble or replay:
@@ -302,8 +306,11 @@ class FdRelay:
         else:
             self.ab.readable(0)
         if not self.closed:
-            p.add(self.a.fileno(), self._on_a, IN | OUT if self.a_out else IN)
+            p.add(a.fileno(), self._on_a, IN | OUT if self.a_out else IN)
             self.a_watched = True
+
+    def ended(self) -> None:
+        """Both sockets are closed, or b is and a is handed back for a retry."""
 
     # -------------------------------------------------------------- events
     def _on_a(self, ev: int) -> None:
@@ -392,6 +399,5 @@ class FdRelay:
         if self.slot >= 0:
             self.poller.disarm(self, self.slot)
             self.slot = -1
-        on_done = self.on_done
         self.ab.relay = self.ba.relay = None  # type: ignore[assignment]  # no cycle left for the GC
-        on_done(self)
+        self.ended()

@@ -1,5 +1,5 @@
 """One edge-triggered epoll set per event loop, for the sockets the L4 path
-drives itself (lb.dial.SocketDial, lb.fdrelay, the TCP listener).
+drives itself (proxy.tcp._Conn, lb.fdrelay, the TCP listener).
 
 Why not `loop.add_reader`: uvloop starts watching a new fd with four syscalls
 (libuv probes it with an epoll ADD and DEL, sets O_NONBLOCK, then ADDs it) and

@@ -1,7 +1,7 @@
 """`[[tcp]]` virtual services: the L4 front end (LVS's job).
 
 accept (the listener hands over the raw socket) -> pick a server of the pool
-(lb.dial.SocketDial: connect timeout, passive health, retry on another server)
+(connect timeout, passive health, retry on another server)
 -> PROXY header if the pool asks -> relay both ways (lb.fdrelay: copy for small
 exchanges, splice for bulk) -> drop from the pool. All of it runs in poller
 callbacks (lb.poller): no task, transport or protocol object per connection.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
 import struct
@@ -26,11 +27,11 @@ from typing import Any
 
 import conf
 from lb import proxy_protocol
-from lb.dial import MAX_ATTEMPTS, SocketDial
-from lb.errors import LbError
+from lb.dial import MAX_ATTEMPTS, connect_failed, connect_start
+from lb.errors import LbError, NoBackendAvailable, UpstreamConnectError
 from lb.fdrelay import FdRelay
-from lb.poller import Poller, poller
-from lb.pool import Backend, BackendPool, PoolSet
+from lb.poller import ERR, IN, OUT, Poller, poller
+from lb.pool import Backend, PoolSet
 
 log = logging.getLogger("sekisho.tcp")
 
@@ -57,103 +58,165 @@ class TcpStats:
         return dict(self.__dict__)
 
 
-class _Conn:
-    """One client from accept to close: dial (lb.dial.SocketDial), relay
-    (lb.fdrelay.FdRelay), and a retry on another server if the first one
-    fails before answering. No task, no transport."""
-
-    __slots__ = ("backend", "dialing", "frontend", "on_close", "peer", "pool", "relay", "sock", "tried")
+class _Conn(FdRelay):
+    """One client from accept to close, in one object (the L4 path's cost is
+    per-connection Python, so no dial, relay or task object of its own):
+    pick and connect (connect timeout, passive health, another server when
+    one fails), then relay (lb.fdrelay), with a retry on another server if
+    the first one fails before answering."""
 
     def __init__(
         self, frontend: TcpFrontend, sock: socket.SocketType, peer: Any, on_close: Callable[[], None]
     ) -> None:
+        super().__init__(
+            frontend.poller, sock, idle_timeout=frontend.config.timeouts.idle, splice=frontend.splice
+        )
         self.frontend = frontend
-        self.sock = sock
         self.peer = peer
         self.on_close = on_close
-        self.pool = frontend._pool()
-        self.dialing: SocketDial | None = None
-        self.relay: FdRelay | None = None
-        self.backend: Backend | None = None
-        self.tried: tuple[Backend, ...] = ()
+        self.pool = frontend.pools[frontend.config.pool]
+        self.client_ip: str | None = peer[0] if type(peer) is tuple else None
+        self.backend: Backend | None = None  # taken while dialled or relayed
+        self.connecting: socket.SocketType | None = None  # its connect is under way
+        self.tried: list[Backend] = []  # servers that failed this client: not picked again
+        self.attempts = 0  # connects in this dial
+        self.retries = 0  # relays that ended in a retry
+        self.pending = b""  # what the client sent to a server that failed, for the next one
+        self.last_error: LbError | None = None
 
+    # -------------------------------------------------------------- dial
     def dial(self, replay: bytes = b"") -> None:
-        fe = self.frontend
-        peer = self.peer
-        client_ip = peer[0] if isinstance(peer, tuple) else None
+        self.attempts = 0
+        self.pending = replay
+        self._next_server()
 
-        def connected(sock: socket.SocketType | None, backend: Backend | None, exc: LbError | None) -> None:
-            self.dialing = None
-            if sock is None or backend is None:
-                fe.stats_.refused += 1
-                log.debug("tcp %s: refusing %s: %s", fe.config.listen[0], client_ip, exc)
-                _refuse(self.sock)
-                fe.finished(self)
+    def _next_server(self) -> None:
+        pool = self.pool
+        while self.attempts < MAX_ATTEMPTS:
+            self.attempts += 1
+            backend = pool.pick(self.client_ip, self.tried)
+            if backend is None:
+                break
+            pool.take(backend)
+            try:
+                sock = connect_start(backend)
+            except OSError as exc:
+                self._count_failure(backend, exc.strerror or str(exc))
+                continue
+            self.backend = backend
+            try:
+                # On loopback (and fast LANs) the handshake is done by now:
+                # no need to wait for a wakeup to say so.
+                sock.getpeername()
+            except OSError:
+                self.connecting = sock
+                self.poller.add(sock.fileno(), self._connect_event, IN | OUT)
+                self.slot = self.poller.arm(self, self.frontend.config.timeouts.connect)
                 return
-            self.start_relay(sock, backend, replay)
-
-        timeout = fe.config.timeouts.connect
-        self.dialing = SocketDial(
-            fe.poller, self.pool, client_ip, connected, timeout=timeout, exclude=self.tried
-        )
-        self.dialing.start()
-
-    def start_relay(self, sock: socket.SocketType, backend: Backend, replay: bytes) -> None:
+            self._connected(sock, 0)
+            return
         fe = self.frontend
-        fe.stats_.relayed += 1
-        self.backend = backend
+        fe.stats_.refused += 1
+        error = self.last_error or NoBackendAvailable(f"pool {pool.name}: no server is up")
+        log.debug("tcp %s: refusing %s: %s", fe.config.listen[0], self.client_ip, error)
+        self.closed = True
+        _refuse(self.a)
+        fe.finished(self)
+
+    def _connect_event(self, ev: int) -> None:
+        sock = self.connecting
+        assert sock is not None
+        if ev & ERR:
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            self._connect_aborted(os.strerror(code) if code else "connection closed")
+        elif ev & OUT:
+            self.poller.disarm(self, self.slot)
+            self.slot = -1
+            self.connecting = None
+            self._connected(sock, IN | OUT)
+
+    def expired(self, now: float) -> None:
+        if self.connecting is None:
+            super().expired(now)  # the idle timeout
+            return
+        self.slot = -1
+        self._connect_aborted("timed out")
+
+    def _connect_aborted(self, reason: str) -> None:
+        backend = self._forget_connect()
+        assert backend is not None
+        self._count_failure(backend, reason)
+        self._next_server()
+
+    def _forget_connect(self) -> Backend | None:
+        """Close the socket being connected; the (still taken) backend is returned."""
+        sock, self.connecting = self.connecting, None
+        if self.slot >= 0:
+            self.poller.disarm(self, self.slot)
+            self.slot = -1
+        if sock is not None:
+            self.poller.forget(sock.fileno())
+            sock.close()
+        backend, self.backend = self.backend, None
+        return backend
+
+    def _count_failure(self, backend: Backend, reason: str) -> None:
+        self.last_error = connect_failed(
+            self.pool, backend, self.tried, UpstreamConnectError(f"{backend.key}: {reason}")
+        )
+
+    def _connected(self, sock: socket.SocketType, watched: int) -> None:
+        self.frontend.stats_.relayed += 1
         preamble = b""
         if self.pool.proxy_protocol is not None:
             peer = self.peer
             src = (peer[0], peer[1]) if isinstance(peer, tuple) else None
-            local = self.sock.getsockname()
+            local = self.a.getsockname()
             dst = (local[0], local[1]) if isinstance(local, tuple) else None
             preamble = proxy_protocol.encode(self.pool.proxy_protocol, src, dst)
-        retry_ok = len(self.tried) + 1 < MAX_ATTEMPTS
-        self.relay = FdRelay(
-            fe.poller,
-            self.sock,
-            sock,
-            self.relayed,
-            idle_timeout=fe.config.timeouts.idle,
-            splice=fe.splice,
-            replay_limit=REPLAY_LIMIT if retry_ok else 0,
-        )
-        self.relay.start(preamble, replay)
+        limit = REPLAY_LIMIT if self.retries + 1 < MAX_ATTEMPTS else 0
+        self.start(sock, preamble, self.pending, limit, watched)
 
-    def relayed(self, relay: FdRelay) -> None:
+    # -------------------------------------------------------------- end
+    def ended(self) -> None:
         fe, pool, backend = self.frontend, self.pool, self.backend
         assert backend is not None
-        self.relay = self.backend = None
+        self.backend = None
         pool.drop(backend)
-        if relay.retry is not None:
+        if self.retry is not None:
             # The server failed before answering: another server gets what the
             # client sent so far, and the client never knows.
             pool.connect_failed(backend)
             fe.stats_.retries += 1
-            self.tried = (*self.tried, backend)
-            self.dial(relay.retry)
+            self.tried.append(backend)
+            self.retries += 1
+            self.dial(self.retry)
             return
-        pool.add_traffic(backend, relay.a_to_b, relay.b_to_a)
+        a_to_b, b_to_a = self.ab.nbytes, self.ba.nbytes
+        pool.add_traffic(backend, a_to_b, b_to_a)
         s = fe.stats_
-        s.bytes_in += relay.a_to_b
-        s.bytes_out += relay.b_to_a
-        if relay.spliced:
+        s.bytes_in += a_to_b
+        s.bytes_out += b_to_a
+        if self.spliced:
             s.spliced += 1
-        if isinstance(relay.error, TimeoutError):
-            s.idle_timeouts += 1
-        elif relay.error is not None:
-            s.errors += 1
+        error = self.error
+        if error is not None:
+            if isinstance(error, TimeoutError):
+                s.idle_timeouts += 1
+            else:
+                s.errors += 1
         fe.finished(self)
 
     def abort(self) -> None:
-        if self.relay is not None:
-            self.relay.close()
-        elif self.dialing is not None:
-            self.dialing.cancel()
-            self.dialing = None
-            self.sock.close()
+        if self.connecting is not None:
+            backend = self._forget_connect()
+            if backend is not None:
+                self.pool.drop(backend)
+            self.closed = True
+            self.a.close()
             self.frontend.finished(self)
+        elif not self.closed:
+            self.close()
 
 
 def _refuse(sock: socket.SocketType) -> None:
@@ -226,9 +289,6 @@ class TcpFrontend:
     def close_all(self) -> None:
         for c in list(self.conns):
             c.abort()
-
-    def _pool(self) -> BackendPool:
-        return self.pools[self.config.pool]
 
     def finished(self, conn: _Conn) -> None:
         if conn in self.conns:

@@ -1,4 +1,4 @@
-"""The raw-socket L4 path (lb.poller, lb.dial.SocketDial, lb.fdrelay) on
+"""The raw-socket L4 path (lb.poller, proxy.tcp._Conn, lb.fdrelay) on
 loopback: integrity and byte counts under backpressure both ways, copy then
 splice in one connection, half-close from the server side, a client reset,
 connect timeout then retry, max_connections holding the backlog, no fd leak."""
