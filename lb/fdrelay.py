@@ -30,7 +30,7 @@ import fcntl
 import os
 import socket
 
-from lb.poller import ERR, IN, OUT, RDHUP, Poller
+from lb.poller import BUF_SIZE, ERR, IN, OUT, RDHUP, Poller
 
 PIPE_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size default; falls back to 64 KiB
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -107,7 +107,6 @@ class _Flow:
             self._splice()
             return
         src, dst, view, relay = self.src, self.dst, self.view, self.relay
-        size = len(view)
         while True:
             try:
                 n = src.recv_into(view)
@@ -121,10 +120,15 @@ class _Flow:
                 return
             self.nbytes += n
             relay.activity = True
-            if relay.replay is not None:
-                relay.remember(self.from_b, view[:n])
+            data = view[:n]
+            replay = relay.replay
+            if replay is not None:
+                if self.from_b or len(replay) + n > relay.replay_limit:
+                    relay.replay = None  # the backend answered (or too much to keep): no retry from now on
+                else:
+                    replay += data
             try:
-                sent = dst.send(view[:n])
+                sent = dst.send(data)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
@@ -134,7 +138,7 @@ class _Flow:
                 self.held = bytes(view[sent:n])
                 self._block()
                 return
-            if n < size:
+            if n < BUF_SIZE:
                 # A short read emptied the queue: more data brings a new edge.
                 if ev & RDHUP:  # the FIN came with this event, after this data
                     self._eof()
@@ -230,8 +234,10 @@ class _Flow:
         if relay.ab.done and relay.ba.done:
             relay.close()  # both ways over: close() sends the FIN, no shutdown needed
             return
-        with contextlib.suppress(OSError):
+        try:
             self.dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # already reset: the other direction finds out
 
     def release(self) -> None:
         if self.pipe is not None:
@@ -296,7 +302,7 @@ class FdRelay:
         else:
             p.add(b.fileno(), self._on_b, IN)
         if self.idle_timeout:
-            self.slot = p.arm(self, self.idle_timeout)
+            p.arm_soon(self, self.idle_timeout)
         # The client's request is usually queued already: read it before watching
         # a, which saves a wakeup (watching first would report it twice).
         if preamble or replay:
@@ -347,14 +353,6 @@ class FdRelay:
             self.b_out = True
             self.poller.modify(fd, IN | OUT)
 
-    def remember(self, from_b: bool, data: memoryview) -> None:
-        replay = self.replay
-        assert replay is not None
-        if from_b or len(replay) + len(data) > self.replay_limit:
-            self.replay = None  # the backend answered (or too much to keep): no retry from now on
-        else:
-            replay += data
-
     def failed(self, exc: OSError, on_b: bool) -> None:
         if self.closed:
             return
@@ -391,13 +389,17 @@ class FdRelay:
 
     def _end(self, socks: tuple[socket.SocketType, ...]) -> None:
         self.closed = True
+        forget = self.poller.forget
         for sock in socks:
-            self.poller.forget(sock.fileno())
+            forget(sock.fileno())
             sock.close()
-        self.ab.release()
-        self.ba.release()
+        ab, ba = self.ab, self.ba
+        if ab.pipe is not None:
+            ab.release()
+        if ba.pipe is not None:
+            ba.release()
         if self.slot >= 0:
             self.poller.disarm(self, self.slot)
-            self.slot = -1
+        self.slot = -1  # also takes it off the poller's pending list (arm_soon)
         self.ab.relay = self.ba.relay = None  # type: ignore[assignment]  # no cycle left for the GC
         self.ended()
