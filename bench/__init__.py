@@ -15,4 +15,5 @@ Modules:
     memory    sekisho RSS: idle, 10,000 idle keep-alive connections, 1 GiB uploads
     report    summaries, ratios, stdout table, JSON, Markdown, PNG
     cli       argument parsing and the round loop
+    opcount   `python -m bench.opcount`: Python bytecodes per L4 connection (exact, not timed)
 """
