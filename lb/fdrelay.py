@@ -38,7 +38,13 @@ SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK"
 HAVE_SPLICE = hasattr(os, "splice")
 _DISCONNECT = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT, errno.EHOSTUNREACH)
 _READ = IN | ERR
-DRAIN = 1 << 30  # readable(): no event to go by, read until EAGAIN
+DRAIN = 1 << 30  # _Flow.event(): no event to go by, read until EAGAIN
+# _Flow.state bits; 0 is the common case, plain copying
+_BLOCKED = 1  # dst is full: src is not read until it drains
+_EOF = 2  # src sent its FIN
+_DONE = 4  # ... and everything before it is delivered (dst shut down)
+_SPLICE = 8  # bulk: src -> pipe -> dst
+_OVER = 16  # the relay is over
 _SPLICE_ROUNDS = 8  # pipe loads per callback, so that one bulk flow does not starve the rest
 _KEEP_PIPES = 32
 
@@ -76,37 +82,37 @@ def _reset(exc: OSError) -> OSError:
 
 
 class _Flow:
-    """One direction: what src sends is written to dst."""
+    """One direction: what src sends is written to dst. `reverse` is the other
+    direction, whose dst is this one's src."""
 
-    __slots__ = (
-        "blocked", "done", "dst", "dst_fd", "eof", "from_b", "held", "in_pipe",
-        "nbytes", "pipe", "relay", "src", "src_fd", "view",
-    )  # fmt: skip
+    __slots__ = ("dst", "from_b", "held", "in_pipe", "nbytes", "pipe", "relay", "reverse", "src", "state")
+    reverse: _Flow
+    held: bytes  # copy mode, while _BLOCKED: what dst could not take yet
+    pipe: tuple[int, int, int]  # while _SPLICE: (read end, write end, size)
+    in_pipe: int
 
     def __init__(self, relay: FdRelay, src: socket.SocketType, dst: socket.SocketType, from_b: bool) -> None:
+        # `held` and the pipe are set when first used (the state says so).
         self.relay = relay
         self.src = src
         self.dst = dst
-        self.src_fd = src.fileno()
-        self.dst_fd = dst.fileno()
         self.from_b = from_b
-        self.view = relay.poller.view
-        self.held = b""  # copy mode: bytes dst could not take yet
-        self.pipe: tuple[int, int, int] | None = None
-        self.in_pipe = 0
-        self.blocked = False  # dst is full: src is not read until it drains
-        self.eof = False
-        self.done = False
+        self.state = 0
         self.nbytes = 0
 
-    def readable(self, ev: int) -> None:
-        """src has data, its FIN or an error: read until the queue is empty."""
-        if self.blocked or self.eof:
+    def event(self, ev: int) -> None:
+        """The poller's handler for src: its data, FIN or error are this flow's;
+        room to write (OUT) is the reverse flow's. Also called with DRAIN (no
+        event to go by: read until the queue is empty)."""
+        if ev & OUT:
+            self.reverse.writable()
+            if not ev & _READ:
+                return
+        if self.state:  # not plain copying: held back, at EOF, splicing, or over
+            self._special(ev)
             return
-        if self.pipe is not None:
-            self._splice()
-            return
-        src, dst, view, relay = self.src, self.dst, self.view, self.relay
+        src, dst, relay = self.src, self.dst, self.relay
+        view = relay.view
         while True:
             try:
                 n = src.recv_into(view)
@@ -119,7 +125,6 @@ class _Flow:
                 self._eof()
                 return
             self.nbytes += n
-            relay.activity = True
             data = view[:n]
             replay = relay.replay
             if replay is not None:
@@ -147,16 +152,30 @@ class _Flow:
                     return
             elif relay.can_splice:  # a full buffer: the sender has more queued
                 self.pipe = pipes.get()
+                self.in_pipe = 0
+                self.state = _SPLICE
                 relay.spliced = True
                 relay.replay = None
                 self._splice()
                 return
 
+    def _special(self, ev: int) -> None:
+        state = self.state
+        if state & (_BLOCKED | _OVER):
+            return
+        if state & _EOF:
+            if ev & ERR:  # an error after the FIN (a reset): the relay is over
+                code = self.src.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code:
+                    self.relay.failed(OSError(code, os.strerror(code)), self.from_b)
+            return
+        self._splice()
+
     def writable(self) -> None:
         """dst has room again: deliver what is held, then read src again."""
-        if not self.blocked:
+        if not self.state & _BLOCKED:
             return
-        if self.pipe is not None:
+        if self.state & _SPLICE:
             if not self._flush():
                 return
         else:
@@ -169,25 +188,25 @@ class _Flow:
                 return
             if sent < len(self.held):
                 self.held = self.held[sent:]
-                self.relay.watch_out(self.dst_fd)
+                self.relay.watch_out(self)
                 return
             self.held = b""
-        self.blocked = False
-        if self.eof:
+        self.state &= ~_BLOCKED
+        if self.state & _EOF:
             self._finish()
         else:
-            self.readable(DRAIN)  # edges came and went while blocked
+            self.event(DRAIN)  # edges came and went while blocked
 
     def _block(self) -> None:
-        self.blocked = True
-        self.relay.watch_out(self.dst_fd)
+        self.state |= _BLOCKED
+        self.relay.watch_out(self)
 
     def _splice(self) -> None:
-        assert self.pipe is not None
-        w, size, relay = self.pipe[1], self.pipe[2], self.relay
+        _r, w, size = self.pipe
+        relay, src_fd = self.relay, self.src.fileno()
         for _ in range(_SPLICE_ROUNDS):
             try:
-                n = os.splice(self.src_fd, w, size, flags=SPLICE_FLAGS)
+                n = os.splice(src_fd, w, size, flags=SPLICE_FLAGS)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -198,23 +217,17 @@ class _Flow:
                 return
             self.in_pipe += n
             self.nbytes += n
-            relay.activity = True
             if not self._flush():
                 return
         # Still more queued: let other connections run, then go on (no new edge will come).
-        relay.poller.loop.call_soon(self._resume)
-
-    def _resume(self) -> None:
-        if self.relay is not None and not self.relay.closed:
-            self.readable(DRAIN)
+        relay.poller.loop.call_soon(self.event, DRAIN)
 
     def _flush(self) -> bool:
         """Move the pipe into dst; False when dst is full (now waiting for room)."""
-        assert self.pipe is not None
-        r = self.pipe[0]
+        r, dst_fd = self.pipe[0], self.dst.fileno()
         while self.in_pipe:
             try:
-                self.in_pipe -= os.splice(r, self.dst_fd, self.in_pipe, flags=SPLICE_FLAGS)
+                self.in_pipe -= os.splice(r, dst_fd, self.in_pipe, flags=SPLICE_FLAGS)
             except BlockingIOError:
                 self._block()
                 return False
@@ -224,25 +237,26 @@ class _Flow:
         return True
 
     def _eof(self) -> None:
-        self.eof = True
-        if not self.blocked:
+        self.state |= _EOF
+        if not self.state & _BLOCKED:
             self._finish()
 
     def _finish(self) -> None:
-        self.done = True
-        relay = self.relay
-        if relay.ab.done and relay.ba.done:
-            relay.close()  # both ways over: close() sends the FIN, no shutdown needed
+        self.state |= _DONE
+        if self.reverse.state & _DONE:
+            self.relay.close()  # both ways over: close() sends the FIN, no shutdown needed
             return
         try:
             self.dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # already reset: the other direction finds out
 
-    def release(self) -> None:
-        if self.pipe is not None:
+    def end(self) -> None:
+        """The relay is over: no more events for this flow; its pipe goes back."""
+        if self.state & _SPLICE:
             pipes.put(self.pipe, not self.in_pipe)
-            self.pipe = None
+        self.state = _OVER
+        self.relay = None  # type: ignore[assignment]  # no cycle left for the GC
 
 
 class FdRelay:
@@ -250,10 +264,18 @@ class FdRelay:
     Subclasses get `ended()` once both are closed, or, for a retry, once b is
     closed and a detached (`retry` then holds what the client sent)."""
 
+    # Slots: a connection's object is made and dropped per connection, and an
+    # instance dict of this many attributes would be rebuilt for each.
+    __slots__ = (
+        "a", "a_out", "a_watched", "ab", "b", "b_out", "ba", "can_splice", "closed", "error", "idle_timeout",
+        "moved", "poller", "replay", "replay_limit", "retry", "slot", "spliced", "view",
+    )  # fmt: skip
+
     def __init__(
-        self, poller: Poller, a: socket.SocketType, *, idle_timeout: float | None = None, splice: bool = True
+        self, poller: Poller, a: socket.SocketType, idle_timeout: float | None, splice: bool
     ) -> None:
         self.poller = poller
+        self.view = poller.view
         self.a = a
         self.idle_timeout = idle_timeout
         self.can_splice = splice and HAVE_SPLICE
@@ -287,76 +309,51 @@ class FdRelay:
         self.b = b
         self.replay_limit = replay_limit
         self.replay: bytearray | None = bytearray(replay) if replay_limit else None
-        self.retry = None
-        self.error = None
-        self.closed = False
-        self.activity = False
-        self.ab = _Flow(self, a, b, False)
-        self.ba = _Flow(self, b, a, True)
-        self.ab.nbytes = len(replay)
+        self.moved = 0  # bytes both ways when the idle timer last looked
+        self.ab = ab = _Flow(self, a, b, False)
+        self.ba = ba = _Flow(self, b, a, True)
+        ab.reverse = ba
+        ba.reverse = ab
+        ab.nbytes = len(replay)
         self.a_watched = False
         self.a_out = False  # a is watched for EPOLLOUT too
         self.b_out = bool(watched & OUT)  # ... b
         if watched:
-            p.rebind(b.fileno(), self._on_b)
+            p.rebind(b.fileno(), ba.event)
         else:
-            p.add(b.fileno(), self._on_b, IN)
+            p.add(b.fileno(), ba.event, IN)
         if self.idle_timeout:
             p.arm_soon(self, self.idle_timeout)
         # The client's request is usually queued already: read it before watching
         # a, which saves a wakeup (watching first would report it twice).
         if preamble or replay:
-            self.ab.held = preamble + replay
-            self.ab.blocked = True  # as if b had been full: writable() sends it, then reads a
-            self.ab.writable()
+            ab.held = preamble + replay
+            ab.state = _BLOCKED  # as if b had been full: writable() sends it, then reads a
+            ab.writable()
         else:
-            self.ab.readable(0)
+            ab.event(0)
         if not self.closed:
-            p.add(a.fileno(), self._on_a, IN | OUT if self.a_out else IN)
+            p.add(a.fileno(), ab.event, IN | OUT if self.a_out else IN)
             self.a_watched = True
 
     def ended(self) -> None:
         """Both sockets are closed, or b is and a is handed back for a retry."""
 
-    # -------------------------------------------------------------- events
-    def _on_a(self, ev: int) -> None:
-        if ev & OUT:
-            self.ba.writable()
-        if ev & _READ and not self.closed:
-            if not self.ab.eof:
-                self.ab.readable(ev)
-            elif ev & ERR:
-                self._sock_error(self.a, False)
-
-    def _on_b(self, ev: int) -> None:
-        if ev & OUT:
-            self.ab.writable()
-        if ev & _READ and not self.closed:
-            if not self.ba.eof:
-                self.ba.readable(ev)
-            elif ev & ERR:
-                self._sock_error(self.b, True)
-
-    def _sock_error(self, sock: socket.SocketType, on_b: bool) -> None:
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self.failed(OSError(code, os.strerror(code)), on_b)
-
-    def watch_out(self, fd: int) -> None:
-        """A send to `fd` would block: from now on its EPOLLOUT resumes the flow."""
-        if fd == self.ab.src_fd:
+    def watch_out(self, flow: _Flow) -> None:
+        """A send to `flow.dst` would block: from now on its EPOLLOUT resumes the flow."""
+        if flow is self.ba:  # dst is a
             if not self.a_out:
                 self.a_out = True
                 if self.a_watched:
-                    self.poller.modify(fd, IN | OUT)
+                    self.poller.modify(self.a.fileno(), IN | OUT)
         elif not self.b_out:
             self.b_out = True
-            self.poller.modify(fd, IN | OUT)
+            self.poller.modify(self.b.fileno(), IN | OUT)
 
     def failed(self, exc: OSError, on_b: bool) -> None:
         if self.closed:
             return
-        if on_b and self.replay is not None and not self.ab.eof:
+        if on_b and self.replay is not None and not self.ab.state & _EOF:
             # The backend failed before answering: hand the client back for a retry.
             self.retry = bytes(self.replay)
             self.error = exc
@@ -374,8 +371,9 @@ class FdRelay:
         self.slot = -1
         if self.closed:
             return
-        if self.activity:
-            self.activity = False
+        moved = self.ab.nbytes + self.ba.nbytes
+        if moved != self.moved:
+            self.moved = moved
             assert self.idle_timeout is not None
             self.slot = self.poller.arm(self, self.idle_timeout)
             return
@@ -393,13 +391,10 @@ class FdRelay:
         for sock in socks:
             forget(sock.fileno())
             sock.close()
-        ab, ba = self.ab, self.ba
-        if ab.pipe is not None:
-            ab.release()
-        if ba.pipe is not None:
-            ba.release()
+        self.ab.end()
+        self.ba.end()
+        self.ab.reverse = self.ba.reverse = None  # type: ignore[assignment]  # no cycle left for the GC
         if self.slot >= 0:
             self.poller.disarm(self, self.slot)
         self.slot = -1  # also takes it off the poller's pending list (arm_soon)
-        self.ab.relay = self.ba.relay = None  # type: ignore[assignment]  # no cycle left for the GC
         self.ended()

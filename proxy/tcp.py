@@ -65,12 +65,15 @@ class _Conn(FdRelay):
     one fails), then relay (lb.fdrelay), with a retry on another server if
     the first one fails before answering."""
 
+    __slots__ = (
+        "attempts", "backend", "client_ip", "connecting", "frontend", "last_error", "on_close", "peer",
+        "pending", "pool", "retries", "tried",
+    )  # fmt: skip
+
     def __init__(
         self, frontend: TcpFrontend, sock: socket.SocketType, peer: Any, on_close: Callable[[], None]
     ) -> None:
-        super().__init__(
-            frontend.poller, sock, idle_timeout=frontend.config.timeouts.idle, splice=frontend.splice
-        )
+        super().__init__(frontend.poller, sock, frontend.idle_timeout, frontend.splice)
         self.frontend = frontend
         self.peer = peer
         self.on_close = on_close
@@ -240,6 +243,7 @@ class TcpFrontend:
         self.stats_ = stats if stats is not None else TcpStats()
         self.max_connections = config.max_connections
         self.splice = splice
+        self.idle_timeout = config.timeouts.idle
         self.conns: set[_Conn] = set()
         self.retired = False
         self.poller: Poller = poller()
