@@ -122,7 +122,8 @@ class _Flow:
                 relay.failed(exc, self.from_b)
                 return
             if n == 0:
-                self._eof()
+                self.state = _EOF  # was 0: not blocked
+                self._finish()
                 return
             self.nbytes += n
             data = view[:n]
@@ -146,7 +147,8 @@ class _Flow:
             if n < BUF_SIZE:
                 # A short read emptied the queue: more data brings a new edge.
                 if ev & RDHUP:  # the FIN came with this event, after this data
-                    self._eof()
+                    self.state = _EOF
+                    self._finish()
                     return
                 if not ev & DRAIN:
                     return
@@ -310,6 +312,9 @@ class FdRelay:
         self.replay_limit = replay_limit
         self.replay: bytearray | None = bytearray(replay) if replay_limit else None
         self.moved = 0  # bytes both ways when the idle timer last looked
+        self.closed = False  # (again, when this is a retry)
+        self.retry = None
+        self.error = None
         self.ab = ab = _Flow(self, a, b, False)
         self.ba = ba = _Flow(self, b, a, True)
         ab.reverse = ba
@@ -387,10 +392,9 @@ class FdRelay:
 
     def _end(self, socks: tuple[socket.SocketType, ...]) -> None:
         self.closed = True
-        forget = self.poller.forget
+        close_socket = self.poller.close_socket
         for sock in socks:
-            forget(sock.fileno())
-            sock.close()
+            close_socket(sock)
         self.ab.end()
         self.ba.end()
         self.ab.reverse = self.ba.reverse = None  # type: ignore[assignment]  # no cycle left for the GC

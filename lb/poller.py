@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import select
+import socket
 import time
 import weakref
 from collections.abc import Callable
@@ -53,10 +54,11 @@ class Poller:
         self._loop = weakref.ref(loop)  # not strong: the loop keys this poller's weak table
         self.ep = select.epoll()
         self.handlers: dict[int, Handler] = {}
-        # fds closed (or re-added) while a batch is dispatched: their remaining
-        # events in that batch belong to the old socket.
-        self._stale: set[int] = set()
-        self._dispatching = False
+        # Sockets closed while a batch is dispatched are closed after it, so
+        # that no fd number is reused within the batch: the batch's remaining
+        # events for a closed socket then find no handler, rather than the
+        # handler of a new socket that got the same number.
+        self._closing: list[socket.SocketType] | None = None
         # The copy buffer of the relays on this loop: each use is a recv then a
         # send in the same callback, so one is enough (and one per loop is safe
         # with loops in threads).
@@ -77,8 +79,6 @@ class Poller:
     def add(self, fd: int, handler: Handler, events: int = IN) -> None:
         self.ep.register(fd, events | _ET)
         self.handlers[fd] = handler
-        if self._dispatching:
-            self._stale.add(fd)
 
     def modify(self, fd: int, events: int) -> None:
         self.ep.modify(fd, events | _ET)
@@ -86,36 +86,38 @@ class Poller:
     def rebind(self, fd: int, handler: Handler) -> None:
         self.handlers[fd] = handler
 
-    def forget(self, fd: int) -> None:
-        """Call before closing `fd`: no more events for it (closing takes it out of the set)."""
-        if self.handlers.pop(fd, None) is not None and self._dispatching:
-            self._stale.add(fd)
+    def close_socket(self, sock: socket.SocketType) -> None:
+        """Close a socket (watched or not): no more events for it."""
+        self.handlers.pop(sock.fileno(), None)
+        closing = self._closing
+        if closing is None:
+            sock.close()  # closing takes it out of the epoll set
+        else:
+            closing.append(sock)
 
     def remove(self, fd: int) -> None:
         """Stop watching a socket that stays open."""
-        if fd in self.handlers:
-            self.forget(fd)
+        if self.handlers.pop(fd, None) is not None:
             self.ep.unregister(fd)
 
     def _dispatch(self) -> None:
         events = self.ep.poll(0, _BATCH)
         handlers = self.handlers
-        stale = self._stale
-        self._dispatching = True
+        closing: list[socket.SocketType] = []
+        self._closing = closing
         try:
             for fd, ev in events:
-                if stale and fd in stale:
-                    continue
                 handler = handlers.get(fd)
                 if handler is None:
-                    continue
+                    continue  # closed or removed earlier in this batch
                 try:
                     handler(ev)
                 except Exception:  # one broken connection must not strand the rest of the batch
                     log.exception("handler for fd %d failed", fd)
         finally:
-            self._dispatching = False
-            stale.clear()
+            self._closing = None
+            for sock in closing:
+                sock.close()
 
     # ------------------------------------------------------------ timer wheel
     def arm(self, obj: Timed, delay: float) -> int:

@@ -158,8 +158,7 @@ class _Conn(FdRelay):
             self.poller.disarm(self, self.slot)
             self.slot = -1
         if sock is not None:
-            self.poller.forget(sock.fileno())
-            sock.close()
+            self.poller.close_socket(sock)
         backend, self.backend = self.backend, None
         return backend
 

@@ -187,6 +187,42 @@ def test_retry_when_backend_resets_before_answering(loop: str) -> None:
     run(_retry_on_reset(), loop)
 
 
+async def _conversation_goes_on_after_retry() -> None:
+    # The relay object is reused for the retry: everything about the first
+    # backend must be reset, the client watched again, and the end counted once.
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        writer.transport.abort()
+
+    bad = await Backend("X", reset).start()
+    good = await Backend("G").start()
+    pool = simple_pool(bad, good, scheduler="rr", health=conf.HealthCheck("none", interval=60.0))
+    async with Service(pool) as svc:
+        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
+        for _ in range(3):  # the first line is replayed to G, the next ones go on to it
+            writer.write(b"ping\n")
+            assert await asyncio.wait_for(reader.readline(), 3) == b"G\n"
+        writer.close()
+        for _ in range(100):
+            if svc.stats.active == 0:
+                break
+            await asyncio.sleep(0.01)
+        s = svc.stats
+        assert (s.retries, s.active, s.errors, s.idle_timeouts) == (1, 0, 0, 0)
+        assert s.bytes_in == 3 * len(b"ping\n") and s.bytes_out == 3 * len(b"G\n")
+        server = svc.pools["p"].find(str(good.address))[0]
+        assert (server.active, server.bytes_in) == (0, 3 * len(b"ping\n"))
+    await bad.stop()
+    await good.stop()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_conversation_goes_on_after_a_retry(loop: str) -> None:
+    run(_conversation_goes_on_after_retry(), loop)
+
+
 async def _idle_timeout() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()
