@@ -1,4 +1,4 @@
-"""The L4 relay on raw sockets: two connected non-blocking sockets joined both
+"""The L4 relay on raw sockets: two connected sockets joined both
 ways by poller callbacks (lb.poller), with no transport, protocol or task.
 The `[[tcp]]` front end uses it; lb.relay does the same job for transports.
 
@@ -38,6 +38,9 @@ SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK"
 HAVE_SPLICE = hasattr(os, "splice")
 _DISCONNECT = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT, errno.EHOSTUNREACH)
 _READ = IN | ERR
+# Copying passes MSG_DONTWAIT, so the accepted socket need not be made
+# non-blocking (an ioctl per connection) unless the connection turns to splice.
+_DONTWAIT = socket.MSG_DONTWAIT
 DRAIN = 1 << 30  # _Flow.event(): no event to go by, read until EAGAIN
 # _Flow.state bits; 0 is the common case, plain copying
 _BLOCKED = 1  # dst is full: src is not read until it drains
@@ -115,7 +118,7 @@ class _Flow:
         view = relay.view
         while True:
             try:
-                n = src.recv_into(view)
+                n = src.recv_into(view, 0, _DONTWAIT)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -134,7 +137,7 @@ class _Flow:
                 else:
                     replay += data
             try:
-                sent = dst.send(data)
+                sent = dst.send(data, _DONTWAIT)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
@@ -156,7 +159,9 @@ class _Flow:
                 self.pipe = pipes.get()
                 self.in_pipe = 0
                 self.state = _SPLICE
-                relay.spliced = True
+                if not relay.spliced:
+                    relay.spliced = True
+                    relay.a.setblocking(False)  # splice() goes by O_NONBLOCK (copying passes MSG_DONTWAIT)
                 relay.replay = None
                 self._splice()
                 return
@@ -182,7 +187,7 @@ class _Flow:
                 return
         else:
             try:
-                sent = self.dst.send(self.held)
+                sent = self.dst.send(self.held, _DONTWAIT)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
@@ -262,7 +267,8 @@ class _Flow:
 
 
 class FdRelay:
-    """Joins client socket `a` to the backend socket given to `start` (b).
+    """Joins client socket `a` (blocking or not: reads and writes pass
+    MSG_DONTWAIT) to the non-blocking backend socket given to `start` (b).
     Subclasses get `ended()` once both are closed, or, for a retry, once b is
     closed and a detached (`retry` then holds what the client sent)."""
 

@@ -171,7 +171,6 @@ class Listener:
                     self._pending = asyncio.get_running_loop().call_later(_BACKOFF, self._accept_ready, 0)
                     return
                 continue
-            conn.setblocking(False)
             self.accepted += 1
             self.active += 1
             try:
@@ -214,7 +213,6 @@ class Listener:
                     self._log_fd_exhaustion(exc)
                     await asyncio.sleep(_BACKOFF)
                 continue
-            conn.setblocking(False)
             self.accepted += 1
             self.active += 1
             frontend = self.frontend

@@ -254,7 +254,8 @@ class TcpFrontend:
         raise NotImplementedError("the TCP front end takes raw sockets (take_socket)")
 
     def take_socket(self, sock: socket.SocketType, peer: Any, on_close: Callable[[], None]) -> None:
-        """An accepted, non-blocking client socket; `on_close` is called once when it is done."""
+        """An accepted client socket, left blocking (the relay passes MSG_DONTWAIT,
+        which saves an ioctl per connection); `on_close` is called once when it is done."""
         conn = _Conn(self, sock, peer, on_close)
         s = self.stats_
         s.accepted += 1
