@@ -258,12 +258,9 @@ class _Flow:
         except OSError:
             pass  # already reset: the other direction finds out
 
-    def end(self) -> None:
-        """The relay is over: no more events for this flow; its pipe goes back."""
-        if self.state & _SPLICE:
-            pipes.put(self.pipe, not self.in_pipe)
-        self.state = _OVER
-        self.relay = None  # type: ignore[assignment]  # no cycle left for the GC
+    def release(self) -> None:
+        """The relay is over and this flow spliced: its pipe goes back."""
+        pipes.put(self.pipe, not self.in_pipe)
 
 
 class FdRelay:
@@ -401,9 +398,13 @@ class FdRelay:
         close_socket = self.poller.close_socket
         for sock in socks:
             close_socket(sock)
-        self.ab.end()
-        self.ba.end()
-        self.ab.reverse = self.ba.reverse = None  # type: ignore[assignment]  # no cycle left for the GC
+        ab, ba = self.ab, self.ba
+        if self.spliced:
+            for flow in (ab, ba):
+                if flow.state & _SPLICE:
+                    flow.release()
+        ab.state = ba.state = _OVER  # no more events for the flows
+        ab.relay = ba.relay = ab.reverse = ba.reverse = None  # type: ignore[assignment]  # no cycle left for the GC
         if self.slot >= 0:
             self.poller.disarm(self, self.slot)
         self.slot = -1  # also takes it off the poller's pending list (arm_soon)

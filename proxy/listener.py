@@ -134,11 +134,12 @@ class Listener:
 
     def _closed(self) -> None:
         self.active -= 1
-        if self.active < self.frontend.max_connections:
-            self._room.set()
-            if self._full:
-                self._full = False
-                self._accept_soon()
+        if self._poller is None:
+            if self.active < self.frontend.max_connections:
+                self._room.set()  # the accept loop waits for it
+        elif self._full and self.active < self.frontend.max_connections:
+            self._full = False
+            self._accept_soon()
 
     # ------------------------------------------- raw sockets, poller-driven
     def _accept_soon(self) -> None:

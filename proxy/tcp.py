@@ -88,12 +88,15 @@ class _Conn(FdRelay):
         self.last_error: LbError | None = None
 
     # -------------------------------------------------------------- dial
-    def dial(self, replay: bytes = b"") -> None:
+    def dial(self, replay: bytes) -> None:
+        """Dial again for a retry: `replay` is what the client sent so far."""
         self.attempts = 0
         self.pending = replay
-        self._next_server()
+        self.connect_next()
 
-    def _next_server(self) -> None:
+    def connect_next(self) -> None:
+        """Pick a server not tried yet and connect (take_socket calls this
+        first: __init__ set up the first dial)."""
         pool = self.pool
         while self.attempts < MAX_ATTEMPTS:
             self.attempts += 1
@@ -149,7 +152,7 @@ class _Conn(FdRelay):
         backend = self._forget_connect()
         assert backend is not None
         self._count_failure(backend, reason)
-        self._next_server()
+        self.connect_next()
 
     def _forget_connect(self) -> Backend | None:
         """Close the socket being connected; the (still taken) backend is returned."""
@@ -260,9 +263,10 @@ class TcpFrontend:
         s = self.stats_
         s.accepted += 1
         s.active += 1
+        if not self.conns:
+            self._idle.clear()
         self.conns.add(conn)
-        self._idle.clear()
-        conn.dial()
+        conn.connect_next()
 
     def ssl_context(self) -> ssl.SSLContext | None:
         return None
@@ -295,9 +299,12 @@ class TcpFrontend:
             c.abort()
 
     def finished(self, conn: _Conn) -> None:
-        if conn in self.conns:
-            self.conns.discard(conn)
-            self.stats_.active -= 1
-            conn.on_close()
-            if not self.conns:
-                self._idle.set()
+        conns = self.conns
+        try:
+            conns.remove(conn)
+        except KeyError:
+            return  # already finished
+        self.stats_.active -= 1
+        conn.on_close()
+        if not conns:
+            self._idle.set()
