@@ -7,6 +7,7 @@ re-exports both names.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,16 @@ class Backend:
     @property
     def key(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    # host and port never change (a server that moves becomes a new Backend):
+    # the connect path reuses these instead of rebuilding them per connection.
+    @functools.cached_property
+    def sockaddr(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @functools.cached_property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
 
 
 async def resolve(host: str, port: int) -> list[str]:

@@ -90,11 +90,10 @@ def connect_start(backend: Backend) -> socket.SocketType:
     """A non-blocking socket with its connect to `backend` under way (TCP_NODELAY,
     as the transports set it); raises OSError when it fails at once. The bare C
     socket type: the Python subclass only adds per-call overhead here."""
-    family = socket.AF_INET6 if ":" in backend.host else socket.AF_INET
-    sock = socket.SocketType(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    sock = socket.SocketType(backend.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = sock.connect_ex((backend.host, backend.port))
+        err = sock.connect_ex(backend.sockaddr)
     except OSError:
         sock.close()
         raise

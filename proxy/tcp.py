@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -37,6 +38,8 @@ log = logging.getLogger("sekisho.tcp")
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
 REPLAY_LIMIT = 65536  # client bytes kept for a retry until the server answers
+_CONNECTED = (0, errno.EISCONN)
+_IN_PROGRESS = (errno.EALREADY, errno.EINPROGRESS)
 
 
 @dataclass
@@ -109,18 +112,21 @@ class _Conn(FdRelay):
             except OSError as exc:
                 self._count_failure(backend, exc.strerror or str(exc))
                 continue
-            self.backend = backend
-            try:
-                # On loopback (and fast LANs) the handshake is done by now:
-                # no need to wait for a wakeup to say so.
-                sock.getpeername()
-            except OSError:
+            # On loopback (and fast LANs) the handshake is done by now: asking
+            # again (connect() answers 0, or EISCONN) saves waiting for a wakeup.
+            err = sock.connect_ex(backend.sockaddr)
+            if err in _CONNECTED:
+                self.backend = backend
+                self._connected(sock, 0)
+                return
+            if err in _IN_PROGRESS:
+                self.backend = backend
                 self.connecting = sock
                 self.poller.add(sock.fileno(), self._connect_event, IN | OUT)
                 self.slot = self.poller.arm(self, self.frontend.config.timeouts.connect)
                 return
-            self._connected(sock, 0)
-            return
+            sock.close()  # refused (or another error) while we asked
+            self._count_failure(backend, os.strerror(err))
         fe = self.frontend
         fe.stats_.refused += 1
         error = self.last_error or NoBackendAvailable(f"pool {pool.name}: no server is up")
