@@ -213,8 +213,11 @@ class BackendPool:
         if not backend.is_sorry:
             self.scheduler.take(backend)
 
-    def drop(self, backend: Backend) -> None:
+    def drop(self, backend: Backend, bytes_in: int = 0, bytes_out: int = 0) -> None:
+        """A connection (or request) to `backend` is over, having moved these bytes."""
         backend.active -= 1
+        backend.bytes_in += bytes_in
+        backend.bytes_out += bytes_out
         if not backend.is_sorry:
             self.scheduler.drop(backend)
 
@@ -223,10 +226,6 @@ class BackendPool:
         backend.connect_failures += 1
         if not backend.is_sorry:
             self._feed(backend, False, self.clock())
-
-    def add_traffic(self, backend: Backend, bytes_in: int, bytes_out: int) -> None:
-        backend.bytes_in += bytes_in
-        backend.bytes_out += bytes_out
 
     # ------------------------------------------------------- background work
     def _hostnames(self) -> list[conf.Server]:

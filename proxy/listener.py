@@ -97,6 +97,7 @@ class Listener:
         self._poller: Poller | None = None  # set while accepting from poller callbacks
         self._full = False
         self._pending: asyncio.Handle | None = None
+        self._on_closed = self._closed  # bound once, handed to every accepted connection
 
     @property
     def bound(self) -> tuple[str, int]:
@@ -154,6 +155,7 @@ class Listener:
             return
         sock = self.sock
         family = sock.family
+        make_socket, stream = socket.SocketType, socket.SOCK_STREAM
         for _ in range(_BURST):
             frontend = self.frontend
             if self.active >= frontend.max_connections:
@@ -162,7 +164,7 @@ class Listener:
             try:
                 # socket.accept() without its per-call enum conversions
                 fd, peer = sock._accept()  # type: ignore[attr-defined]
-                conn = socket.SocketType(family, socket.SOCK_STREAM, 0, fd)
+                conn = make_socket(family, stream, 0, fd)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -175,7 +177,7 @@ class Listener:
             self.accepted += 1
             self.active += 1
             try:
-                frontend.take_socket(conn, peer, self._closed)  # type: ignore[attr-defined]
+                frontend.take_socket(conn, peer, self._on_closed)  # type: ignore[attr-defined]
             except Exception:
                 log.exception("%s %s: taking a connection failed", self.kind, self.address)
                 conn.close()

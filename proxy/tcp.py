@@ -193,18 +193,18 @@ class _Conn(FdRelay):
         fe, pool, backend = self.frontend, self.pool, self.backend
         assert backend is not None
         self.backend = None
-        pool.drop(backend)
+        a_to_b, b_to_a = self.ab.nbytes, self.ba.nbytes
         if self.retry is not None:
             # The server failed before answering: another server gets what the
             # client sent so far, and the client never knows.
+            pool.drop(backend)
             pool.connect_failed(backend)
             fe.stats_.retries += 1
             self.tried.append(backend)
             self.retries += 1
             self.dial(self.retry)
             return
-        a_to_b, b_to_a = self.ab.nbytes, self.ba.nbytes
-        pool.add_traffic(backend, a_to_b, b_to_a)
+        pool.drop(backend, a_to_b, b_to_a)
         s = fe.stats_
         s.bytes_in += a_to_b
         s.bytes_out += b_to_a
