@@ -273,7 +273,7 @@ class FdRelay:
     # instance dict of this many attributes would be rebuilt for each.
     __slots__ = (
         "a", "a_out", "a_watched", "ab", "b", "b_out", "ba", "can_splice", "closed", "error", "idle_timeout",
-        "moved", "poller", "replay", "replay_limit", "retry", "slot", "spliced", "view",
+        "moved", "poller", "quiet_since", "replay", "replay_limit", "retry", "spliced", "view",
     )  # fmt: skip
 
     def __init__(
@@ -284,7 +284,7 @@ class FdRelay:
         self.a = a
         self.idle_timeout = idle_timeout
         self.can_splice = splice and HAVE_SPLICE
-        self.slot = -1  # armed on the poller's timer wheel (idle timeout)
+        self.quiet_since = -1.0  # < 0 until relaying (see idle_check)
         self.closed = False
         self.error: BaseException | None = None
         self.retry: bytes | None = None
@@ -314,7 +314,8 @@ class FdRelay:
         self.b = b
         self.replay_limit = replay_limit
         self.replay: bytearray | None = bytearray(replay) if replay_limit else None
-        self.moved = 0  # bytes both ways when the idle timer last looked
+        self.moved = 0  # bytes both ways when idle_check last looked
+        self.quiet_since = 0.0  # 0: idle_check has not looked yet
         self.closed = False  # (again, when this is a retry)
         self.retry = None
         self.error = None
@@ -330,8 +331,6 @@ class FdRelay:
             p.rebind(b.fileno(), ba.event)
         else:
             p.add(b.fileno(), ba.event, IN)
-        if self.idle_timeout:
-            p.arm_soon(self, self.idle_timeout)
         # The client's request is usually queued already: read it before watching
         # a, which saves a wakeup (watching first would report it twice).
         if preamble or replay:
@@ -374,19 +373,19 @@ class FdRelay:
             self.error = _reset(exc)
         self.close()
 
-    def expired(self, now: float) -> None:
-        """The idle timer: nothing moved for a whole period -> close."""
-        self.slot = -1
-        if self.closed:
+    def idle_check(self, now: float) -> None:
+        """The idle timeout, polled: the owner calls this every so often (a
+        fraction of idle_timeout apart), which costs a new connection nothing,
+        and the relay closes once nothing has moved for idle_timeout."""
+        if self.closed or self.quiet_since < 0 or not self.idle_timeout:
             return
         moved = self.ab.nbytes + self.ba.nbytes
-        if moved != self.moved:
+        if moved != self.moved or not self.quiet_since:
             self.moved = moved
-            assert self.idle_timeout is not None
-            self.slot = self.poller.arm(self, self.idle_timeout)
-            return
-        self.error = TimeoutError("idle timeout")
-        self.close()
+            self.quiet_since = now
+        elif now - self.quiet_since >= self.idle_timeout:
+            self.error = TimeoutError("idle timeout")
+            self.close()
 
     def close(self) -> None:
         """Close both sockets (an error or timeout: what is unread resets them)."""
@@ -405,7 +404,4 @@ class FdRelay:
                     flow.release()
         ab.state = ba.state = _OVER  # no more events for the flows
         ab.relay = ba.relay = ab.reverse = ba.reverse = None  # type: ignore[assignment]  # no cycle left for the GC
-        if self.slot >= 0:
-            self.poller.disarm(self, self.slot)
-        self.slot = -1  # also takes it off the poller's pending list (arm_soon)
         self.ended()

@@ -10,9 +10,10 @@ closing it takes it out of the set. The loop watches only the epoll fd.
 Edge-triggered means a handler must consume what it was told about (read
 until the kernel queue is empty) or remember that it did not.
 
-Connect and idle timeouts of those sockets live on a coarse timer wheel here
-(`arm`/`disarm`, TICK resolution): a set insert per connection instead of a
-loop timer that must be made and cancelled.
+Connect timeouts of those sockets live on a coarse timer wheel here
+(`arm`/`disarm`, TICK resolution): a set insert per connect that has to wait,
+instead of a loop timer that must be made and cancelled. (Idle timeouts are
+polled by their owner, proxy.tcp, which costs a new connection nothing.)
 """
 
 from __future__ import annotations
@@ -40,9 +41,6 @@ TICK = 0.05  # timer wheel resolution, seconds
 Handler = Callable[[int], None]
 
 
-PENDING = -2  # the `slot` of an object armed by arm_soon, until the next tick
-
-
 class Timed(Protocol):
     slot: int
 
@@ -67,7 +65,6 @@ class Poller:
         self._wheel: dict[int, set[Timed]] = {}  # slot (time // TICK) -> what expires in it
         self._done_slot = int(time.monotonic() / TICK)
         self._ticker: asyncio.TimerHandle | None = None
-        self._soon: list[tuple[Timed, float]] = []
         loop.add_reader(self.ep.fileno(), self._dispatch)
 
     @property
@@ -131,15 +128,6 @@ class Poller:
             self._ticker = self.loop.call_later(TICK, self._tick)
         return slot
 
-    def arm_soon(self, obj: Timed, delay: float) -> None:
-        """`arm` at the next tick (so up to 2 TICK late): a connection that is
-        over by then never touches the wheel. `obj.slot` is PENDING until then;
-        setting it to -1 cancels."""
-        obj.slot = PENDING
-        self._soon.append((obj, delay))
-        if self._ticker is None:
-            self._ticker = self.loop.call_later(TICK, self._tick)
-
     def disarm(self, obj: Timed, slot: int) -> None:
         bucket = self._wheel.get(slot)
         if bucket is not None:
@@ -158,11 +146,6 @@ class Poller:
                 except Exception:
                     log.exception("timeout of %r failed", obj)
         self._done_slot = current
-        if self._soon:
-            soon, self._soon = self._soon, []
-            for obj, delay in soon:
-                if obj.slot == PENDING:  # not cancelled (nor armed by an earlier entry)
-                    obj.slot = self.arm(obj, delay)
         self._ticker = self.loop.call_later(TICK, self._tick) if wheel else None
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ import os
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from lb import proxy_protocol
 from lb.dial import MAX_ATTEMPTS, connect_failed, connect_start
 from lb.errors import LbError, NoBackendAvailable, UpstreamConnectError
 from lb.fdrelay import FdRelay
-from lb.poller import ERR, IN, OUT, Poller, poller
+from lb.poller import ERR, IN, OUT, TICK, Poller, poller
 from lb.pool import Backend, PoolSet
 
 log = logging.getLogger("sekisho.tcp")
@@ -70,7 +71,7 @@ class _Conn(FdRelay):
 
     __slots__ = (
         "attempts", "backend", "client_ip", "connecting", "frontend", "last_error", "on_close", "peer",
-        "pending", "pool", "retries", "tried",
+        "pending", "pool", "retries", "slot", "tried",
     )  # fmt: skip
 
     def __init__(
@@ -84,6 +85,7 @@ class _Conn(FdRelay):
         self.client_ip: str | None = peer[0] if type(peer) is tuple else None
         self.backend: Backend | None = None  # taken while dialled or relayed
         self.connecting: socket.SocketType | None = None  # its connect is under way
+        self.slot = -1  # its connect timeout on the poller's timer wheel
         self.tried: list[Backend] = []  # servers that failed this client: not picked again
         self.attempts = 0  # connects in this dial
         self.retries = 0  # relays that ended in a retry
@@ -148,11 +150,10 @@ class _Conn(FdRelay):
             self._connected(sock, IN | OUT)
 
     def expired(self, now: float) -> None:
-        if self.connecting is None:
-            super().expired(now)  # the idle timeout
-            return
+        """The connect timeout (the poller's timer wheel)."""
         self.slot = -1
-        self._connect_aborted("timed out")
+        if self.connecting is not None:
+            self._connect_aborted("timed out")
 
     def _connect_aborted(self, reason: str) -> None:
         backend = self._forget_connect()
@@ -252,6 +253,10 @@ class TcpFrontend:
         self.max_connections = config.max_connections
         self.splice = splice
         self.idle_timeout = config.timeouts.idle
+        # Idle timeouts are polled (FdRelay.idle_check) a few times per timeout,
+        # at least once a second: a relay is closed within idle .. idle + this.
+        self.sweep_every = min(max(self.idle_timeout / 4, TICK), 1.0)
+        self._sweeper: asyncio.TimerHandle | None = None
         self.conns: set[_Conn] = set()
         self.retired = False
         self.poller: Poller = poller()
@@ -271,6 +276,8 @@ class TcpFrontend:
         s.active += 1
         if not self.conns:
             self._idle.clear()
+            if self._sweeper is None:
+                self._sweeper = self.poller.loop.call_later(self.sweep_every, self._sweep)
         self.conns.add(conn)
         conn.connect_next()
 
@@ -299,6 +306,12 @@ class TcpFrontend:
                 await self._idle.wait()
         except TimeoutError:
             pass
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for conn in list(self.conns):
+            conn.idle_check(now)
+        self._sweeper = self.poller.loop.call_later(self.sweep_every, self._sweep) if self.conns else None
 
     def close_all(self) -> None:
         for c in list(self.conns):

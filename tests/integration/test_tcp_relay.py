@@ -245,6 +245,31 @@ def test_idle_timeout() -> None:
     run(_idle_timeout())
 
 
+async def _traffic_keeps_a_relay_open() -> None:
+    # The idle timeout is polled (every idle/4 here): a connection that moves a
+    # byte more often than `idle` must outlive several timeouts; one that then
+    # falls silent is closed within idle .. idle + idle/4 (+ a poll).
+    be = await Backend("K").start()
+    async with Service(simple_pool(be), timeouts=conf.TcpTimeouts(connect=1.0, idle=0.3)) as svc:
+        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
+        for _ in range(8):  # 1.2 s, four idle timeouts long
+            writer.write(b"ping\n")
+            assert await asyncio.wait_for(reader.readline(), 1) == b"K\n"
+            await asyncio.sleep(0.15)
+        assert svc.stats.idle_timeouts == 0
+        start = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # closed for silence
+        assert 0.3 - 0.15 <= time.monotonic() - start < 0.3 + 0.075 + 0.2
+        await asyncio.sleep(0.05)
+        assert svc.stats.idle_timeouts == 1 and svc.stats.active == 0
+        writer.close()
+    await be.stop()
+
+
+def test_traffic_keeps_a_relay_open_then_silence_closes_it() -> None:
+    run(_traffic_keeps_a_relay_open())
+
+
 async def _relay_api() -> None:
     """relay() as the SMTP side uses it: two transports it already owns."""
     loop = asyncio.get_running_loop()

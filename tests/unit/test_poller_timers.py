@@ -1,12 +1,11 @@
-"""The poller's timer wheel: arm / disarm, and arm_soon (armed at the next
-tick, cancelled by setting `slot` to -1). Runs a real event loop, no sockets."""
+"""The poller's timer wheel: arm / disarm. Runs a real event loop, no sockets."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from lb.poller import PENDING, TICK, Poller
+from lb.poller import TICK, Poller
 
 
 class Clocked:
@@ -40,32 +39,5 @@ def test_arm_fires_after_delay_and_disarm_cancels() -> None:
         await asyncio.sleep(5 * TICK)
         assert len(kept.fired) == 1 and kept.fired[0] - start >= 2 * TICK
         assert dropped.fired == []
-
-    _run(body)
-
-
-def test_arm_soon_fires_one_tick_later_once() -> None:
-    async def body(p: Poller) -> None:
-        obj = Clocked()
-        start = time.monotonic()
-        p.arm_soon(obj, 2 * TICK)
-        p.arm_soon(obj, 2 * TICK)  # armed twice before the tick: still one timer
-        assert obj.slot == PENDING
-        await asyncio.sleep(1.5 * TICK)
-        assert obj.slot >= 0 and obj.fired == []  # on the wheel now
-        await asyncio.sleep(4 * TICK)
-        assert len(obj.fired) == 1 and obj.fired[0] - start >= 2 * TICK
-
-    _run(body)
-
-
-def test_arm_soon_cancelled_before_the_tick_never_fires() -> None:
-    async def body(p: Poller) -> None:
-        obj = Clocked()
-        p.arm_soon(obj, TICK)
-        obj.slot = -1  # what FdRelay._end does for a connection over before the tick
-        await asyncio.sleep(5 * TICK)
-        assert obj.fired == [] and obj.slot == -1
-        assert not p._wheel  # nothing was put on the wheel
 
     _run(body)
