@@ -98,6 +98,7 @@ class Listener:
         self._full = False
         self._pending: asyncio.Handle | None = None
         self._on_closed = self._closed  # bound once, handed to every accepted connection
+        self._family = int(sock.family)  # the property builds an enum on every read
 
     @property
     def bound(self) -> tuple[str, int]:
@@ -154,7 +155,7 @@ class Listener:
         if self._poller is None:
             return
         sock = self.sock
-        family = sock.family
+        family = self._family
         make_socket, stream = socket.SocketType, socket.SOCK_STREAM
         for _ in range(_BURST):
             frontend = self.frontend
