@@ -17,7 +17,7 @@ from typing import Any
 
 from bench import machine, memory, profile, report
 from bench.procs import REPO, BenchError, raise_nofile, tree_cpu_seconds
-from bench.targets import ALL_TARGETS, BUILDERS, Backends, Target, direct
+from bench.targets import ALL_TARGETS, BUILDERS, Backends, Target, direct, haproxy
 from bench.workloads import BY_NAME, WORKLOADS, Workload, run_one, tool_for
 
 RESULTS = REPO / "bench" / "results"
@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--idle-conns", type=int, help="idle keep-alive connections to hold (default 10000; quick 500)"
     )
     p.add_argument("--upload-mib", type=int, help="streamed upload size in MiB (default 1024; quick 64)")
+    p.add_argument(
+        "--haproxy-splice",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="HAProxy with option splice-request/-response (default), or without (its default config)",
+    )
     a = p.parse_args(argv)
     q = a.quick
     a.rounds = max(1, a.rounds or (1 if q else 5))
@@ -300,7 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         doc["backends"] = backends.to_json()
         if rc == 0:
             for name in args.target_list:
-                t = direct(backends) if name == "direct" else BUILDERS[name](workdir, backends, server_cpus)
+                if name == "direct":
+                    t = direct(backends)
+                elif name == "haproxy":
+                    t = haproxy(workdir, backends, server_cpus, splice=args.haproxy_splice)
+                else:
+                    t = BUILDERS[name](workdir, backends, server_cpus)
                 targets.append(t)
                 _log(f"target {name}: {t.status} {t.version} {t.error[:300]}")
             time.sleep(0.3)

@@ -347,7 +347,7 @@ def _sekisho_version() -> str:
     return f"sekisho {version_text}" + (f" ({rev})" if rev else "")
 
 
-def haproxy_config(backends: Backends, ports: dict[str, int]) -> str:
+def haproxy_config(backends: Backends, ports: dict[str, int], splice: bool = True) -> str:
     be = backends.endpoints
     out = [
         "global",
@@ -359,8 +359,7 @@ def haproxy_config(backends: Backends, ports: dict[str, int]) -> str:
         "    timeout client 120s",
         "    timeout server 120s",
         "    timeout http-keep-alive 120s",
-        "    option splice-request",
-        "    option splice-response",
+        *(["    option splice-request", "    option splice-response"] if splice else []),
         "",
         "frontend fe_http",
         "    mode http",
@@ -389,7 +388,8 @@ def haproxy_config(backends: Backends, ports: dict[str, int]) -> str:
     return "\n".join(out)
 
 
-def haproxy(workdir: Path, backends: Backends, cpus: frozenset[int] | None) -> Target:
+def haproxy(workdir: Path, backends: Backends, cpus: frozenset[int] | None, splice: bool = True) -> Target:
+    """HAProxy at its best for bulk (splice both ways), or as configured by default (`splice=False`)."""
     t = Target("haproxy")
     exe = which("haproxy")
     if not exe:
@@ -398,11 +398,13 @@ def haproxy(workdir: Path, backends: Backends, cpus: frozenset[int] | None) -> T
         return t
     t.version = version([exe, "-v"])
     ports = dict(zip(("http", "stream", "echo", "l4http"), free_ports(4), strict=True))
-    t.config = haproxy_config(backends, ports)
+    t.config = haproxy_config(backends, ports, splice)
     path = workdir / "haproxy.cfg"
     path.write_text(t.config)
     t.endpoints = {k: (LOCAL, p) for k, p in ports.items()}
-    t.notes = "nbthread 1, maxconn 2000, http-reuse always, option splice-request + splice-response"
+    t.notes = "nbthread 1, maxconn 2000, http-reuse always, " + (
+        "option splice-request + splice-response" if splice else "no splice (HAProxy's default)"
+    )
     _launch(t, [exe, "-db", "-f", str(path)], workdir, cpus, list(ports.values()))
     return t
 
