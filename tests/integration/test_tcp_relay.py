@@ -164,16 +164,22 @@ def test_max_connections_next_server() -> None:
     run(_max_connections())
 
 
-async def _retry_on_reset() -> None:
-    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readline()
-        sock = writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-        writer.transport.abort()
+async def _reset_after_a_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A backend that reads the request, then resets without answering."""
+    await reader.readline()
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+    writer.transport.abort()
 
-    bad = await Backend("X", reset).start()
+
+async def _bad_then_good() -> tuple[Backend, Backend, conf.Pool]:
+    bad = await Backend("X", _reset_after_a_line).start()
     good = await Backend("G").start()
-    pool = simple_pool(bad, good, scheduler="rr", health=conf.HealthCheck("none", interval=60.0))
+    return bad, good, simple_pool(bad, good, scheduler="rr", health=conf.HealthCheck("none", interval=60.0))
+
+
+async def _retry_on_reset() -> None:
+    bad, good, pool = await _bad_then_good()
     async with Service(pool) as svc:
         answers = [await ask(svc.port) for _ in range(6)]
         assert answers == ["G"] * 6  # the reset server's clients were replayed to G
@@ -190,15 +196,7 @@ def test_retry_when_backend_resets_before_answering(loop: str) -> None:
 async def _conversation_goes_on_after_retry() -> None:
     # The relay object is reused for the retry: everything about the first
     # backend must be reset, the client watched again, and the end counted once.
-    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readline()
-        sock = writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-        writer.transport.abort()
-
-    bad = await Backend("X", reset).start()
-    good = await Backend("G").start()
-    pool = simple_pool(bad, good, scheduler="rr", health=conf.HealthCheck("none", interval=60.0))
+    bad, good, pool = await _bad_then_good()
     async with Service(pool) as svc:
         reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
         for _ in range(3):  # the first line is replayed to G, the next ones go on to it
