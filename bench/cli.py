@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
 import shutil
 import signal
@@ -305,13 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             rc = 1
         doc["backends"] = backends.to_json()
         if rc == 0:
+            builders = BUILDERS | {"haproxy": functools.partial(haproxy, splice=args.haproxy_splice)}
             for name in args.target_list:
-                if name == "direct":
-                    t = direct(backends)
-                elif name == "haproxy":
-                    t = haproxy(workdir, backends, server_cpus, splice=args.haproxy_splice)
-                else:
-                    t = BUILDERS[name](workdir, backends, server_cpus)
+                t = direct(backends) if name == "direct" else builders[name](workdir, backends, server_cpus)
                 targets.append(t)
                 _log(f"target {name}: {t.status} {t.version} {t.error[:300]}")
             time.sleep(0.3)

@@ -258,10 +258,6 @@ class _Flow:
         except OSError:
             pass  # already reset: the other direction finds out
 
-    def release(self) -> None:
-        """The relay is over and this flow spliced: its pipe goes back."""
-        pipes.put(self.pipe, not self.in_pipe)
-
 
 class FdRelay:
     """Joins client socket `a` (blocking or not: reads and writes pass
@@ -272,20 +268,16 @@ class FdRelay:
     # Slots: a connection's object is made and dropped per connection, and an
     # instance dict of this many attributes would be rebuilt for each.
     __slots__ = (
-        "a", "a_out", "a_watched", "ab", "b", "b_out", "ba", "can_splice", "closed", "error", "idle_timeout",
-        "moved", "poller", "quiet_since", "replay", "replay_limit", "retry", "spliced", "view",
+        "a", "a_out", "a_watched", "ab", "b", "b_out", "ba", "can_splice", "closed", "error", "moved",
+        "poller", "quiet_since", "replay", "replay_limit", "retry", "spliced", "view",
     )  # fmt: skip
 
-    def __init__(
-        self, poller: Poller, a: socket.SocketType, idle_timeout: float | None, splice: bool
-    ) -> None:
+    def __init__(self, poller: Poller, a: socket.SocketType, splice: bool) -> None:
         self.poller = poller
         self.view = poller.view
         self.a = a
-        self.idle_timeout = idle_timeout
         self.can_splice = splice and HAVE_SPLICE
-        self.quiet_since = -1.0  # < 0 until relaying (see idle_check)
-        self.closed = False
+        self.closed = True  # no relay until start() (nor after the end, or while a retry dials)
         self.error: BaseException | None = None
         self.retry: bytes | None = None
         self.spliced = False
@@ -314,8 +306,8 @@ class FdRelay:
         self.b = b
         self.replay_limit = replay_limit
         self.replay: bytearray | None = bytearray(replay) if replay_limit else None
-        self.moved = 0  # bytes both ways when idle_check last looked
-        self.quiet_since = 0.0  # 0: idle_check has not looked yet
+        self.moved = -1  # bytes both ways when idle_check last looked (-1: it has not yet)
+        self.quiet_since = 0.0
         self.closed = False  # (again, when this is a retry)
         self.retry = None
         self.error = None
@@ -373,17 +365,17 @@ class FdRelay:
             self.error = _reset(exc)
         self.close()
 
-    def idle_check(self, now: float) -> None:
+    def idle_check(self, now: float, timeout: float) -> None:
         """The idle timeout, polled: the owner calls this every so often (a
-        fraction of idle_timeout apart), which costs a new connection nothing,
-        and the relay closes once nothing has moved for idle_timeout."""
-        if self.closed or self.quiet_since < 0 or not self.idle_timeout:
+        fraction of `timeout` apart), which costs a new connection nothing,
+        and the relay closes once nothing has moved for `timeout` seconds."""
+        if self.closed:
             return
         moved = self.ab.nbytes + self.ba.nbytes
-        if moved != self.moved or not self.quiet_since:
+        if moved != self.moved:
             self.moved = moved
             self.quiet_since = now
-        elif now - self.quiet_since >= self.idle_timeout:
+        elif now - self.quiet_since >= timeout:
             self.error = TimeoutError("idle timeout")
             self.close()
 
@@ -401,7 +393,7 @@ class FdRelay:
         if self.spliced:
             for flow in (ab, ba):
                 if flow.state & _SPLICE:
-                    flow.release()
+                    pipes.put(flow.pipe, not flow.in_pipe)  # the pipe goes back, if empty
         ab.state = ba.state = _OVER  # no more events for the flows
         ab.relay = ba.relay = ab.reverse = ba.reverse = None  # type: ignore[assignment]  # no cycle left for the GC
         self.ended()

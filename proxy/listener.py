@@ -217,6 +217,7 @@ class Listener:
                     self._log_fd_exhaustion(exc)
                     await asyncio.sleep(_BACKOFF)
                 continue
+            conn.setblocking(False)
             self.accepted += 1
             self.active += 1
             frontend = self.frontend

@@ -77,7 +77,7 @@ class _Conn(FdRelay):
     def __init__(
         self, frontend: TcpFrontend, sock: socket.SocketType, peer: Any, on_close: Callable[[], None]
     ) -> None:
-        super().__init__(frontend.poller, sock, frontend.idle_timeout, frontend.splice)
+        super().__init__(frontend.poller, sock, frontend.splice)
         self.frontend = frontend
         self.peer = peer
         self.on_close = on_close
@@ -116,24 +116,23 @@ class _Conn(FdRelay):
                 continue
             # On loopback (and fast LANs) the handshake is done by now: asking
             # again (connect() answers 0, or EISCONN) saves waiting for a wakeup.
+            self.backend = backend
             err = sock.connect_ex(backend.sockaddr)
             if err in _CONNECTED:
-                self.backend = backend
                 self._connected(sock, 0)
                 return
             if err in _IN_PROGRESS:
-                self.backend = backend
                 self.connecting = sock
                 self.poller.add(sock.fileno(), self._connect_event, IN | OUT)
                 self.slot = self.poller.arm(self, self.frontend.config.timeouts.connect)
                 return
+            self.backend = None
             sock.close()  # refused (or another error) while we asked
             self._count_failure(backend, os.strerror(err))
         fe = self.frontend
         fe.stats_.refused += 1
         error = self.last_error or NoBackendAvailable(f"pool {pool.name}: no server is up")
         log.debug("tcp %s: refusing %s: %s", fe.config.listen[0], self.client_ip, error)
-        self.closed = True
         _refuse(self.a)
         fe.finished(self)
 
@@ -224,7 +223,6 @@ class _Conn(FdRelay):
             backend = self._forget_connect()
             if backend is not None:
                 self.pool.drop(backend)
-            self.closed = True
             self.a.close()
             self.frontend.finished(self)
         elif not self.closed:
@@ -308,9 +306,9 @@ class TcpFrontend:
             pass
 
     def _sweep(self) -> None:
-        now = time.monotonic()
+        now, timeout = time.monotonic(), self.idle_timeout
         for conn in list(self.conns):
-            conn.idle_check(now)
+            conn.idle_check(now, timeout)
         self._sweeper = self.poller.loop.call_later(self.sweep_every, self._sweep) if self.conns else None
 
     def close_all(self) -> None:
