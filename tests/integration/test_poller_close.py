@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 from lb.poller import IN, Poller
 
@@ -17,29 +18,35 @@ def test_close_in_a_batch_defers_the_close_and_drops_its_events() -> None:
         second, second_peer = socket.socketpair()
         made: list[socket.socket] = []
         calls: list[str] = []
+        checks: list[tuple[bool, bool]] = []
         try:
             for s in (first, second):
                 s.setblocking(False)
             first_fd, second_fd = first.fileno(), second.fileno()
 
-            def on_first(ev: int) -> None:
-                calls.append("first")
-                # Whichever comes first in the batch closes the other, then
-                # makes a new socket watched with the old one's handler slot.
-                other = second if not calls[:-1] else first
-                poller.close_socket(other)
-                assert other.fileno() != -1  # still open until the batch is over
-                fresh, fresh_peer = socket.socketpair()
-                made.extend((fresh, fresh_peer))
-                assert other.fileno() not in (fresh.fileno(), fresh_peer.fileno())
-                poller.add(fresh.fileno(), lambda ev: calls.append("fresh"), IN)
+            def closes(other: socket.socket) -> Callable[[int], None]:
+                def handler(ev: int) -> None:
+                    # Whichever socket's event comes first closes the other one,
+                    # then makes a new socket, watched like the closed one was.
+                    # (The poller logs a handler's exception: record, assert after.)
+                    calls.append("handler")
+                    poller.close_socket(other)
+                    fresh, fresh_peer = socket.socketpair()
+                    made.extend((fresh, fresh_peer))
+                    still_open = other.fileno() != -1  # until the batch is over
+                    reused = other.fileno() in (fresh.fileno(), fresh_peer.fileno())
+                    checks.append((still_open, reused))
+                    poller.add(fresh.fileno(), lambda ev: calls.append("fresh"), IN)
 
-            poller.add(first_fd, on_first, IN)
-            poller.add(second_fd, on_first, IN)
+                return handler
+
+            poller.add(first_fd, closes(second), IN)
+            poller.add(second_fd, closes(first), IN)
             first_peer.send(b"x")
             second_peer.send(b"y")
             await asyncio.sleep(0.05)
-            assert calls == ["first"]  # one handler ran; the closed socket's event was dropped
+            assert calls == ["handler"]  # one handler ran; the closed socket's event was dropped
+            assert checks == [(True, False)]  # closed after the batch, its fd number not reused in it
             assert first.fileno() == -1 or second.fileno() == -1  # closed once the batch ended
             assert len(poller.handlers) == 2  # the survivor and the fresh socket
         finally:
