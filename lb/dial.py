@@ -86,13 +86,21 @@ async def dial(
     raise NoBackendAvailable(f"pool {pool.name}: no server is up")
 
 
-def connect_start(backend: Backend) -> socket.SocketType:
+def connect_start(backend: Backend, data_follows: bool = False) -> socket.SocketType:
     """A non-blocking socket with its connect to `backend` under way (TCP_NODELAY,
     as the transports set it); raises OSError when it fails at once. The bare C
-    socket type: the Python subclass only adds per-call overhead here."""
+    socket type: the Python subclass only adds per-call overhead here.
+
+    `data_follows`: the caller sends right after connecting, so the handshake's
+    last ACK waits to ride with that data (HAProxy's `option tcp-smart-connect`;
+    Linux does this for a connecting socket with TCP_DEFER_ACCEPT set). The
+    server then gets its new connection and the request in one packet: one
+    packet less, and one wakeup of the server instead of two."""
     sock = socket.SocketType(backend.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if data_follows:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
         err = sock.connect_ex(backend.sockaddr)
     except OSError:
         sock.close()

@@ -297,11 +297,16 @@ class FdRelay:
         replay: bytes = b"",
         replay_limit: int = 0,
         watched: int = 0,
+        *,
+        sent: int = 0,
+        read_a: bool = True,
     ) -> None:
         """Relay a <-> b from now on. `preamble` (a PROXY header), then `replay`
-        (what the client sent to a server that failed) go to b first. While b
-        has sent nothing, up to `replay_limit` bytes from a are kept for a retry.
-        `watched`: the events b is in the poller for already (0: not in it)."""
+        (what the client sent so far) go to b first; the caller may have sent
+        the first `sent` bytes of them already. While b has sent nothing, up
+        to `replay_limit` bytes from a are kept for a retry. `watched`: the
+        events b is in the poller for already (0: not in it). `read_a`: a may
+        have data queued that nobody has looked at yet."""
         a, p = self.a, self.poller
         self.b = b
         self.replay_limit = replay_limit
@@ -325,11 +330,14 @@ class FdRelay:
             p.add(b.fileno(), ba.event, IN)
         # The client's request is usually queued already: read it before watching
         # a, which saves a wakeup (watching first would report it twice).
-        if preamble or replay:
-            ab.held = preamble + replay
+        held = preamble + replay
+        if sent:
+            held = held[sent:]
+        if held:
+            ab.held = held
             ab.state = _BLOCKED  # as if b had been full: writable() sends it, then reads a
             ab.writable()
-        else:
+        elif read_a:
             ab.event(0)
         if not self.closed:
             p.add(a.fileno(), ab.event, IN | OUT if self.a_out else IN)

@@ -1,15 +1,22 @@
 """`[[tcp]]` virtual services: the L4 front end (LVS's job).
 
-accept (the listener hands over the raw socket) -> pick a server of the pool
-(connect timeout, passive health, retry on another server)
--> PROXY header if the pool asks -> relay both ways (lb.fdrelay: copy for small
+accept (the listener hands over the raw socket) -> read what the client sent
+already -> pick a server of the pool (connect timeout, passive health, retry on
+another server) -> send the PROXY header if the pool asks, and those first
+bytes, right after connect -> relay both ways (lb.fdrelay: copy for small
 exchanges, splice for bulk) -> drop from the pool. All of it runs in poller
 callbacks (lb.poller): no task, transport or protocol object per connection.
 
-The client's bytes stay in the kernel until a backend is connected (the client
-socket is not read), so a retry on another server is invisible to the client.
-With no server to take the connection it is reset at once (refused quickly)
-rather than left hanging.
+What the client sent is kept until the server answers, so a retry on another
+server is invisible to the client. With no server to take the connection the
+client is reset at once (refused quickly) rather than left hanging.
+
+When the first bytes are in hand before the connect, the handshake's last ACK
+waits to carry them (HAProxy's `option tcp-smart-connect`, see
+lb.dial.connect_start): the server gets its connection and the request in one
+packet and wakes once for both. Measured on the bench's loopback setup, where
+the server shares a CPU with the proxy: 1.55 -> 1.05 preemptions of the proxy
+per new connection, and 6-11% more connections per second.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from lb import proxy_protocol
 from lb.dial import MAX_ATTEMPTS, connect_failed, connect_start
 from lb.errors import LbError, NoBackendAvailable, UpstreamConnectError
 from lb.fdrelay import FdRelay
-from lb.poller import ERR, IN, OUT, TICK, Poller, poller
+from lb.poller import BUF_SIZE, ERR, IN, OUT, TICK, Poller, poller
 from lb.pool import Backend, PoolSet
 
 log = logging.getLogger("sekisho.tcp")
@@ -41,6 +48,7 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 REPLAY_LIMIT = 65536  # client bytes kept for a retry until the server answers
 _CONNECTED = (0, errno.EISCONN)
 _IN_PROGRESS = (errno.EALREADY, errno.EINPROGRESS)
+_DONTWAIT = socket.MSG_DONTWAIT
 
 
 @dataclass
@@ -71,7 +79,7 @@ class _Conn(FdRelay):
 
     __slots__ = (
         "attempts", "backend", "client_ip", "connecting", "frontend", "last_error", "on_close", "peer",
-        "pending", "pool", "retries", "slot", "tried",
+        "pending", "pool", "preamble", "retries", "slot", "tried", "unread",
     )  # fmt: skip
 
     def __init__(
@@ -89,20 +97,42 @@ class _Conn(FdRelay):
         self.tried: list[Backend] = []  # servers that failed this client: not picked again
         self.attempts = 0  # connects in this dial
         self.retries = 0  # relays that ended in a retry
-        self.pending = b""  # what the client sent to a server that failed, for the next one
+        self.pending = b""  # what the client sent so far: it goes out right after connect
+        self.unread = True  # the client may have sent more than `pending`
+        self.preamble = b""  # the PROXY header, if the pool asks for one
         self.last_error: LbError | None = None
+
+    def read_first(self) -> bool:
+        """Read what the client sent before connecting, so that it goes out
+        with the connect (see connect_next). False: the client is gone."""
+        view = self.view
+        try:
+            n = self.a.recv_into(view, 0, _DONTWAIT)
+        except BlockingIOError:
+            self.unread = False  # nothing yet; watching the client will report it
+            return True
+        except OSError:
+            return False  # reset before a server was even picked
+        if n:  # (0 is an early FIN: the relay finds it again and passes it on)
+            self.pending = bytes(view[:n])
+            self.unread = n == BUF_SIZE  # a full read: more is queued
+        return True
 
     # -------------------------------------------------------------- dial
     def dial(self, replay: bytes) -> None:
         """Dial again for a retry: `replay` is what the client sent so far."""
         self.attempts = 0
         self.pending = replay
+        self.unread = True  # the client was not watched meanwhile
         self.connect_next()
 
     def connect_next(self) -> None:
         """Pick a server not tried yet and connect (take_socket calls this
         first: __init__ set up the first dial)."""
         pool = self.pool
+        if pool.proxy_protocol is not None:
+            self.preamble = self._proxy_header(pool.proxy_protocol)
+        first = self.preamble + self.pending
         while self.attempts < MAX_ATTEMPTS:
             self.attempts += 1
             backend = pool.pick(self.client_ip, self.tried)
@@ -110,17 +140,30 @@ class _Conn(FdRelay):
                 break
             pool.take(backend)
             try:
-                sock = connect_start(backend)
+                sock = connect_start(backend, bool(first))
             except OSError as exc:
                 self._count_failure(backend, exc.strerror or str(exc))
                 continue
-            # On loopback (and fast LANs) the handshake is done by now: asking
-            # again (connect() answers 0, or EISCONN) saves waiting for a wakeup.
+            # On loopback (and fast LANs) the handshake is done by now, so the
+            # client's first bytes go out at once: send() fails with EAGAIN
+            # while the connect is still under way. With nothing to send,
+            # connect() asked again answers 0 or EISCONN once connected.
             self.backend = backend
-            err = sock.connect_ex(backend.sockaddr)
-            if err in _CONNECTED:
-                self._connected(sock, 0)
-                return
+            if first:
+                try:
+                    sent = sock.send(first, _DONTWAIT)
+                except BlockingIOError:
+                    err = errno.EINPROGRESS
+                except OSError as exc:
+                    err = exc.errno or errno.ECONNREFUSED
+                else:
+                    self._connected(sock, 0, sent)
+                    return
+            else:
+                err = sock.connect_ex(backend.sockaddr)
+                if err in _CONNECTED:
+                    self._connected(sock, 0)
+                    return
             if err in _IN_PROGRESS:
                 self.connecting = sock
                 self.poller.add(sock.fileno(), self._connect_event, IN | OUT)
@@ -176,17 +219,18 @@ class _Conn(FdRelay):
             self.pool, backend, self.tried, UpstreamConnectError(f"{backend.key}: {reason}")
         )
 
-    def _connected(self, sock: socket.SocketType, watched: int) -> None:
+    def _proxy_header(self, version: str) -> bytes:
+        peer = self.peer
+        src = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        local = self.a.getsockname()
+        dst = (local[0], local[1]) if isinstance(local, tuple) else None
+        return proxy_protocol.encode(version, src, dst)
+
+    def _connected(self, sock: socket.SocketType, watched: int, sent: int = 0) -> None:
+        """`sent`: how much of the PROXY header and pending bytes went out with the connect."""
         self.frontend.stats_.relayed += 1
-        preamble = b""
-        if self.pool.proxy_protocol is not None:
-            peer = self.peer
-            src = (peer[0], peer[1]) if isinstance(peer, tuple) else None
-            local = self.a.getsockname()
-            dst = (local[0], local[1]) if isinstance(local, tuple) else None
-            preamble = proxy_protocol.encode(self.pool.proxy_protocol, src, dst)
         limit = REPLAY_LIMIT if self.retries + 1 < MAX_ATTEMPTS else 0
-        self.start(sock, preamble, self.pending, limit, watched)
+        self.start(sock, self.preamble, self.pending, limit, watched, sent=sent, read_a=self.unread)
 
     # -------------------------------------------------------------- end
     def ended(self) -> None:
@@ -277,7 +321,12 @@ class TcpFrontend:
             if self._sweeper is None:
                 self._sweeper = self.poller.loop.call_later(self.sweep_every, self._sweep)
         self.conns.add(conn)
-        conn.connect_next()
+        if conn.read_first():
+            conn.connect_next()
+        else:
+            s.errors += 1
+            conn.a.close()
+            self.finished(conn)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 import time
 
 import psutil
@@ -132,6 +133,76 @@ async def _proxy_header(version: str) -> None:
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_proxy_protocol_parsed_by_backend(version: str) -> None:
     run(_proxy_header(version))
+
+
+_TCPI_SEGS_IN = 140  # offsets in Linux's struct tcp_info
+_TCPI_DATA_SEGS_IN = 152
+
+
+async def _first_bytes_with_the_handshake() -> None:
+    # What the client sent before it was accepted goes out with the connect,
+    # in the packet that completes the handshake (tcp-smart-connect): the
+    # server's socket gets the SYN, then data, and no bare ACK in between.
+    received: asyncio.Future[tuple[bytes, int]] = asyncio.get_running_loop().create_future()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        sock = writer.get_extra_info("socket")
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+        (segs,) = struct.unpack_from("I", info, _TCPI_SEGS_IN)
+        (data_segs,) = struct.unpack_from("I", info, _TCPI_DATA_SEGS_IN)
+        received.set_result((line, segs - data_segs))
+        writer.write(b"ok\n")
+        await writer.drain()
+        writer.close()
+
+    be = await Backend("D", handler).start()
+    async with Service(simple_pool(be)) as svc:
+        # Connect and send without yielding: the service accepts (on this
+        # loop) only after the request is queued.
+        client = socket.create_connection(("127.0.0.1", svc.port))
+        try:
+            client.sendall(b"GET / HTTP/1.0\r\n")
+            client.setblocking(False)
+            line, bare = await asyncio.wait_for(received, 5)
+            assert await asyncio.wait_for(asyncio.get_running_loop().sock_recv(client, 10), 5) == b"ok\n"
+        finally:
+            client.close()
+            await be.stop()
+    assert line == b"GET / HTTP/1.0\r\n"
+    assert bare == 1  # the SYN only
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_first_bytes_go_with_the_handshake(loop: str) -> None:
+    run(_first_bytes_with_the_handshake(), loop)
+
+
+async def _reset_before_pick() -> None:
+    # A client that resets before it is accepted costs no server a connection.
+    be = await Backend("R").start()
+    try:
+        async with Service(simple_pool(be)) as svc:
+            client = socket.create_connection(("127.0.0.1", svc.port))
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()  # RST, before this loop runs the accept
+            for _ in range(100):
+                if svc.stats.accepted:
+                    break
+                await asyncio.sleep(0.01)
+            counts = (svc.stats.accepted, svc.stats.errors, svc.stats.active, svc.stats.relayed)
+            connections = svc.pools["p"].find(str(be.address))[0].total
+            answer = await ask(svc.port)
+    finally:
+        await be.stop()
+    assert counts == (1, 1, 0, 0)
+    assert connections == 0
+    assert answer == "R"  # and the service goes on
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_client_reset_before_a_server_is_picked(loop: str) -> None:
+    run(_reset_before_pick(), loop)
 
 
 async def _max_connections() -> None:
