@@ -53,10 +53,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--upload-mib", type=int, help="streamed upload size in MiB (default 1024; quick 64)")
     p.add_argument(
-        "--haproxy-splice",
+        "--haproxy-tuned",
+        "--haproxy-splice",  # the earlier name, when tuned meant splice only
+        dest="haproxy_tuned",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="HAProxy with option splice-request/-response (default), or without (its default config)",
+        help="HAProxy tuned (option splice-request/-response and tcp-smart-connect; default), "
+        "or as configured by default",
     )
     a = p.parse_args(argv)
     q = a.quick
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             rc = 1
         doc["backends"] = backends.to_json()
         if rc == 0:
-            builders = BUILDERS | {"haproxy": functools.partial(haproxy, splice=args.haproxy_splice)}
+            builders = BUILDERS | {"haproxy": functools.partial(haproxy, tuned=args.haproxy_tuned)}
             for name in args.target_list:
                 t = direct(backends) if name == "direct" else builders[name](workdir, backends, server_cpus)
                 targets.append(t)

@@ -10,7 +10,7 @@ Backends (pinned to the server-side CPU with the proxies, started once per bench
 Targets (each proxy pinned to the server-side CPU, one worker/thread):
     direct   the backends themselves
     sekisho  `sekisho run -c` with [[tcp]] services and an [[http]] route per backend
-    haproxy  `haproxy -db -f`: mode tcp / mode http, http-reuse always, splice-request + splice-response
+    haproxy  `haproxy -db -f`: mode tcp / mode http, http-reuse always, splice, tcp-smart-connect
     nginx    `nginx` with daemon off: stream {} (load_module) and http {} with upstream keepalive
 """
 
@@ -347,7 +347,10 @@ def _sekisho_version() -> str:
     return f"sekisho {version_text}" + (f" ({rev})" if rev else "")
 
 
-def haproxy_config(backends: Backends, ports: dict[str, int], splice: bool = True) -> str:
+TUNED_HAPROXY = ["    option splice-request", "    option splice-response", "    option tcp-smart-connect"]
+
+
+def haproxy_config(backends: Backends, ports: dict[str, int], tuned: bool = True) -> str:
     be = backends.endpoints
     out = [
         "global",
@@ -359,7 +362,9 @@ def haproxy_config(backends: Backends, ports: dict[str, int], splice: bool = Tru
         "    timeout client 120s",
         "    timeout server 120s",
         "    timeout http-keep-alive 120s",
-        *(["    option splice-request", "    option splice-response"] if splice else []),
+        # Tuned: splice for bulk, and the handshake's last ACK carries the request
+        # (sekisho's [[tcp]] does the latter always).
+        *(TUNED_HAPROXY if tuned else []),
         "",
         "frontend fe_http",
         "    mode http",
@@ -388,8 +393,8 @@ def haproxy_config(backends: Backends, ports: dict[str, int], splice: bool = Tru
     return "\n".join(out)
 
 
-def haproxy(workdir: Path, backends: Backends, cpus: frozenset[int] | None, splice: bool = True) -> Target:
-    """HAProxy at its best for bulk (splice both ways), or as configured by default (`splice=False`)."""
+def haproxy(workdir: Path, backends: Backends, cpus: frozenset[int] | None, tuned: bool = True) -> Target:
+    """HAProxy tuned (splice both ways, tcp-smart-connect), or as configured by default (`tuned=False`)."""
     t = Target("haproxy")
     exe = which("haproxy")
     if not exe:
@@ -398,12 +403,12 @@ def haproxy(workdir: Path, backends: Backends, cpus: frozenset[int] | None, spli
         return t
     t.version = version([exe, "-v"])
     ports = dict(zip(("http", "stream", "echo", "l4http"), free_ports(4), strict=True))
-    t.config = haproxy_config(backends, ports, splice)
+    t.config = haproxy_config(backends, ports, tuned)
     path = workdir / "haproxy.cfg"
     path.write_text(t.config)
     t.endpoints = {k: (LOCAL, p) for k, p in ports.items()}
     t.notes = "nbthread 1, maxconn 2000, http-reuse always, " + (
-        "option splice-request + splice-response" if splice else "no splice (HAProxy's default)"
+        "option splice-request, splice-response, tcp-smart-connect" if tuned else "default options"
     )
     _launch(t, [exe, "-db", "-f", str(path)], workdir, cpus, list(ports.values()))
     return t

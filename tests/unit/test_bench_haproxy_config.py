@@ -1,12 +1,12 @@
-"""The bench's HAProxy peer: tuned for bulk (splice both ways) by default, or
-HAProxy's own default TCP mode with --no-haproxy-splice."""
+"""The bench's HAProxy peer: tuned (splice both ways, tcp-smart-connect) by
+default, or HAProxy's own default TCP mode with --no-haproxy-tuned."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from bench.cli import parse_args
-from bench.targets import Backends, haproxy_config
+from bench.targets import TUNED_HAPROXY, Backends, haproxy_config
 
 
 def _backends() -> Backends:
@@ -17,15 +17,17 @@ def _backends() -> Backends:
     return b
 
 
-def test_splice_options_only_when_asked() -> None:
+def test_tuning_options_only_when_asked() -> None:
     ports = {"http": 1, "stream": 2, "echo": 3, "l4http": 4}
     tuned = haproxy_config(_backends(), ports)
-    plain = haproxy_config(_backends(), ports, splice=False)
-    assert "option splice-request" in tuned and "option splice-response" in tuned
-    assert "splice" not in plain
-    assert tuned.replace("    option splice-request\n    option splice-response\n", "") == plain
+    plain = haproxy_config(_backends(), ports, tuned=False)
+    for option in ("option splice-request", "option splice-response", "option tcp-smart-connect"):
+        assert option in tuned
+    assert "splice" not in plain and "smart" not in plain
+    assert tuned.replace("".join(line + "\n" for line in TUNED_HAPROXY), "") == plain
 
 
 def test_cli_flag() -> None:
-    assert parse_args([]).haproxy_splice is True
-    assert parse_args(["--no-haproxy-splice"]).haproxy_splice is False
+    assert parse_args([]).haproxy_tuned is True
+    assert parse_args(["--no-haproxy-tuned"]).haproxy_tuned is False
+    assert parse_args(["--no-haproxy-splice"]).haproxy_tuned is False  # the earlier name
