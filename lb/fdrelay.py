@@ -41,6 +41,7 @@ _READ = IN | ERR
 # Copying passes MSG_DONTWAIT, so the accepted socket need not be made
 # non-blocking (an ioctl per connection) unless the connection turns to splice.
 _DONTWAIT = socket.MSG_DONTWAIT
+_DONTWAIT_MORE = _DONTWAIT | socket.MSG_MORE
 DRAIN = 1 << 30  # _Flow.event(): no event to go by, read until EAGAIN
 # _Flow.state bits; 0 is the common case, plain copying
 _BLOCKED = 1  # dst is full: src is not read until it drains
@@ -137,7 +138,10 @@ class _Flow:
                 else:
                     replay += data
             try:
-                sent = dst.send(data, _DONTWAIT)
+                # Data that ends with the FIN (a short read, RDHUP seen): the
+                # shutdown below follows at once, and MSG_MORE lets the FIN
+                # leave in the same packet as this data.
+                sent = dst.send(data, _DONTWAIT_MORE if ev & RDHUP and n < BUF_SIZE else _DONTWAIT)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:

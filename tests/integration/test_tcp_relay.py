@@ -147,11 +147,7 @@ async def _first_bytes_with_the_handshake() -> None:
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         line = await reader.readline()
-        sock = writer.get_extra_info("socket")
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
-        (segs,) = struct.unpack_from("I", info, _TCPI_SEGS_IN)
-        (data_segs,) = struct.unpack_from("I", info, _TCPI_DATA_SEGS_IN)
-        received.set_result((line, segs - data_segs))
+        received.set_result((line, _segments_without_data(writer.get_extra_info("socket"))))
         writer.write(b"ok\n")
         await writer.drain()
         writer.close()
@@ -176,6 +172,55 @@ async def _first_bytes_with_the_handshake() -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_first_bytes_go_with_the_handshake(loop: str) -> None:
     run(_first_bytes_with_the_handshake(), loop)
+
+
+def _segments_without_data(sock: socket.socket) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    return int(
+        struct.unpack_from("I", info, _TCPI_SEGS_IN)[0] - struct.unpack_from("I", info, _TCPI_DATA_SEGS_IN)[0]
+    )
+
+
+async def _fin_with_the_last_data() -> None:
+    # The server's last bytes and its FIN reach the proxy together: the client
+    # gets them in one segment too (MSG_MORE, then shutdown).
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+
+    async def serve_one() -> None:
+        conn, _ = await loop.sock_accept(listener)
+        with conn:
+            assert await loop.sock_recv(conn, 100) == b"hi\n"
+            conn.send(b"bye\n")
+            conn.shutdown(socket.SHUT_WR)  # right behind the data, before the proxy looks
+            await loop.sock_recv(conn, 100)
+
+    server = loop.create_task(serve_one())
+    pool = conf.Pool("p", (conf.Server(conf.Address("127.0.0.1", listener.getsockname()[1])),))
+    try:
+        async with Service(pool) as svc:
+            client = socket.create_connection(("127.0.0.1", svc.port))
+            try:
+                client.sendall(b"hi\n")
+                client.setblocking(False)
+                data = b""
+                while chunk := await asyncio.wait_for(loop.sock_recv(client, 100), 5):
+                    data += chunk
+                bare = _segments_without_data(client)
+            finally:
+                client.close()
+            await asyncio.wait_for(server, 5)
+    finally:
+        server.cancel()
+        listener.close()
+    assert data == b"bye\n"
+    assert bare == 2  # the SYN-ACK and the ACK of "hi": the FIN came with "bye"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_fin_leaves_with_the_last_data(loop: str) -> None:
+    run(_fin_with_the_last_data(), loop)
 
 
 async def _reset_before_pick() -> None:
