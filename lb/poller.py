@@ -104,8 +104,9 @@ class Poller:
         self._closing = closing
         try:
             for fd, ev in events:
-                handler = handlers.get(fd)
-                if handler is None:
+                try:
+                    handler = handlers[fd]  # (cheaper than .get when it is there)
+                except KeyError:
                     continue  # closed or removed earlier in this batch
                 try:
                     handler(ev)
