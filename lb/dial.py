@@ -20,6 +20,7 @@ from lb.pool import Backend, BackendPool
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 MAX_ATTEMPTS = 3  # HAProxy's `retries 3`
+_DEFER_ACCEPT: int | None = getattr(socket, "TCP_DEFER_ACCEPT", None)  # Linux only
 
 
 async def open_connection(
@@ -99,8 +100,8 @@ def connect_start(backend: Backend, data_follows: bool = False) -> socket.Socket
     sock = socket.SocketType(backend.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if data_follows:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+        if data_follows and _DEFER_ACCEPT is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, _DEFER_ACCEPT, 1)
         err = sock.connect_ex(backend.sockaddr)
     except OSError:
         sock.close()
