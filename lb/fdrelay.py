@@ -12,6 +12,9 @@ Each direction is a `_Flow` (src -> dst) with two strategies:
 
 Backpressure: what dst cannot take stays in Python (copy) or in the pipe
 (splice), src is not read meanwhile, and dst's EPOLLOUT resumes the flow.
+Meanwhile src is not watched for input either (`_Flow.paused`): edge-triggered
+epoll reports every segment that arrives, and a bulk sender faster than its
+reader would wake the loop for each one with nothing to do.
 Half-close: EOF from src becomes `shutdown(SHUT_WR)` on dst once everything
 before it is delivered; the other direction goes on until it ends too. A
 reset or error on either side closes both.
@@ -89,7 +92,9 @@ class _Flow:
     """One direction: what src sends is written to dst. `reverse` is the other
     direction, whose dst is this one's src."""
 
-    __slots__ = ("dst", "from_b", "held", "in_pipe", "nbytes", "pipe", "relay", "reverse", "src", "state")
+    __slots__ = (
+        "dst", "from_b", "held", "in_pipe", "nbytes", "paused", "pipe", "relay", "reverse", "src", "state",
+    )  # fmt: skip
     reverse: _Flow
     held: bytes  # copy mode, while _BLOCKED: what dst could not take yet
     pipe: tuple[int, int, int]  # while _SPLICE: (read end, write end, size)
@@ -103,6 +108,7 @@ class _Flow:
         self.from_b = from_b
         self.state = 0
         self.nbytes = 0
+        self.paused = False  # src is not watched for input (set while blocked)
 
     def event(self, ev: int) -> None:
         """The poller's handler for src: its data, FIN or error are this flow's;
@@ -205,12 +211,19 @@ class _Flow:
         self.state &= ~_BLOCKED
         if self.state & _EOF:
             self._finish()
-        else:
-            self.event(DRAIN)  # edges came and went while blocked
+            return
+        self.event(DRAIN)  # what came while blocked
+        if self.paused and not self.state & (_BLOCKED | _EOF | _OVER):
+            self.paused = False  # (still blocked: stays unwatched, no syscall either way)
+            self.relay.rearm(not self.from_b)
 
     def _block(self) -> None:
         self.state |= _BLOCKED
-        self.relay.watch_out(self)
+        relay = self.relay
+        relay.watch_out(self)
+        if not self.paused:
+            self.paused = True
+            relay.rearm(not self.from_b)  # src: no input wanted until dst drains
 
     def _splice(self) -> None:
         _r, w, size = self.pipe
@@ -344,7 +357,7 @@ class FdRelay:
         elif read_a:
             ab.event(0)
         if not self.closed:
-            p.add(a.fileno(), ab.event, IN | OUT if self.a_out else IN)
+            p.add(a.fileno(), ab.event, (0 if ab.paused else IN) | (OUT if self.a_out else 0))
             self.a_watched = True
 
     def ended(self) -> None:
@@ -355,11 +368,20 @@ class FdRelay:
         if flow is self.ba:  # dst is a
             if not self.a_out:
                 self.a_out = True
-                if self.a_watched:
-                    self.poller.modify(self.a.fileno(), IN | OUT)
+                self.rearm(True)
         elif not self.b_out:
             self.b_out = True
-            self.poller.modify(self.b.fileno(), IN | OUT)
+            self.rearm(False)
+
+    def rearm(self, on_a: bool) -> None:
+        """Tell the poller what a (or b) is watched for now: input unless the
+        flow it feeds is paused, room to write once a send to it blocked."""
+        if on_a:
+            if self.a_watched:
+                events = (0 if self.ab.paused else IN) | (OUT if self.a_out else 0)
+                self.poller.modify(self.a.fileno(), events)
+        else:
+            self.poller.modify(self.b.fileno(), (0 if self.ba.paused else IN) | (OUT if self.b_out else 0))
 
     def failed(self, exc: OSError, on_b: bool) -> None:
         if self.closed:
