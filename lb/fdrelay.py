@@ -377,11 +377,12 @@ class FdRelay:
         """Tell the poller what a (or b) is watched for now: input unless the
         flow it feeds is paused, room to write once a send to it blocked."""
         if on_a:
-            if self.a_watched:
-                events = (0 if self.ab.paused else IN) | (OUT if self.a_out else 0)
-                self.poller.modify(self.a.fileno(), events)
+            if not self.a_watched:
+                return  # start() adds it with what is wanted by then
+            sock, feeds, out = self.a, self.ab, self.a_out
         else:
-            self.poller.modify(self.b.fileno(), (0 if self.ba.paused else IN) | (OUT if self.b_out else 0))
+            sock, feeds, out = self.b, self.ba, self.b_out
+        self.poller.modify(sock.fileno(), (0 if feeds.paused else IN) | (OUT if out else 0))
 
     def failed(self, exc: OSError, on_b: bool) -> None:
         if self.closed:

@@ -130,7 +130,7 @@ class _Conn(FdRelay):
         """Pick a server not tried yet and connect (take_socket calls this
         first: __init__ set up the first dial)."""
         pool = self.pool
-        if pool.proxy_protocol is not None:
+        if not self.preamble and pool.proxy_protocol is not None:  # once per client, not per attempt
             self.preamble = self._proxy_header(pool.proxy_protocol)
         first = self.preamble + self.pending
         while self.attempts < MAX_ATTEMPTS:
