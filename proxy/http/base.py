@@ -18,6 +18,7 @@ from lb.pool import Backend, BackendPool
 from proxy.http.answers import plain
 from proxy.http.routing import Route
 from proxy.http.upstream import UpstreamConnection
+from proxy.linger import linger_close
 
 if TYPE_CHECKING:
     from proxy.http.frontend import HttpFrontend
@@ -51,6 +52,7 @@ class ConnectionBase(asyncio.Protocol):
         self.allowed = True
         self.trusted = False
         self.closed = False
+        self.client_eof = False  # the client shut its side: nothing more will come
         # request head gate: bytes held back from h11 until the head is complete and checked
         self.gate_buf = bytearray()
         self.gate: bytearray | None = self.gate_buf
@@ -125,12 +127,20 @@ class ConnectionBase(asyncio.Protocol):
             self.sent += n
             self.fe.counters.bytes_out += n
 
-    def _close(self) -> None:
+    def _close(self, linger: bool = False) -> None:
+        """Close once what was written is sent. `linger`: the client may still be
+        sending (we answered before reading the whole request), and closing with its
+        input unread would reset the connection under our answer (see proxy.linger)."""
         if not self.closed:
             self.closed = True
             self._cancel_timers()
-            if self.transport is not None:
-                self.transport.close()
+            transport = self.transport
+            if transport is not None:
+                if linger and not self.client_eof:
+                    self._release_upstream()  # now, not when the lingering ends
+                    linger_close(transport, self)
+                else:
+                    transport.close()
 
     def _abort(self) -> None:
         """Kill the client connection: a response we cannot complete must not look complete."""
@@ -146,14 +156,15 @@ class ConnectionBase(asyncio.Protocol):
         if status in {400, 431}:
             self.fe.counters.bad_requests += 1
         log.debug("%s: %d %s", self.peer, status, reason)
-        self._local_done(status, plain(status), close=True)
+        self._local_done(status, plain(status), close=False)
+        self._close(linger=True)  # whatever the request had left may be on its way
 
     def _local_done(self, status: int, data: bytes, close: bool) -> None:
         self._write(data)
         self.status = status
         self._log(status)
         if close:
-            self._close()
+            self._close(linger=not self.request_done)
 
     def _log(self, status: int) -> None:
         fe = self.fe
@@ -253,3 +264,6 @@ class ConnectionBase(asyncio.Protocol):
 
     def _upstream_failure(self, status: int, reason: str) -> None:
         raise NotImplementedError  # BackendExchange
+
+    def _release_upstream(self) -> None:
+        raise NotImplementedError  # ClientConnection

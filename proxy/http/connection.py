@@ -123,6 +123,7 @@ class ClientConnection(BackendExchange):
             self._pause(HELD)
 
     def eof_received(self) -> bool:
+        self.client_eof = True
         if self.tunnel:
             up = self.up
             if up is not None and up.transport is not None and up.transport.can_write_eof():
@@ -145,6 +146,14 @@ class ClientConnection(BackendExchange):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timers()
+        self._release_upstream()
+        self.fe.conn_closed(self)
+        on_close = self.on_close
+        assert callable(on_close)
+        on_close()
+
+    def _release_upstream(self) -> None:
+        """Let go of the backend side: a dial under way, the backend connection."""
         if self.connect_task is not None:
             self.connect_task.cancel()
         up = self.up
@@ -156,10 +165,6 @@ class ClientConnection(BackendExchange):
             else:
                 up.abort()
             self._drop_backend()
-        self.fe.conn_closed(self)
-        on_close = self.on_close
-        assert callable(on_close)
-        on_close()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -399,7 +404,7 @@ class ClientConnection(BackendExchange):
 
     def _next_cycle(self) -> None:
         if not self.request_done or not self.keep_alive or self.resp_close or self.fe.retired:
-            self._close()
+            self._close(linger=not self.request_done)
             return
         # h11 only reads here; a fresh one per request costs less than driving its sending side.
         rest, closed = self.h11.trailing_data
