@@ -89,6 +89,38 @@ def test_a_400_with_unread_input_behind_it_ends_in_a_fin(loop: str) -> None:
     assert end == "fin"
 
 
+def _pipelined_behind_close(port: int) -> tuple[str, bytes, str]:
+    """A request that says `Connection: close`, and a big upload pipelined behind it."""
+    first = b"GET /echo HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n"
+    second = b"POST /echo HTTP/1.1\r\nHost: www.example.com\r\nContent-Length: %d\r\n\r\n" % UPLOAD
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(10)
+        try:
+            s.sendall(first + second + bytes(UPLOAD))
+            sent = "sent"
+        except (BrokenPipeError, ConnectionResetError):
+            sent = "reset"
+        answer, end = _read_all(s)
+    return sent, answer, end
+
+
+async def _pipelined() -> tuple[str, bytes, str]:
+    a = await HttpBackend("a").start()
+    try:
+        async with Proxy(config({"alpha": [a.address], "beta": [a.address]}, ROUTES)) as p:
+            return await asyncio.get_running_loop().run_in_executor(None, _pipelined_behind_close, p.port)
+    finally:
+        await a.stop()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_input_pipelined_behind_a_closing_response_ends_in_a_fin(loop: str) -> None:
+    sent, answer, end = run(_pipelined(), loop)
+    assert sent == "sent"
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 ") == 1
+    assert end == "fin"
+
+
 async def _silent_client(monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, float, int]:
     """After the 413 the client neither sends nor closes: the proxy gives up after LINGER_QUIET."""
     monkeypatch.setattr(linger, "LINGER_QUIET", 0.3)
