@@ -16,11 +16,13 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import conf
 from proxy.cli import setup_logging
 from proxy.daemon import Daemon, StartupError
 
+log = logging.getLogger("sekisho.demo")
 PREFERRED = {"http": 8080, "tcp": 8088, "smtp": 8025, "metrics": 9100}
 
 
@@ -81,7 +83,57 @@ async def _echo() -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
+class _Mailbox:
+    """aiosmtpd handler of a demo mail server: logs each message it takes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        rcpts = ", ".join(envelope.rcpt_tos)
+        log.info("%s took a message from %s for %s", self.name, envelope.mail_from, rcpts)
+        return "250 2.0.0 Ok: queued"
+
+
+async def _mail_server(name: str) -> tuple[asyncio.Server, int] | None:
+    """A demo mail server (aiosmtpd, from the test extras); None when it is not installed."""
+    try:
+        from aiosmtpd.smtp import SMTP
+    except ImportError:
+        return None
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(_Mailbox(name), hostname=name), "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def _smtp_config(ports: dict[str, int], backends: dict[str, int]) -> str:
+    return f"""
+[pool.mail-a]
+scheduler = "rr"
+servers = [{{ address = "127.0.0.1:{backends["mail-a"]}" }}]
+health = {{ kind = "smtp", interval = 5.0, timeout = 2.0 }}
+
+[pool.mail-b]
+scheduler = "rr"
+servers = [{{ address = "127.0.0.1:{backends["mail-b"]}" }}]
+health = {{ kind = "smtp", interval = 5.0, timeout = 2.0 }}
+
+[[smtp]]
+listen = ["127.0.0.1:{ports["smtp"]}"]
+hostname = "mx.demo.test"
+
+  [[smtp.route]]
+  domain = "example.com"
+  pool = "mail-a"
+
+  [[smtp.route]]
+  domain = "example.net"
+  pool = "mail-b"
+"""
+
+
 def _config(ports: dict[str, int], backends: dict[str, int], state: Path) -> str:
+    smtp = _smtp_config(ports, backends) if "mail-a" in backends else ""
     return f"""\
 # Written by `make demo`.
 [global]
@@ -131,7 +183,7 @@ listen = ["127.0.0.1:{ports["http"]}"]
 [[tcp]]
 listen = "127.0.0.1:{ports["tcp"]}"
 pool = "echo"
-"""
+{smtp}"""
 
 
 async def main() -> int:
@@ -142,6 +194,11 @@ async def main() -> int:
         servers.append(server)
     server, backends["echo"] = await _echo()
     servers.append(server)
+    for name in ("mail-a", "mail-b"):
+        mail = await _mail_server(name)
+        if mail is not None:
+            server, backends[name] = mail
+            servers.append(server)
     ports = {kind: _port(p) for kind, p in PREFERRED.items()}
     state = Path(tempfile.mkdtemp(prefix="sekisho-demo-"))
     path = state / "sekisho.toml"
@@ -154,7 +211,16 @@ async def main() -> int:
     except StartupError as exc:
         print(f"demo: cannot start: {exc}", file=sys.stderr)
         return 1
-    h, t, m = ports["http"], ports["tcp"], ports["metrics"]
+    h, t, m, s = ports["http"], ports["tcp"], ports["metrics"], ports["smtp"]
+    letter = "--mail-from me@client.test --crlf -T - <<< 'Subject: hi'"
+    mail = (
+        f"  curl smtp://127.0.0.1:{s} --mail-rcpt bob@example.com {letter}\n"
+        "        # mail-a takes it (example.com; mail-b has example.net): see the log\n"
+        f"  curl smtp://127.0.0.1:{s} --mail-rcpt eve@elsewhere.test {letter}\n"
+        "        # 550: another domain, never relayed\n"
+        if "mail-a" in backends
+        else "  (pip install aiosmtpd for the mail part of the demo)\n"
+    )
     print(
         f"""
 sekisho demo is running (pid {os.getpid()}); config: {path}
@@ -164,7 +230,7 @@ sekisho demo is running (pid {os.getpid()}); config: {path}
   curl -i -H 'Host: old.example.com' http://127.0.0.1:{h}/a    # 301 to www.example.com/a
   curl -i http://127.0.0.1:{h}/-/admin                          # 404: admin paths never exposed
   exec 3<>/dev/tcp/127.0.0.1/{t}; echo hi >&3; head -1 <&3      # L4 balancer to an echo server
-  curl http://127.0.0.1:{m}/metrics                             # Prometheus exposition
+{mail}  curl http://127.0.0.1:{m}/metrics                             # Prometheus exposition
   curl http://127.0.0.1:{m}/api/status                          # state as JSON (also /status)
   kill -HUP {os.getpid()}                                       # reload {path.name}
 
@@ -182,6 +248,7 @@ Ctrl-C stops the demo.
 
 if __name__ == "__main__":
     setup_logging("info")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
     logging.getLogger("sekisho").info("starting the demo")
     import uvloop
 
