@@ -213,7 +213,7 @@ async def main() -> int:
         return 1
     h, t, m, s = ports["http"], ports["tcp"], ports["metrics"], ports["smtp"]
     letter = "--mail-from me@client.test --crlf -T - <<< 'Subject: hi'"
-    mail = (
+    mail_help = (
         f"  curl smtp://127.0.0.1:{s} --mail-rcpt bob@example.com {letter}\n"
         "        # mail-a takes it (example.com; mail-b has example.net): see the log\n"
         f"  curl smtp://127.0.0.1:{s} --mail-rcpt eve@elsewhere.test {letter}\n"
@@ -230,7 +230,7 @@ sekisho demo is running (pid {os.getpid()}); config: {path}
   curl -i -H 'Host: old.example.com' http://127.0.0.1:{h}/a    # 301 to www.example.com/a
   curl -i http://127.0.0.1:{h}/-/admin                          # 404: admin paths never exposed
   exec 3<>/dev/tcp/127.0.0.1/{t}; echo hi >&3; head -1 <&3      # L4 balancer to an echo server
-{mail}  curl http://127.0.0.1:{m}/metrics                             # Prometheus exposition
+{mail_help}  curl http://127.0.0.1:{m}/metrics                             # Prometheus exposition
   curl http://127.0.0.1:{m}/api/status                          # state as JSON (also /status)
   kill -HUP {os.getpid()}                                       # reload {path.name}
 
