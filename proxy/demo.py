@@ -30,6 +30,8 @@ def _port(preferred: int) -> int:
     """The preferred port when it is free, else any free one."""
     for candidate in (preferred, 0):
         with socket.socket() as s:
+            # As the daemon binds: a port left in TIME_WAIT by the last run is free to use.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", candidate))
             except OSError:
@@ -48,6 +50,8 @@ async def _http_site(name: str) -> tuple[asyncio.Server, int]:
                 lines = head.decode("latin-1").split("\r\n")
                 headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)}
                 length = int(headers.get("content-length", "0") or 0)
+                if headers.get("expect", "").lower() == "100-continue":
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # as servers do; curl waits 1 s without
                 if length:
                     await reader.readexactly(length)
                 body = (
