@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -192,3 +195,25 @@ Transfer/sec:     12.21MB
     assert ip["gbps"] == 25.0
     with pytest.raises(tools.BenchError):
         tools.parse_iperf3(json.dumps({"error": "unable to connect"}))
+
+
+@pytest.mark.slow
+def test_bench_costs_splits_the_cpu() -> None:
+    """`python -m bench.costs`: per-CPU and user/system figures for each target, all real."""
+    for tool in ("iperf3", "wrk", "haproxy"):
+        require_tool(tool)
+    cmd = [sys.executable, "-m", "bench.costs", "--rounds", "1", "--duration", "1"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    sections = proc.stdout.split("\n\n")[1:]
+    assert [s.splitlines()[0].split()[0] for s in sections] == ["TCP_STREAM", "L4_HTTP_ka"]
+    for section in sections:
+        rows = {line.split()[0]: line for line in section.splitlines()[1:]}
+        assert set(rows) == {"direct", "sekisho", "haproxy"}, section
+        for name, row in rows.items():
+            cpus = [float(x) for x in re.findall(r"cpu\d+ +([\d.]+)", row)]
+            assert len(cpus) == os.cpu_count() and max(cpus) > 0, row
+            proxy = re.search(r"proxy user +([\d.]+) sys +([\d.]+)", row)
+            assert (proxy is None) == (name == "direct"), row
+            if proxy is not None:
+                assert float(proxy.group(1)) + float(proxy.group(2)) > 0, row
