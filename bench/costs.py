@@ -32,7 +32,7 @@ from pathlib import Path
 
 from bench import tools
 from bench.cli import pinning
-from bench.procs import BenchError, raise_nofile
+from bench.procs import BenchError, cpu_times, raise_nofile
 from bench.targets import Backends, Target, direct, haproxy, sekisho
 
 _TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
@@ -53,11 +53,10 @@ def cpu_busy_ms() -> list[float]:
 
 def proc_times_ms(pid: int) -> tuple[float, float, int]:
     """(user ms, system ms, involuntary context switches) of a process so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    user, system = cpu_times(pid)
     with open(f"/proc/{pid}/status") as f:
         nonvol = next(int(line.split()[1]) for line in f if line.startswith("nonvoluntary_ctxt_switches"))
-    return int(fields[11]) * _TICK_MS, int(fields[12]) * _TICK_MS, nonvol
+    return user * 1000, system * 1000, nonvol
 
 
 def measure(target: Target, run: Callable[[], float]) -> Sample:
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             if not samples:
                 continue
             med = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
-            per_cpu = "  ".join(f"cpu{i} {med[f'cpu{i}'] * scale:7.1f}" for i in range(len(cpu_busy_ms())))
+            per_cpu = "  ".join(f"{k} {v * scale:7.1f}" for k, v in med.items() if k.startswith("cpu"))
             line = f"  {t.name:8s} {med['units'] / args.duration:10.4g} {rate}  {per_cpu}"
             if "user" in med:
                 line += f"  proxy user {med['user'] * scale:6.1f} sys {med['sys'] * scale:6.1f}"
