@@ -310,18 +310,17 @@ class FdRelay:
     def start(
         self,
         b: socket.SocketType,
-        preamble: bytes = b"",
+        unsent: bytes = b"",
         replay: bytes = b"",
         replay_limit: int = 0,
         watched: int = 0,
         *,
-        sent: int = 0,
         read_a: bool = True,
     ) -> None:
-        """Relay a <-> b from now on. `preamble` (a PROXY header), then `replay`
-        (what the client sent so far) go to b first; the caller may have sent
-        the first `sent` bytes of them already. While b has sent nothing, up
-        to `replay_limit` bytes from a are kept for a retry. `watched`: the
+        """Relay a <-> b from now on. `unsent` goes to b first: what the caller
+        has for b and could not send yet (a PROXY header, the client's bytes).
+        `replay`: what the client sent so far; while b has sent nothing, up to
+        `replay_limit` bytes from a are kept with it for a retry. `watched`: the
         events b is in the poller for already (0: not in it). `read_a`: a may
         have data queued that nobody has looked at yet."""
         a, p = self.a, self.poller
@@ -347,11 +346,8 @@ class FdRelay:
             p.add(b.fileno(), ba.event, IN)
         # The client's request is usually queued already: read it before watching
         # a, which saves a wakeup (watching first would report it twice).
-        held = preamble + replay
-        if sent:
-            held = held[sent:]
-        if held:
-            ab.held = held
+        if unsent:
+            ab.held = unsent
             ab.state = _BLOCKED  # as if b had been full: writable() sends it, then reads a
             ab.writable()
         elif read_a:

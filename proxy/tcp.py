@@ -157,7 +157,7 @@ class _Conn(FdRelay):
                 except OSError as exc:
                     err = exc.errno or errno.ECONNREFUSED
                 else:
-                    self._connected(sock, 0, sent)
+                    self._connected(sock, 0, first[sent:])
                     return
             else:
                 err = sock.connect_ex(backend.sockaddr)
@@ -189,7 +189,7 @@ class _Conn(FdRelay):
             self.poller.disarm(self, self.slot)
             self.slot = -1
             self.connecting = None
-            self._connected(sock, IN | OUT)
+            self._connected(sock, IN | OUT, self.preamble + self.pending)
 
     def expired(self, now: float) -> None:
         """The connect timeout (the poller's timer wheel)."""
@@ -226,11 +226,11 @@ class _Conn(FdRelay):
         dst = (local[0], local[1]) if isinstance(local, tuple) else None
         return proxy_protocol.encode(version, src, dst)
 
-    def _connected(self, sock: socket.SocketType, watched: int, sent: int = 0) -> None:
-        """`sent`: how much of the PROXY header and pending bytes went out with the connect."""
+    def _connected(self, sock: socket.SocketType, watched: int, unsent: bytes = b"") -> None:
+        """`unsent`: what of the PROXY header and the client's bytes has not gone out yet."""
         self.frontend.stats_.relayed += 1
         limit = REPLAY_LIMIT if self.retries + 1 < MAX_ATTEMPTS else 0
-        self.start(sock, self.preamble, self.pending, limit, watched, sent=sent, read_a=self.unread)
+        self.start(sock, unsent, self.pending, limit, watched, read_a=self.unread)
 
     # -------------------------------------------------------------- end
     def ended(self) -> None:
