@@ -164,7 +164,12 @@ class ConnectionBase(asyncio.Protocol):
         self.status = status
         self._log(status)
         if close:
-            self._close(linger=not self.request_done)
+            self._close(linger=self._input_may_follow())
+
+    def _input_may_follow(self) -> bool:
+        """The client may still be sending: this request was not read to its end,
+        or more came behind it (pipelined, or sent as a reload retired us)."""
+        return not self.request_done or bool(self.read_paused) or bool(self.h11.trailing_data[0])
 
     def _log(self, status: int) -> None:
         fe = self.fe

@@ -404,10 +404,7 @@ class ClientConnection(BackendExchange):
 
     def _next_cycle(self) -> None:
         if not self.request_done or not self.keep_alive or self.resp_close or self.fe.retired:
-            # Linger if the client may still be sending: this request was not read to its
-            # end, or more came behind it (pipelined, or sent as a reload retired us).
-            more = not self.request_done or bool(self.read_paused) or bool(self.h11.trailing_data[0])
-            self._close(linger=more)
+            self._close(linger=self._input_may_follow())
             return
         # h11 only reads here; a fresh one per request costs less than driving its sending side.
         rest, closed = self.h11.trailing_data
