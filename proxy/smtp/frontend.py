@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import conf
 from lb.pool import PoolSet
+from proxy.linger import linger_close
 from proxy.smtp.backend import BackendError, BackendLink, BackendUnavailable, ClientInfo, open_backend
 from proxy.smtp.envelope import (
     NEED_DATA,
@@ -41,7 +42,6 @@ from proxy.smtp.stats import NO_ROUTE, SmtpStats
 
 log = logging.getLogger("sekisho.smtp")
 
-LINGER_SECONDS = 2.0
 READ_HIGH_WATER = 1 << 20  # pause reading the client beyond this much unprocessed input
 TLS_HANDSHAKE_TIMEOUT = 30.0
 
@@ -228,11 +228,17 @@ class SmtpSession(asyncio.Protocol):
                     self.backend.close()
                 else:
                     await self._quit_backend()
-            if self._lingering:
-                await self._linger()
-            if self.transport is not None:
-                self.transport.close()
-            self._finish()
+            transport = self.transport
+            if transport is not None and self._lingering and not self._client_eof.is_set():
+                # Closing after an error reply with client input unread would reset the
+                # connection under that reply: linger (proxy.linger). The session ends,
+                # through connection_lost, once the lingering does.
+                self.task = None
+                linger_close(transport, self)
+            else:
+                if transport is not None:
+                    transport.close()
+                self._finish()
 
     async def _loop(self) -> None:
         env = self.env
@@ -284,24 +290,6 @@ class SmtpSession(asyncio.Protocol):
                 await self._quit_backend()
                 self._write(ev.reply.encode())
                 return
-
-    async def _linger(self) -> None:
-        """Close after an error reply without a reset. Closing with client input still
-        unread makes the kernel send RST, which can destroy our last reply (the one that
-        says why) before the client reads it: shut our side, discard what the client
-        still sends until it closes or LINGER_SECONDS pass (nginx's lingering close)."""
-        transport = self.transport
-        if transport is None or transport.is_closing() or self._lost or self.env.tls_active:
-            return
-        if self._reading_paused:
-            self._reading_paused = False
-            transport.resume_reading()
-        transport.write_eof()
-        try:
-            async with asyncio.timeout(LINGER_SECONDS):
-                await self._client_eof.wait()
-        except TimeoutError:
-            pass
 
     async def _client_reads(self) -> bool:
         """Our replies pile up unread (a client pipelining without reading): process no

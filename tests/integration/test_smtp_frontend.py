@@ -582,3 +582,33 @@ hostname = "mx.example.com"
     ex = Exposition()
     ex.add_source("smtp", lambda: families(book.by_kind["smtp"]))
     assert b'sekisho_smtp_connections_total{listener="127.0.0.1:2500"} 0.0' in ex.render()
+
+
+def _forbidden_then_more(port: int) -> tuple[str, bytes, str]:
+    """XCLIENT from a client (550 and close) with 64 MiB behind it that the edge never reads."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(10)
+        try:
+            s.sendall(b"XCLIENT ADDR=192.0.2.1\r\n" + b"z" * (64 << 20))
+            sent = "sent"
+        except (BrokenPipeError, ConnectionResetError):
+            sent = "reset"
+        got = bytearray()
+        try:
+            while chunk := s.recv(65536):
+                got += chunk
+        except ConnectionResetError:
+            return sent, bytes(got), "reset"
+        return sent, bytes(got), "fin"
+
+
+async def test_the_closing_error_reply_is_not_reset_away(two_backends: tuple[Edge, Sink, Sink]) -> None:
+    """Lingering close (proxy.linger): the client still sending after the reply that ends
+    the session reads that reply and a FIN, not a reset."""
+    edge, _, _ = two_backends
+    loop = asyncio.get_running_loop()
+    sent, got, end = await loop.run_in_executor(None, _forbidden_then_more, edge.port)
+    assert sent == "sent" and end == "fin"
+    assert got.startswith(b"220 ") and got.endswith(b"550 5.7.1 Command not permitted\r\n")
+    await asyncio.sleep(0.05)
+    assert not edge.frontend.sessions  # the client closed, so did the edge: nothing lingers on
