@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -52,3 +53,24 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def run(cmd: list[str], check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=timeout)
+
+
+def send_then_read(port: int, data: bytes, pause: float = 0.0) -> tuple[str, bytes, str]:
+    """A client on 127.0.0.1:`port` that sends all of `data` (whatever the server answers
+    meanwhile), waits `pause` seconds, then reads to the end: (how the sending went, "sent"
+    or "reset"; what came back; how the stream ended, "fin" or "reset")."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(10)
+        try:
+            s.sendall(data)
+            sent = "sent"
+        except (BrokenPipeError, ConnectionResetError):
+            sent = "reset"
+        time.sleep(pause)
+        got = bytearray()
+        try:
+            while chunk := s.recv(65536):
+                got += chunk
+        except ConnectionResetError:
+            return sent, bytes(got), "reset"
+        return sent, bytes(got), "fin"

@@ -4,8 +4,6 @@ read reaches the client, followed by a FIN, not destroyed by a reset."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -14,35 +12,16 @@ from proxy import linger
 from tests.integration.http_backends import HttpBackend, Proxy, config
 from tests.integration.test_http_proxy import ROUTES, curl
 from tests.integration.test_tcp_failover import run
+from tests.support import send_then_read
 
 LOOPS = ["asyncio", "uvloop"]
 LIMITS = "max_body_bytes = 1000"
 UPLOAD = 64 << 20  # more than both kernels' socket buffers take without a reader
 
 
-def _read_all(s: socket.socket) -> tuple[bytes, str]:
-    """Everything until EOF, and how the stream ended: "fin" or "reset"."""
-    got = bytearray()
-    try:
-        while chunk := s.recv(65536):
-            got += chunk
-    except ConnectionResetError:
-        return bytes(got), "reset"
-    return bytes(got), "fin"
-
-
-def _upload_then_read(port: int) -> tuple[str, bytes, str]:
-    """POST a body over the limit in full, then read: (how the upload went, answer, end)."""
+def _upload_over_the_limit(port: int) -> tuple[str, bytes, str]:
     head = b"POST /echo HTTP/1.1\r\nHost: www.example.com\r\nContent-Length: %d\r\n\r\n" % UPLOAD
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.settimeout(10)
-        try:
-            s.sendall(head + bytes(UPLOAD))
-            sent = "sent"
-        except (BrokenPipeError, ConnectionResetError):
-            sent = "reset"
-        answer, end = _read_all(s)
-    return sent, answer, end
+    return send_then_read(port, head + bytes(UPLOAD))
 
 
 async def _refused_upload() -> tuple[str, bytes, str, int]:
@@ -50,7 +29,7 @@ async def _refused_upload() -> tuple[str, bytes, str, int]:
     try:
         async with Proxy(config({"alpha": [a.address], "beta": [a.address]}, ROUTES, LIMITS)) as p:
             loop = asyncio.get_running_loop()
-            sent, answer, end = await loop.run_in_executor(None, _upload_then_read, p.port)
+            sent, answer, end = await loop.run_in_executor(None, _upload_over_the_limit, p.port)
             await asyncio.sleep(0.05)
             return sent, answer, end, len(p.frontend.connections)
     finally:
@@ -70,11 +49,9 @@ def test_a_refused_upload_gets_its_413_and_a_fin(loop: str) -> None:
 
 def _bad_head_then_more(port: int) -> tuple[bytes, str]:
     """A malformed request with more bytes behind it that the proxy never reads."""
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.settimeout(10)
-        s.sendall(b"GET / HTTP/1.1\r\nHost: www.example.com\r\nBad Header: x\r\n\r\n" + b"z" * 200_000)
-        time.sleep(0.2)  # the answer and what follows it (FIN or RST) are here by now
-        return _read_all(s)
+    bad = b"GET / HTTP/1.1\r\nHost: www.example.com\r\nBad Header: x\r\n\r\n" + b"z" * 200_000
+    _, answer, end = send_then_read(port, bad, pause=0.2)  # by then the answer and its FIN or RST are here
+    return answer, end
 
 
 async def _bad_head() -> tuple[bytes, str]:
@@ -93,15 +70,7 @@ def _pipelined_behind_close(port: int) -> tuple[str, bytes, str]:
     """A request that says `Connection: close`, and a big upload pipelined behind it."""
     first = b"GET /echo HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n"
     second = b"POST /echo HTTP/1.1\r\nHost: www.example.com\r\nContent-Length: %d\r\n\r\n" % UPLOAD
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.settimeout(10)
-        try:
-            s.sendall(first + second + bytes(UPLOAD))
-            sent = "sent"
-        except (BrokenPipeError, ConnectionResetError):
-            sent = "reset"
-        answer, end = _read_all(s)
-    return sent, answer, end
+    return send_then_read(port, first + second + bytes(UPLOAD))
 
 
 async def _pipelined() -> tuple[str, bytes, str]:

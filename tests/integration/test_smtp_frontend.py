@@ -23,6 +23,7 @@ from lb.proxy_protocol import decode
 from proxy.listener import Listener, bind
 from proxy.metrics.smtp import families
 from proxy.smtp import SmtpFrontend, SmtpStats
+from tests.support import send_then_read
 
 pytestmark = pytest.mark.asyncio
 
@@ -584,30 +585,13 @@ hostname = "mx.example.com"
     assert b'sekisho_smtp_connections_total{listener="127.0.0.1:2500"} 0.0' in ex.render()
 
 
-def _forbidden_then_more(port: int) -> tuple[str, bytes, str]:
-    """XCLIENT from a client (550 and close) with 64 MiB behind it that the edge never reads."""
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.settimeout(10)
-        try:
-            s.sendall(b"XCLIENT ADDR=192.0.2.1\r\n" + b"z" * (64 << 20))
-            sent = "sent"
-        except (BrokenPipeError, ConnectionResetError):
-            sent = "reset"
-        got = bytearray()
-        try:
-            while chunk := s.recv(65536):
-                got += chunk
-        except ConnectionResetError:
-            return sent, bytes(got), "reset"
-        return sent, bytes(got), "fin"
-
-
 async def test_the_closing_error_reply_is_not_reset_away(two_backends: tuple[Edge, Sink, Sink]) -> None:
     """Lingering close (proxy.linger): the client still sending after the reply that ends
     the session reads that reply and a FIN, not a reset."""
     edge, _, _ = two_backends
     loop = asyncio.get_running_loop()
-    sent, got, end = await loop.run_in_executor(None, _forbidden_then_more, edge.port)
+    forbidden = b"XCLIENT ADDR=192.0.2.1\r\n" + b"z" * (64 << 20)  # 550 and close; the rest is never read
+    sent, got, end = await loop.run_in_executor(None, send_then_read, edge.port, forbidden)
     assert sent == "sent" and end == "fin"
     assert got.startswith(b"220 ") and got.endswith(b"550 5.7.1 Command not permitted\r\n")
     await asyncio.sleep(0.05)
