@@ -12,6 +12,7 @@ import ipaddress
 import re
 import shlex
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from conf.model import (
 )
 
 _POOL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 5.6.2
 _HOST_PATTERN = re.compile(r"^(\*\.)?[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?$")
 _HEADER_NAMES = (
     "x-forwarded-for",
@@ -337,6 +339,7 @@ def _http_route(t: Table) -> HttpRoute | None:
     redirect = t.get_str("redirect", None)
     status = t.get_int("status", None, lo=100, hi=599)
     strip = t.get_bool("strip_prefix", False)
+    upgrade = t.get_list("upgrade", _upgrade_item(t.issues), HttpRoute.upgrade)
     if pool is not None and redirect is not None:
         t.error("redirect", "a route has one target: pool or redirect, not both")
     if pool is not None and status is not None:
@@ -352,8 +355,26 @@ def _http_route(t: Table) -> HttpRoute | None:
             t.error("redirect", "expected an absolute URL (https://host/path) or a path")
     if strip and pool is None:
         t.error("strip_prefix", "only for routes with a pool")
+    if t.has("upgrade") and pool is None:
+        t.error("upgrade", "only for routes with a pool")
     t.done()
-    return HttpRoute(host, path, pool, status, redirect, bool(strip))
+    return HttpRoute(host, path, pool, status, redirect, bool(strip), tuple(dict.fromkeys(upgrade)))
+
+
+def _upgrade_item(issues: Issues) -> Callable[[object, str], str | None]:
+    """An Upgrade protocol name (RFC 9110 7.8: a token, compared case-insensitively)."""
+
+    def convert(value: object, path: str) -> str | None:
+        if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+            issues.add(path, f"expected a protocol name such as 'websocket', got {value!r}")
+            return None
+        name = value.lower()
+        if name == "h2c":
+            issues.add(path, "h2c is never tunnelled: its requests would bypass routing and rules")
+            return None
+        return name
+
+    return convert
 
 
 def _host_covers(earlier: str | None, later: str | None) -> bool:

@@ -110,6 +110,10 @@ class HttpRoute:
     status: int | None = None
     redirect: str | None = None
     strip_prefix: bool = False
+    # Upgrade protocols tunnelled to the backend (lower-case names); others are stripped and
+    # the request is answered as plain HTTP/1.1. h2c is never allowed (a tunnel of requests
+    # that would bypass routing).
+    upgrade: tuple[str, ...] = ("websocket",)
 
     @property
     def target(self) -> Literal["pool", "redirect", "status"]:

@@ -2,8 +2,8 @@
 
 Starts small backends (two sites, one of them on two servers, an echo service
 for the L4 balancer, a mail server when aiosmtpd is installed), writes a config
-for them, runs the daemon in this process and prints what to try. Ctrl-C stops
-everything.
+for them, runs the daemon in this process and prints what to try. Ctrl-C (or
+SIGTERM) stops everything and removes the demo's temporary directory.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
+import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -190,8 +193,39 @@ pool = "echo"
 {smtp}"""
 
 
+def sekisho_command() -> str:
+    """How to run `sekisho` from a shell: the script beside this Python (the venv's
+    .venv/bin/sekisho, or where pip put it), else the one on PATH, else `python -m`."""
+    beside = Path(sys.executable).with_name("sekisho")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return shlex.quote(str(beside))
+    found = shutil.which("sekisho")
+    if found is not None:
+        return shlex.quote(found)
+    return f"{shlex.quote(sys.executable)} -m proxy.cli"
+
+
 async def main() -> int:
+    """The demo until Ctrl-C or SIGTERM; its temporary directory is removed however it ends."""
+    state = Path(tempfile.mkdtemp(prefix="sekisho-demo-"))
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    loop = asyncio.get_running_loop()
+    # Until the daemon installs its own handlers (graceful stop), a signal cancels the start-up.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main_task.cancel)
     servers: list[asyncio.Server] = []
+    try:
+        return await _demo(state, servers)
+    except asyncio.CancelledError:
+        return 0
+    finally:
+        for server in servers:
+            server.close()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+async def _demo(state: Path, servers: list[asyncio.Server]) -> int:
     backends: dict[str, int] = {}
     for name in ("alpha-1", "alpha-2", "beta"):
         server, backends[name] = await _http_site(name)
@@ -204,7 +238,6 @@ async def main() -> int:
             server, backends[name] = mail
             servers.append(server)
     ports = {kind: _port(p) for kind, p in PREFERRED.items()}
-    state = Path(tempfile.mkdtemp(prefix="sekisho-demo-"))
     path = state / "sekisho.toml"
     path.write_text(_config(ports, backends, state))
     config = conf.load_file(path)
@@ -236,17 +269,17 @@ sekisho demo is running (pid {os.getpid()}); config: {path}
   exec 3<>/dev/tcp/127.0.0.1/{t}; echo hi >&3; head -1 <&3      # L4 balancer to an echo server
 {mail_help}  curl http://127.0.0.1:{m}/metrics                             # Prometheus exposition
   curl http://127.0.0.1:{m}/api/status                          # state as JSON (also /status)
+  {sekisho_command()} status -c {shlex.quote(str(path))}
+        # the same state as a table: pools, servers, health (ipvsadm -Ln)
   kill -HUP {os.getpid()}                                       # reload {path.name}
 
-Ctrl-C stops the demo.
+Ctrl-C stops the demo and removes {state}.
 """,
         flush=True,
     )
     daemon.install_signal_handlers()
     await daemon.wait()
     await daemon.shutdown()
-    for server in servers:
-        server.close()
     return 0
 
 

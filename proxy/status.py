@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -78,7 +79,10 @@ def main(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | Non
         description="Show listeners, routes, pools and VRRP state of a running sekisho.",
     )
     parser.add_argument(
-        "-c", "--config", default=DEFAULT_CONFIG, help="finds the admin listener (global.metrics)"
+        "-c",
+        "--config",
+        default=DEFAULT_CONFIG,
+        help=f"the daemon's config, read for its admin listener, global.metrics ({DEFAULT_CONFIG})",
     )
     parser.add_argument("--admin", metavar="HOST:PORT", help="the admin listener, instead of reading -c")
     parser.add_argument("--json", action="store_true", help="print the JSON snapshot")
@@ -92,6 +96,12 @@ def main(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | Non
             address = _admin_from_config(args.config)
         except conf.ConfigError as exc:
             print(f"sekisho status: {args.config}:\n{exc}", file=err)
+            if not os.path.exists(args.config):
+                print(
+                    "name the running daemon's config with -c FILE, or its admin listener"
+                    " (global.metrics) with --admin HOST:PORT",
+                    file=err,
+                )
             return 2
         except LookupError as exc:
             print(f"sekisho status: {exc.args[0]}", file=err)

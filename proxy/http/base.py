@@ -153,7 +153,7 @@ class ConnectionBase(asyncio.Protocol):
         """Answer a request we will not forward, then close."""
         if self.closed:
             return
-        if status in {400, 431}:
+        if status in {400, 414, 431}:
             self.fe.counters.bad_requests += 1
         log.debug("%s: %d %s", self.peer, status, reason)
         self._local_done(status, plain(status), close=False)

@@ -29,6 +29,7 @@ from proxy.http.errors import BadRequest
 from proxy.http.exchange import BackendExchange
 from proxy.http.headers import check_content_length, head_end, precheck_head
 from proxy.http.routing import Route, normalize_host
+from proxy.http.target import NEEDS_WORK, normalize_target
 
 # RFC 9112 7.1.1: h11 reads a request chunk extension as `;.*`, bare CR and NUL included.
 # Make h11 (still the judge) stricter: such a chunk line is a 400, as in HAProxy and nginx.
@@ -40,6 +41,7 @@ _RETIRE_GRACE = 1.0  # seconds an idle connection of a retired frontend stays op
 # The request fields _on_request looks at.
 _INTAKE = frozenset((b"host", b"content-length", b"transfer-encoding", b"upgrade", b"connection"))
 
+_NEEDS_WORK = NEEDS_WORK.search
 _Data = h11.Data
 _EOM = h11.EndOfMessage
 _Request = h11.Request
@@ -89,7 +91,7 @@ class ClientConnection(BackendExchange):
             end = head_end(buf)
             if end == -1:
                 if len(buf) > self.head_limit:
-                    self._refuse(431, "request head too large")
+                    self._head_too_large(buf)
                 elif buf is data:
                     gate += data
                 return
@@ -97,7 +99,7 @@ class ClientConnection(BackendExchange):
                 self._refuse(400, "bare LF in request head")
                 return
             if end > self.head_limit:
-                self._refuse(431, "request head too large")
+                self._head_too_large(buf)
                 return
             head = data if buf is data and end == len(data) else bytes(buf[:end])
             reason = precheck_head(head)
@@ -121,6 +123,14 @@ class ClientConnection(BackendExchange):
             # Held (waiting for a backend or a response): keep what came, read no more.
             # Pausing only when bytes actually arrive saves two syscalls per request.
             self._pause(HELD)
+
+    def _head_too_large(self, buf: bytes | bytearray) -> None:
+        """414 when the request line alone passes the limit (RFC 9112 3), else 431."""
+        line_end = buf.find(b"\r\n", 0, self.head_limit + 2)
+        if line_end < 0 or line_end > self.head_limit:
+            self._refuse(414, "request target too long")
+        else:
+            self._refuse(431, "request head too large")
 
     def eof_received(self) -> bool:
         self.client_eof = True
@@ -261,6 +271,8 @@ class ClientConnection(BackendExchange):
                     raise BadRequest(reason)
             if target[:1] != b"/":
                 target = self._absolute_form(target, host)
+            if _NEEDS_WORK(target) is not None:
+                target = normalize_target(target)  # route on what the backend will see
         except BadRequest as exc:
             self.host = normalize_host(host)
             self._refuse(exc.status, str(exc))
@@ -287,8 +299,9 @@ class ClientConnection(BackendExchange):
             if length > self.max_body:
                 self._refuse(413, "request body too large")
                 return
-        if upgrade is not None and conn_upgrade:
-            self.upgrade = upgrade
+        if upgrade is not None and conn_upgrade and self.http11:
+            # An allow-list: a tunnel is traffic no route, rule or log sees again.
+            self.upgrade = route.allowed_upgrade(upgrade)
         assert route.pool is not None
         try:
             pool: BackendPool | None = fe.pools[route.pool]

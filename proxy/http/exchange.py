@@ -221,9 +221,15 @@ class BackendExchange(ConnectionBase):
     def _on_response(self, head: Head) -> bytes:
         """The client's response head: hop-by-hop fields removed, framing as h11 would set it."""
         fields = head.fields
-        if fields is None:  # `Connection` names fields to remove
-            fields = b"".join([n + b": " + v + b"\r\n" for n, v in response_headers(head.headers)])
         status = head.status
+        if fields is None:  # `Connection` names fields to remove
+            fields = b"".join(
+                [
+                    n + b": " + v + b"\r\n"
+                    for n, v in response_headers(head.headers)
+                    if status != 204 or n != b"content-length"  # RFC 9110 8.6
+                ]
+            )
         close = not self.keep_alive or self.fe.retired
         extra = b""
         if not head.content_length and status not in {204, 304}:

@@ -151,6 +151,7 @@ def parse_head(head: bytes) -> Head:
         line = head[: head.find(b"\r\n")][:60]
         raise ResponseError(f"bad status line {line!r}")
     start = m.end()
+    status = int(m.group(2))
     # Every line a well-formed field line: each CRLF ends one, and no CR or LF is bare.
     pairs = _LINES.findall(head, start - 1)
     n = head.count(b"\r\n", start)
@@ -169,7 +170,8 @@ def parse_head(head: bytes) -> Head:
             if cl is not None:
                 raise ResponseError("duplicate Content-Length")
             cl = value
-            lines.append(b"content-length: " + value)
+            if status != 204:  # RFC 9110 8.6: never a Content-Length on a 204
+                lines.append(b"content-length: " + value)
         elif name == b"transfer-encoding":
             if te is not None:
                 raise ResponseError("duplicate Transfer-Encoding")
@@ -204,7 +206,7 @@ def parse_head(head: bytes) -> Head:
     else:
         fields = b""
     return Head(
-        int(m.group(2)),
+        status,
         m.group(3) or b"",
         http11,
         head,

@@ -1,10 +1,10 @@
 """The routing table: (host, path) -> the first matching route, or a built-in answer.
 
 Pure and synchronous. Host matching is case-insensitive and ignores the port;
-paths are matched as raw prefixes of the request target (no decoding, so what
-the backend sees is what was matched). `/-/` and everything below it answer 404
-on every listener whatever the config says: DeleGate's admin pages are never
-reachable from outside.
+paths are matched as prefixes of the normalised target (proxy/http/target.py:
+the caller normalises, and what the backend sees is what was matched). `/-/`
+and everything below it answer 404 on every listener whatever the config says:
+DeleGate's admin pages are never reachable from outside.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import conf
+from proxy.http.errors import BadRequest
+from proxy.http.target import NEEDS_WORK, normalize_path, normalize_target
 
 Kind = Literal["pool", "redirect", "status"]
 
@@ -32,6 +34,7 @@ class Route:
     status: int = 404
     redirect: str | None = None
     strip_prefix: bool = False
+    upgrade: frozenset[bytes] = frozenset()  # protocols that may be tunnelled (lower-case)
 
     def matches(self, host: str) -> bool:
         if self.host is not None:
@@ -41,11 +44,25 @@ class Route:
         return True
 
     def upstream_target(self, target: bytes) -> bytes:
-        """The request target for the backend: byte-for-byte unless strip_prefix."""
+        """The (normalised) request target for the backend: as matched unless strip_prefix.
+
+        Stripping can make a dot segment ("/app.." less "/app" is "/.."), so the rest is
+        normalised again: the backend gets a normal path or the client a 400."""
         if not self.strip_prefix:
             return target
         rest = target[len(self.path) :]
-        return rest if rest.startswith(b"/") else b"/" + rest
+        rest = rest if rest.startswith(b"/") else b"/" + rest
+        return normalize_target(rest) if NEEDS_WORK.search(rest) is not None else rest
+
+    def allowed_upgrade(self, offered: bytes) -> bytes | None:
+        """The client's Upgrade list less what this route does not tunnel; None if nothing
+        is left (the request then goes on as plain HTTP/1.1, as nginx does with h2c)."""
+        kept = [
+            token
+            for token in (t.strip() for t in offered.split(b","))
+            if token.split(b"/", 1)[0].lower() in self.upgrade
+        ]
+        return b", ".join(kept) if kept else None
 
     def location(self, target: bytes) -> str:
         """The redirect Location: the configured URL with the rest of the target appended."""
@@ -64,13 +81,8 @@ NO_ROUTE = Route(-1, "none", None, None, b"/", "status", status=404)
 
 
 def _is_admin_path(path: bytes) -> bool:
-    if path.startswith(b"/-/") or path == b"/-":
-        return True
-    # "/%2D/", "/%2d" and friends are the same resource to most backends.
-    if path.startswith(b"/%") and path[2:4].lower() == b"2d":
-        rest = path[4:5]
-        return rest in (b"", b"/", b"?") or path[4:7].lower() == b"%2f"
-    return False
+    # On the normal form only: "/%2D/", "//-/" and "/a/../-/" arrive here as "/-/".
+    return path.startswith(b"/-/") or path == b"/-"
 
 
 def normalize_host(value: bytes | str) -> str:
@@ -85,6 +97,16 @@ def normalize_host(value: bytes | str) -> str:
         if colon >= 0:
             host = host[:colon]
     return host.rstrip(".")
+
+
+def _route_path(path: str) -> bytes:
+    """A configured path prefix in the normal form requests are matched in
+    ("/%7Euser" matches requests for "/~user"); an unusable one never matches."""
+    raw = path.encode("latin-1")
+    try:
+        return normalize_path(raw)
+    except BadRequest:
+        return raw
 
 
 class RouteTable:
@@ -106,12 +128,13 @@ class RouteTable:
                     label=f"{r.host or '*'}{r.path}",
                     host=host,
                     suffix=suffix,
-                    path=r.path.encode("latin-1"),
+                    path=_route_path(r.path),
                     kind=r.target,
                     pool=r.pool,
                     status=r.status if r.status is not None else (301 if r.redirect else 404),
                     redirect=r.redirect,
                     strip_prefix=r.strip_prefix,
+                    upgrade=frozenset(u.encode("ascii") for u in r.upgrade),
                 )
             )
         self.routes = tuple(compiled)
@@ -123,11 +146,10 @@ class RouteTable:
         return [ADMIN.label, NO_ROUTE.label, *(r.label for r in self.routes)]
 
     def match(self, host: str, target: bytes) -> Route:
-        """The route for a request; `host` already normalized, `target` the raw target."""
+        """The route for a request; `host` and `target` already normalised."""
         q = target.find(b"?")
         path = target if q < 0 else target[:q]
-        second = path[1:2]
-        if second in {b"-", b"%"} and _is_admin_path(path):
+        if path[1:2] == b"-" and _is_admin_path(path):
             return ADMIN
         for prefix, exact, suffix, r in self._table:  # Route.matches, inlined
             if path.startswith(prefix):

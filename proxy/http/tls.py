@@ -28,10 +28,36 @@ def _names(ctx: ssl.SSLContext, cert_path: str) -> list[str]:
     return names
 
 
-def _context(cert: conf.TlsCert) -> ssl.SSLContext:
+# TLS 1.2 suites: ECDHE key exchange and an AEAD cipher, nothing else. This is Mozilla's
+# "intermediate" profile (ssl-config.mozilla.org; Debian's haproxy.cfg ships it) in its order,
+# without its DHE-RSA suites: Python's ssl turns on no DH group of its own, so without a dhparam
+# file DHE is never negotiated, and every client that has AES-GCM or ChaCha20 also has ECDHE.
+# No CBC suite (LUCKY13, POODLE-style padding oracles), so no SHA-1 or SHA-2 HMAC suite and no
+# static RSA key exchange. The TLS 1.3 suites (all AEAD) are OpenSSL's own and set_ciphers does
+# not touch them. Python's default list, like nginx's HIGH:!aNULL:!MD5, offers CBC suites too.
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+
+
+def server_context() -> ssl.SSLContext:
+    """The base of every TLS listener (HTTPS, SMTP STARTTLS): TLS 1.2 or newer, AEAD suites only."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.set_ciphers(TLS12_CIPHERS)
+    return ctx
+
+
+def _context(cert: conf.TlsCert) -> ssl.SSLContext:
+    ctx = server_context()
     ctx.set_alpn_protocols(["http/1.1"])
     try:
         ctx.load_cert_chain(cert.cert, cert.key)

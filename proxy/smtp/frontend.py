@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import conf
 from lb.pool import PoolSet
+from proxy.http.tls import server_context
 from proxy.linger import linger_close
 from proxy.smtp.backend import BackendError, BackendLink, BackendUnavailable, ClientInfo, open_backend
 from proxy.smtp.envelope import (
@@ -67,7 +68,7 @@ class SmtpFrontend:
         self._empty.set()
         self.tls: ssl.SSLContext | None = None
         if config.tls is not None:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx = server_context()  # TLS 1.2+, AEAD suites only, as on HTTPS listeners
             ctx.load_cert_chain(config.tls.cert, config.tls.key)
             self.tls = ctx
 

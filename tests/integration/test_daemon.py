@@ -17,7 +17,7 @@ import pytest
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC = ROOT.parent / "shared" / "spec" / "sekisho.toml"
+SPEC = ROOT / "conf" / "examples" / "contract.toml"
 
 
 def sekisho(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import signal
 import smtplib
 import socket
@@ -21,6 +22,10 @@ HTTP_PORT = r"http://127\.0\.0\.1:(\d+)/ "
 TCP_PORT = r"/dev/tcp/127\.0\.0\.1/(\d+)"
 SMTP_PORT = r"smtp://127\.0\.0\.1:(\d+)"
 METRICS_PORT = r"http://127\.0\.0\.1:(\d+)/metrics"
+CONFIG = r"; config: (\S+)"
+# The `sekisho status -c FILE` line, as a newcomer would paste it into a shell.
+STATUS = r"^  (\S+ status -c \S+)$"
+PROMPT = "Ctrl-C stops the demo"
 
 
 def _start() -> tuple[subprocess.Popen[str], str]:
@@ -40,7 +45,7 @@ def _start() -> tuple[subprocess.Popen[str], str]:
         if not line:
             break
         lines.append(line)
-        if line.startswith("Ctrl-C stops the demo."):
+        if line.startswith(PROMPT):
             break
     return proc, "".join(lines)
 
@@ -60,10 +65,19 @@ def _get(url: str, host: str | None = None) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
+def _state(text: str) -> Path:
+    """The demo's temporary directory (where it wrote its config)."""
+    found = re.search(CONFIG, text)
+    assert found is not None, text
+    return Path(found.group(1)).parent
+
+
 def test_the_demo_does_what_it_says() -> None:
     proc, text = _start()
     try:
-        assert "Ctrl-C stops the demo." in text, text
+        assert PROMPT in text, text
+        state = _state(text)
+        assert state.is_dir() and state.name.startswith("sekisho-demo-")
         assert "pip install aiosmtpd" not in text  # the test extras have it: the mail part runs
         web = f"http://127.0.0.1:{_port(HTTP_PORT, text)}"
         status, body = _get(f"{web}/", "www.example.com")
@@ -94,12 +108,43 @@ def test_the_demo_does_what_it_says() -> None:
         status, metrics = _get(f"http://127.0.0.1:{_port(METRICS_PORT, text)}/metrics")
         assert status == 200 and "sekisho_" in metrics
 
+        # `sekisho status -c …` exactly as printed: the venv's sekisho, the demo's config.
+        line = re.search(STATUS, text, re.MULTILINE)
+        assert line is not None, text
+        argv = shlex.split(line.group(1))
+        assert Path(argv[0]).is_absolute() and Path(argv[0]).name == "sekisho", argv
+        shown = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        assert shown.returncode == 0, shown.stderr
+        assert "Pools" in shown.stdout and "alpha  wrr" in shown.stdout, shown.stdout
+        assert f"{state}/sekisho.toml" in shown.stdout  # the daemon the demo started
+
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does
         rest, _ = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     assert proc.returncode == 0, rest
+    assert not state.exists(), f"the demo left {state} behind"
     assert "mail-a took a message from me@client.test for bob@example.com" in rest
     assert "mail-b took a message from me@client.test for carol@example.net" in rest
+
+
+def test_sigterm_stops_the_demo_and_removes_its_directory() -> None:
+    proc, text = _start()
+    try:
+        assert PROMPT in text, text
+        state = _state(text)
+        assert (state / "sekisho.toml").is_file()
+        proc.send_signal(signal.SIGTERM)  # what `kill` or a closing terminal session does
+        rest, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert proc.returncode == 0, rest
+    assert not state.exists(), f"the demo left {state} behind"

@@ -37,7 +37,7 @@ def test_unit_file_contents() -> None:
     unit = _unit()
     service = unit["Service"]
     assert service["Type"] == ["notify"]
-    assert service["ExecStart"] == ["/usr/bin/sekisho run -c /etc/sekisho/sekisho.toml"]
+    assert service["ExecStart"] == ["/opt/sekisho/bin/sekisho run -c /etc/sekisho/sekisho.toml"]
     assert "/bin/kill -HUP $MAINPID" in service["ExecReload"]
     assert float(service["WatchdogSec"][0]) > 0
     assert service["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE CAP_NET_ADMIN CAP_NET_RAW"]
@@ -60,7 +60,7 @@ def test_unit_file_verifies(tmp_path: Path) -> None:
     require_or_skip(Path(sekisho).exists(), "needs the sekisho script (pip install -e .)")
     # verify wants ExecStart's binary to exist: point it at this checkout's script.
     unit = tmp_path / "sekisho.service"
-    unit.write_text((CONTRIB / "sekisho.service").read_text().replace("/usr/bin/sekisho", sekisho))
+    unit.write_text((CONTRIB / "sekisho.service").read_text().replace("/opt/sekisho/bin/sekisho", sekisho))
     done = subprocess.run(
         [analyze, "verify", "--man=no", str(unit)], check=False, capture_output=True, text=True, timeout=60
     )

@@ -84,6 +84,15 @@ def test_bad_config(tmp_path: Path) -> None:
     assert rc == 2 and "global.metrics" in err
 
 
+def test_no_config_says_what_to_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `sekisho status` with no -c reads the default config; where there is none, say what to pass.
+    monkeypatch.setattr(status, "DEFAULT_CONFIG", str(tmp_path / "sekisho.toml"))
+    rc, out, err = _main([])
+    assert rc == 2 and out == ""
+    assert f"cannot read {tmp_path / 'sekisho.toml'}" in err
+    assert "-c FILE" in err and "--admin HOST:PORT" in err
+
+
 def test_daemon_not_running() -> None:
     rc, _, err = _main(["--admin", f"127.0.0.1:{free_port()}", "--timeout", "2"])
     assert rc == 1 and "no answer" in err and "is sekisho running" in err

@@ -9,8 +9,8 @@ import pytest
 
 import conf
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "spec" / "sekisho.toml"
 EXAMPLES = Path(__file__).resolve().parents[2] / "conf" / "examples"
+SPEC = EXAMPLES / "contract.toml"  # the contract, copied in (tests/unit/test_contract.py)
 
 BASE = """
 [pool.a]

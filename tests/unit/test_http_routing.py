@@ -6,6 +6,7 @@ import pytest
 
 import conf
 from proxy.http.routing import ADMIN, NO_ROUTE, RouteTable, normalize_host
+from proxy.http.target import normalize_target
 
 R = conf.HttpRoute
 
@@ -53,11 +54,25 @@ def test_fixed_status_and_no_route() -> None:
     assert NO_ROUTE.status == 404
 
 
-@pytest.mark.parametrize("target", [b"/-/", b"/-/admin/x", b"/-", b"/-?x", b"/%2d/", b"/%2D/admin", b"/-/?q"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/-/",
+        b"/-/admin/x",
+        b"/-",
+        b"/-?x",
+        b"/%2d/",
+        b"/%2D/admin",
+        b"/-/?q",
+        b"//-/",
+        b"/a/../-/x",
+        b"/%2D",
+    ],
+)
 def test_admin_paths_are_builtin_404_on_every_host(target: bytes) -> None:
     t = table()
     for host in ("www.example.com", "a.example.org", "", "other"):
-        assert t.match(host, target) is ADMIN
+        assert t.match(host, normalize_target(target)) is ADMIN
     assert ADMIN.status == 404
 
 
