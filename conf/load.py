@@ -122,8 +122,17 @@ def _global(t: Table | None, issues: Issues) -> GlobalSettings:
     metrics = None
     if t.has("metrics"):
         metrics = address_item(issues)(t.get_str("metrics", None), t.key("metrics"))
+    metrics_allow = t.get_list("metrics_allow", network_item(issues), d.metrics_allow)
+    if t.has("metrics_allow") and t.raw["metrics_allow"] == []:
+        t.error("metrics_allow", "an empty list shuts everyone out; omit it to allow every client")
+    token_file = t.get_str("admin_token_file", None)
+    if token_file is not None and not token_file.strip():
+        t.error("admin_token_file", "expected a file path, got an empty string")
+        token_file = None
     settings = GlobalSettings(
         metrics=metrics,
+        metrics_allow=metrics_allow,
+        admin_token_file=token_file,
         pidfile=t.get_str("pidfile", d.pidfile),
         access_log=t.get_str("access_log", d.access_log),
         log_format=t.get_choice("log_format", ("combined", "json"), d.log_format),

@@ -83,7 +83,13 @@ def _load(path: str) -> conf.Config | None:
 
 
 def _check(config: conf.Config, live: bool, quiet: bool) -> int:
-    problems = live_problems(config) if live else []
+    from proxy.admin import exposure_warnings
+
+    # Warnings never change the exit status, and -q does not hide them (nginx -t -q).
+    warnings = exposure_warnings(config.global_)
+    problems = live_problems(config, warnings) if live else []
+    for w in warnings:
+        print(f"sekisho: warning: {w}", file=sys.stderr)
     if problems:
         print(f"sekisho: {config.source}: not runnable on this machine:", file=sys.stderr)
         for p in problems:
@@ -94,11 +100,20 @@ def _check(config: conf.Config, live: bool, quiet: bool) -> int:
     return 0
 
 
-def live_problems(config: conf.Config) -> list[str]:
-    """What only this machine can tell: certificates, binds, interfaces, scripts."""
+def live_problems(config: conf.Config, warnings: list[str] | None = None) -> list[str]:
+    """What only this machine can tell: certificates, the admin token file, binds,
+    interfaces, scripts. Warnings (a token file others can read) go to `warnings`."""
+    from proxy.admin import TokenError, admin_policy
     from proxy.frontends import check_runtimes
 
     problems = check_runtimes(config)
+    try:
+        _, token_warnings = admin_policy(config.global_)
+    except TokenError as exc:
+        problems.append(str(exc))
+    else:
+        if warnings is not None:
+            warnings += token_warnings
     for i, h in enumerate(config.http):
         for j, tls in enumerate(h.tls):
             problems += _tls_problem(f"http[{i}].tls[{j}]", tls)

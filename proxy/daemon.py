@@ -3,10 +3,10 @@
 Lifecycle, as HAProxy and nginx users expect it:
 - start: every listener bound before READY; a bind failure stops the start.
 - SIGHUP: load the file again; an invalid config (or one whose new sockets
-  cannot be bound, or whose certificates do not load) keeps the running one and
-  logs why. Sockets whose address did not change stay open, so no connection is
-  refused during a reload; connections already accepted finish on the config
-  they started on.
+  cannot be bound, or whose certificates or admin token file do not load) keeps
+  the running one and logs why. Sockets whose address did not change stay
+  open, so no connection is refused during a reload; connections already
+  accepted finish on the config they started on.
 - SIGTERM/SIGINT: stop accepting, let in-flight work finish up to
   `global.drain_timeout`, release the VIPs, exit 0.
 """
@@ -29,7 +29,15 @@ import conf
 from lb.pool import PoolSet
 from proxy import VERSION, pool_admin
 from proxy.accesslog import AccessLog
-from proxy.admin import AdminRequest, AdminResponse, AdminServer
+from proxy.admin import (
+    AdminPolicy,
+    AdminRequest,
+    AdminResponse,
+    AdminServer,
+    TokenError,
+    admin_policy,
+    exposure_warnings,
+)
 from proxy.frontends import StatsBook, build_frontend, check_runtimes, sections
 from proxy.listener import Frontend, Listener, bind
 from proxy.metrics import Exposition
@@ -78,6 +86,7 @@ class Daemon:
         problems = check_runtimes(self.config)
         if problems:
             raise StartupError("\n".join(problems))
+        self.admin.policy = _admin_policy(self.config)
         fresh = self._frontends_for(self.config)  # builds TLS contexts: fails early on bad certs
         sockets = self._bind_new(self.config, set())
         await self.pools.start()
@@ -143,8 +152,10 @@ class Daemon:
             sock = bind(address)
         except OSError as exc:
             raise StartupError(f"global.metrics: cannot bind {address}: {exc.strerror}") from None
-        await self.admin.start(sock)
+        await self.admin.start(sock, address)
         log.info("admin and metrics: http://%s/metrics", address)
+        if self.config.global_.admin_token_file is None:
+            log.info("admin API: state-changing requests are off (no global.admin_token_file)")
 
     def _start_vrrp(self, instance: conf.VrrpInstance) -> None:
         service = VrrpService(instance)
@@ -201,6 +212,11 @@ class Daemon:
         if problems:
             log.error("reload refused, keeping the running config: %s", "; ".join(problems))
             return False
+        try:
+            admin = _admin_policy(new)  # the token file is read again, as certificates are
+        except StartupError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return False
         if new.global_.metrics != self.config.global_.metrics:
             log.warning("global.metrics changed: takes effect at the next restart")
         old_access_log = self.access_log
@@ -240,6 +256,7 @@ class Daemon:
                 self._retire(old)
         self.stats.prune({(s.kind, s.name) for s in sections(new)})
         self._reconcile_vrrp(new.vrrp)
+        self.admin.policy = admin
         self.config = new
         log.info("reloaded: %s", new.summary())
         return True
@@ -435,6 +452,17 @@ def _remove_pidfile(path: str | None) -> None:
 
 def _kinds_at(config: conf.Config, address: conf.Address) -> set[str]:
     return {s.kind for s in sections(config) if address in s.config.listen}
+
+
+def _admin_policy(config: conf.Config) -> AdminPolicy:
+    """Who may use the admin listener, with the token read from its file now."""
+    try:
+        policy, warnings = admin_policy(config.global_)
+    except TokenError as exc:
+        raise StartupError(str(exc)) from None
+    for warning in (*warnings, *exposure_warnings(config.global_)):
+        log.warning("%s", warning)
+    return policy
 
 
 def _access_log(settings: conf.GlobalSettings) -> AccessLog:

@@ -6,7 +6,11 @@ ipvsadm -e -w). Weight 0 drains: no new connections, existing ones finish.
 ("www.example.com:80": every address it resolved to). The body is the weight,
 as a bare integer or JSON `{"weight": N}`; `?weight=N` works too.
 
-    curl -X POST -d 0 http://127.0.0.1:9100/servers/alpha/192.0.2.9:80/weight
+It changes state, so it needs the token of `global.admin_token_file`
+(`proxy.admin.authorize`; without one configured it answers 403):
+
+    curl -H "Authorization: Bearer $(cat /etc/sekisho/admin.token)" -X POST -d 0 \
+        http://127.0.0.1:9100/servers/alpha/192.0.2.9:80/weight
 """
 
 from __future__ import annotations

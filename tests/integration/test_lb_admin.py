@@ -6,19 +6,21 @@ import asyncio
 import json
 
 import conf
-from proxy.admin import AdminServer
+from proxy.admin import AdminPolicy, AdminServer
 from proxy.listener import bind
 from proxy.metrics import Exposition
 from proxy.metrics.lb import families, tcp_families
 from proxy.pool_admin import register
 from tests.integration.test_tcp_failover import Backend, Service, ask, run
 
+TOKEN = b"lb-admin-test-token"
+
 
 async def post(port: int, path: str, body: bytes) -> tuple[int, dict[str, object]]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-        % (path.encode(), len(body), body)
+        b"POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n%s" % (path.encode(), TOKEN, len(body), body)
     )
     data = await reader.read()
     writer.close()
@@ -31,7 +33,7 @@ async def _drain() -> None:
     b = await Backend("B").start()
     pool = conf.Pool("web", (conf.Server(a.address), conf.Server(b.address)), scheduler="rr")
     async with Service(pool) as svc:
-        admin = AdminServer()
+        admin = AdminServer(AdminPolicy(TOKEN))  # who may call it: tests/*/test_admin_auth.py
         register(admin, lambda: svc.pools)
         sock = bind(conf.Address("127.0.0.1", 0))
         port = sock.getsockname()[1]
