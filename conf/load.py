@@ -430,11 +430,13 @@ def _smtp(t: Table, issues: Issues) -> SmtpListener:
     t.seen.add("route")
     routes: list[SmtpRoute] = []
     seen: dict[str, int] = {}
+    postmaster_at: int | None = None
     for i, r in enumerate(routes_raw if isinstance(routes_raw, list) else []):
         rt = Table(r, t.key(f"route[{i}]"), issues)
         domain = rt.get_str("domain")
         pool = rt.get_str("pool")
         xclient = rt.get_bool("xclient", False)
+        postmaster = rt.get_bool("postmaster", False)
         rt.done()
         if domain is None or pool is None:
             continue
@@ -444,7 +446,11 @@ def _smtp(t: Table, issues: Issues) -> SmtpListener:
         if domain in seen:
             rt.error("domain", f"{domain!r} is already routed by route[{seen[domain]}]")
         seen.setdefault(domain, i)
-        routes.append(SmtpRoute(domain, pool, xclient))
+        if postmaster and postmaster_at is not None:
+            rt.error("postmaster", f"route[{postmaster_at}] already takes <Postmaster>")
+        elif postmaster:
+            postmaster_at = i
+        routes.append(SmtpRoute(domain, pool, xclient, bool(postmaster)))
     if not routes_raw:
         t.error("route", "an smtp listener needs at least one [[smtp.route]]")
     tls = None

@@ -164,7 +164,13 @@ class SmtpTimeouts:
 class SmtpRoute:
     domain: str  # exact or "*.suffix", lower-cased
     pool: str
+    # Tell the backend who the client is (XCLIENT, as Postfix does). A server that does not
+    # offer XCLIENT is not used for this route (451 4.3.0 when none does), unless the pool
+    # sends a PROXY protocol header, which carries the client's address already.
     xclient: bool = False
+    # RCPT TO:<Postmaster> without a domain (RFC 5321 4.5.1) goes to this route; at most one
+    # route per listener says so, and without one the first route takes it.
+    postmaster: bool = False
 
 
 @dataclass(frozen=True)

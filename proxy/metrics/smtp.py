@@ -44,6 +44,11 @@ def families(stats_by_listener: Mapping[str, Any]) -> Iterator[Metric]:
     timeouts = CounterMetricFamily(
         "sekisho_smtp_timeouts", "Client sessions closed for a timeout", labels=["listener"]
     )
+    xclient_refused = CounterMetricFamily(
+        "sekisho_smtp_xclient_refused",
+        "Backend servers not used because the route asks for XCLIENT and the server does not offer it",
+        labels=["listener", "pool", "server"],
+    )
     for name, stats in sorted(stats_by_listener.items()):
         if not isinstance(stats, SmtpStats):
             continue
@@ -62,4 +67,6 @@ def families(stats_by_listener: Mapping[str, Any]) -> Iterator[Metric]:
         for pool, n in sorted(stats.backend_connect_failures.items()):
             connect_fail.add_metric([name, pool], n)
         timeouts.add_metric([name], stats.timeouts)
-    yield from (conns, refused, txns, rcpts, tls, tls_fail, relayed, connect_fail, timeouts)
+        for (pool, server), n in sorted(stats.xclient_refused.items()):
+            xclient_refused.add_metric([name, pool, server], n)
+    yield from (conns, refused, txns, rcpts, tls, tls_fail, relayed, connect_fail, timeouts, xclient_refused)

@@ -7,6 +7,11 @@ and Postfix do; the percent hack (`user%other@ours`), bang paths
 (`"user@other"@ours`) are refused outright, because some MTA somewhere turns
 each of them into mail for `other`; address literals (`user@[192.0.2.1]`)
 never match a route. What is forwarded is the canonical `<local@domain>`.
+
+One path has no domain: `<Postmaster>` (RFC 5321 4.1.1.3 and 4.5.1, the local
+part case-insensitive), which every SMTP server must accept as a recipient.
+It is forwarded as written and goes to the listener's postmaster route
+(`RouteTable.postmaster`): the route marked `postmaster = true`, else the first.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ _LITERAL = re.compile(r"\[[\x21-\x5a\x5e-\x7e]+\]\Z")
 _ROUTING_CHARS = frozenset("@%!")
 MAX_PATH = 256  # RFC 5321 4.5.3.1.3
 MAX_LOCAL = 64
+POSTMASTER = "postmaster"  # RFC 5321 4.5.1: the one recipient that may come without a domain
 
 
 class AddressError(SmtpError):
@@ -40,7 +46,7 @@ class AddressError(SmtpError):
 @dataclass(frozen=True)
 class Mailbox:
     local: str  # as received: a dot-string or a quoted string
-    domain: str  # as received (case kept); an address literal keeps its brackets
+    domain: str  # as received (case kept); an address literal keeps its brackets; "" only for <Postmaster>
 
     @property
     def is_literal(self) -> bool:
@@ -52,8 +58,13 @@ class Mailbox:
             return re.sub(r"\\(.)", r"\1", self.local[1:-1])
         return self.local
 
+    @property
+    def is_bare_postmaster(self) -> bool:
+        """RCPT TO:<Postmaster>, with no domain."""
+        return not self.domain
+
     def __str__(self) -> str:
-        return f"{self.local}@{self.domain}"
+        return f"{self.local}@{self.domain}" if self.domain else self.local
 
 
 @dataclass(frozen=True)
@@ -126,8 +137,11 @@ def _quoted_end(text: str) -> int:
     raise AddressError("unterminated quoted local part")
 
 
-def parse_path(text: str, allow_null: bool) -> Path:
-    """`<...>` as written by the client; raises AddressError."""
+def parse_path(text: str, allow_null: bool, allow_postmaster: bool = False) -> Path:
+    """`<...>` as written by the client; raises AddressError.
+
+    `allow_postmaster` (recipients only): `<Postmaster>` without a domain is a
+    path, its Mailbox's domain empty; any other domainless form is still an error."""
     if len(text) > MAX_PATH + 2:
         raise AddressError("path too long", "5.5.4")
     if not (text.startswith("<") and text.endswith(">")):
@@ -137,6 +151,8 @@ def parse_path(text: str, allow_null: bool) -> Path:
         if allow_null:
             return Path(None)
         raise AddressError("null path not allowed here", "5.1.3")
+    if allow_postmaster and inner.lower() == POSTMASTER:
+        return Path(Mailbox(inner, ""))
     route: tuple[str, ...] = ()
     if inner.startswith("@"):
         head, colon, inner = inner.partition(":")
@@ -161,18 +177,28 @@ def relay_concern(mailbox: Mailbox) -> str | None:
 
 
 class RouteTable:
-    """Recipient domain -> route: exact names first, then the longest `*.suffix`."""
+    """Recipient domain -> route: exact names first, then the longest `*.suffix`.
+
+    `postmaster` is where `<Postmaster>` without a domain goes: the route marked
+    `postmaster = true`, else the first route (None only for an empty table)."""
 
     def __init__(self, routes: Iterable[conf.SmtpRoute]) -> None:
         self.exact: dict[str, conf.SmtpRoute] = {}
         self.wild: list[tuple[str, conf.SmtpRoute]] = []
+        self.postmaster: conf.SmtpRoute | None = None
         for r in routes:
+            if self.postmaster is None or (r.postmaster and not self.postmaster.postmaster):
+                self.postmaster = r
             d = r.domain.lower()
             if d.startswith("*."):
                 self.wild.append((d[1:], r))  # ".example.com"
             else:
                 self.exact.setdefault(d, r)
         self.wild.sort(key=lambda item: -len(item[0]))
+
+    def route_for(self, mailbox: Mailbox) -> conf.SmtpRoute | None:
+        """The route for a recipient, `<Postmaster>` included."""
+        return self.postmaster if mailbox.is_bare_postmaster else self.lookup(mailbox.domain)
 
     def lookup(self, domain: str) -> conf.SmtpRoute | None:
         d = domain.lower()

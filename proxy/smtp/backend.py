@@ -2,8 +2,12 @@
 
 `open_backend` dials a server of the route's pool (lb.dial: pick, retry,
 passive health), reads the banner, says EHLO with the client's HELO name and
-passes the client's identity on: XCLIENT when the route asks for it and the
-server offers it, a PROXY protocol header when the pool asks for one.
+passes the client's identity on: XCLIENT when the route asks for it, a PROXY
+protocol header when the pool asks for one. XCLIENT fails closed: a server
+that does not offer it (with ADDR) is not used for a route that asks for it,
+since it would take sekisho's own address for the client's, and a backend
+trusting that address (Postfix `mynetworks`) would trust every sender. The
+next server of the pool is tried; when none offers it, `XclientUnavailable`.
 Every network failure becomes `BackendError`: this module is the one place
 the backend leg's exceptions are caught.
 """
@@ -19,7 +23,7 @@ from typing import cast
 import conf
 from lb import proxy_protocol
 from lb.dial import MAX_ATTEMPTS, dial
-from lb.errors import LbError
+from lb.errors import LbError, NoBackendAvailable
 from lb.pool import Backend, BackendPool
 from proxy.smtp.errors import SmtpError, SmtpProtocolError
 from proxy.smtp.replies import Reply, ReplyParser, ehlo_keywords
@@ -35,6 +39,14 @@ class BackendError(SmtpError):
 
 class BackendUnavailable(BackendError):
     """No server of the route's pool could be reached (or would talk to us)."""
+
+
+class XclientUnavailable(BackendUnavailable):
+    """The route asks for XCLIENT and no server that could be reached offers it."""
+
+
+class XclientNotOffered(BackendError):
+    """This server does not offer XCLIENT with ADDR (the route asks for it)."""
 
 
 @dataclass(frozen=True)
@@ -188,13 +200,19 @@ async def open_backend(
     pool: BackendPool,
     client: ClientInfo,
     timeout: float,
+    *,
     on_connect_failure: Callable[[str], None],
+    on_xclient_missing: Callable[[str, str], None],
 ) -> BackendLink:
-    """Dial, banner, EHLO, identity; raises BackendUnavailable.
+    """Dial, banner, EHLO, identity; raises BackendUnavailable (XclientUnavailable).
 
     A server that accepts the connection but will not talk (a 4xx/5xx banner,
     a refused EHLO or XCLIENT, a timeout) counts as a failed connect, and the
     next server of the pool is tried, as lb.dial does for refused connects.
+    A server without the XCLIENT the route asks for is told QUIT and skipped
+    the same way, reported through `on_xclient_missing(pool, server)` and not
+    held against its health (it is up; it is only wrong for this route). No
+    transaction has begun on a skipped server, so nothing is delivered twice.
     """
     preamble: Callable[[Backend], bytes] | None = None
     if pool.proxy_protocol is not None:
@@ -204,6 +222,7 @@ async def open_backend(
             return proxy_header(version, client)
 
     tried: list[Backend] = []
+    no_xclient = 0  # servers skipped for want of XCLIENT
     reason = "no server tried"
     for _ in range(MAX_ATTEMPTS):
         try:
@@ -211,11 +230,20 @@ async def open_backend(
                 pool, client.addr, BackendProtocol, timeout, preamble, exclude=tried
             )
         except LbError as exc:
-            on_connect_failure(pool.name)
-            raise BackendUnavailable(str(exc) if not tried else f"{reason}; {exc}") from None
+            if not (no_xclient and isinstance(exc, NoBackendAvailable)):
+                on_connect_failure(pool.name)  # (servers skipped for XCLIENT are counted apart)
+            error = XclientUnavailable if no_xclient else BackendUnavailable
+            raise error(f"{reason}; {exc}" if tried else str(exc)) from None
         link = BackendLink(route, pool, backend, transport, protocol)
         try:
             await _handshake(link, route, pool, client, timeout)
+        except XclientNotOffered as exc:
+            await link.quit(min(2.0, timeout))
+            on_xclient_missing(pool.name, backend.key)
+            no_xclient += 1
+            tried.append(backend)
+            reason = f"{backend.key}: {exc}"
+            continue
         except BackendError as exc:
             log.warning("smtp backend %s (pool %s): %s", backend.key, pool.name, exc)
             link.close()
@@ -225,7 +253,7 @@ async def open_backend(
             reason = f"{backend.key}: {exc}"
             continue
         return link
-    raise BackendUnavailable(reason)
+    raise XclientUnavailable(reason) if no_xclient else BackendUnavailable(reason)
 
 
 async def _handshake(
@@ -235,15 +263,17 @@ async def _handshake(
     if banner.code != 220:
         raise BackendError(f"banner {banner}")
     link.keywords = await _ehlo(link, client.helo, timeout)
-    if route.xclient and "XCLIENT" in link.keywords:
-        r = await link.command(xclient_line(client, link.keywords["XCLIENT"]), timeout)
+    if not route.xclient:
+        return
+    offered = link.keywords.get("XCLIENT")
+    if pool.proxy_protocol is None and (offered is None or "ADDR" not in offered.upper().split()):
+        # Without the client's address the server would take ours for it: fail closed.
+        raise XclientNotOffered("XCLIENT not offered" if offered is None else f"XCLIENT {offered} lacks ADDR")
+    if offered is not None:
+        r = await link.command(xclient_line(client, offered), timeout)
         if r.code != 220:
             raise BackendError(f"XCLIENT refused: {r}")
         link.keywords = await _ehlo(link, client.helo, timeout)
-    elif route.xclient and pool.proxy_protocol is None:
-        log.warning(
-            "%s: route %s wants XCLIENT, the server does not offer it", link.backend.key, route.domain
-        )
 
 
 async def _ehlo(link: BackendLink, helo: str, timeout: float) -> dict[str, str]:

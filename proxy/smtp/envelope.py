@@ -435,7 +435,7 @@ class Envelope:
             return self._respond(Reply.of(501, "5.5.4 Syntax: RCPT TO:<address>"), "syntax")
         try:
             path_text, params_text = split_path(arg[3:])
-            path = parse_path(path_text, allow_null=False)
+            path = parse_path(path_text, allow_null=False, allow_postmaster=True)
         except AddressError as exc:
             return self._respond(Reply.of(501, f"{exc.enhanced} Bad recipient address syntax"), "syntax")
         if params_text.strip(" "):
@@ -443,7 +443,7 @@ class Envelope:
         assert path.mailbox is not None
         if relay_concern(path.mailbox) is not None:
             return self._respond(R_RELAY, "relay_denied")
-        route = self.policy.routes.lookup(path.mailbox.domain)
+        route = self.policy.routes.route_for(path.mailbox)
         if route is None:
             return self._respond(R_RELAY, "relay_denied")
         if len(txn.recipients) >= self.policy.max_recipients:

@@ -21,7 +21,14 @@ import conf
 from lb.pool import PoolSet
 from proxy.http.tls import server_context
 from proxy.linger import linger_close
-from proxy.smtp.backend import BackendError, BackendLink, BackendUnavailable, ClientInfo, open_backend
+from proxy.smtp.backend import (
+    BackendError,
+    BackendLink,
+    BackendUnavailable,
+    ClientInfo,
+    XclientUnavailable,
+    open_backend,
+)
 from proxy.smtp.envelope import (
     NEED_DATA,
     PAUSED,
@@ -47,6 +54,7 @@ READ_HIGH_WATER = 1 << 20  # pause reading the client beyond this much unprocess
 TLS_HANDSHAKE_TIMEOUT = 30.0
 
 R_UNAVAILABLE = Reply.of(451, "4.4.1 No mail server available for this domain; try again later")
+R_NO_XCLIENT = Reply.of(451, "4.3.0 Mail server cannot take the client's address (XCLIENT); try again later")
 R_BACKEND_LOST = Reply.of(451, "4.4.2 Connection to the mail server lost; try again later")
 R_TIMEOUT = Reply.of(421, "4.4.2 Timeout; closing connection")
 R_SHUTDOWN = Reply.of(421, "4.3.2 Service shutting down; closing connection")
@@ -331,9 +339,9 @@ class SmtpSession(asyncio.Protocol):
         if link is None:
             try:
                 link = await self._open(ev.route)
-            except BackendUnavailable:
+            except BackendUnavailable as exc:
                 self.stats.outcome(ev.route.domain, "temp_fail")
-                return R_UNAVAILABLE
+                return R_NO_XCLIENT if isinstance(exc, XclientUnavailable) else R_UNAVAILABLE
         t = self.timeouts.command
         try:
             if link.txn != ev.transaction:
@@ -371,13 +379,27 @@ class SmtpSession(asyncio.Protocol):
             self.frontend.pools[route.pool],
             client,
             self.timeouts.connect,
-            self._connect_failed,
+            on_connect_failure=self._connect_failed,
+            on_xclient_missing=lambda pool, server: self._xclient_missing(route.domain, pool, server),
         )
         self.backend = link
         return link
 
     def _connect_failed(self, pool: str) -> None:
         self.stats.backend_connect_failures[pool] += 1
+
+    def _xclient_missing(self, route: str, pool: str, server: str) -> None:
+        # Logged once per server (the stats outlive reloads), counted every time.
+        key = (pool, server)
+        if not self.stats.xclient_refused[key]:
+            log.warning(
+                "smtp backend %s (pool %s) does not offer XCLIENT, which route %s asks for: not used "
+                "for its mail (logged once per server; sekisho_smtp_xclient_refused_total counts each time)",
+                server,
+                pool,
+                route,
+            )
+        self.stats.xclient_refused[key] += 1
 
     @staticmethod
     def _mail_line(link: BackendLink, sender: str, params: dict[str, str]) -> str:

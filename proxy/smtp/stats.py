@@ -20,6 +20,8 @@ class SmtpStats:
     starttls_failures: int = 0
     bytes_relayed: Counter[str] = field(default_factory=Counter)  # route -> message bytes
     backend_connect_failures: Counter[str] = field(default_factory=Counter)  # pool
+    # (pool, server) -> times a server was skipped: the route asks for XCLIENT, it does not offer it
+    xclient_refused: Counter[tuple[str, str]] = field(default_factory=Counter)
     timeouts: int = 0
     rejected_commands: Counter[str] = field(default_factory=Counter)  # tag
 
@@ -38,6 +40,9 @@ class SmtpStats:
             "starttls_failures": self.starttls_failures,
             "bytes_relayed": dict(self.bytes_relayed),
             "backend_connect_failures": dict(self.backend_connect_failures),
+            "xclient_refused": [
+                {"pool": p, "server": s, "count": n} for (p, s), n in sorted(self.xclient_refused.items())
+            ],
             "timeouts": self.timeouts,
             "rejected_commands": dict(self.rejected_commands),
         }

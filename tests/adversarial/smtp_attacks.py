@@ -84,7 +84,7 @@ RELAY_FORMS: tuple[RelayForm, ...] = (
     _refused("null-path", "<>", 501),
     _refused("no-brackets-local", "user@example.com", 501),
     _refused("no-brackets-foreign", "relaytest@nmap.scanme.org", 501),
-    _refused("postmaster-no-domain", "<postmaster>", 501),
+    _refused("postmaster-quoted-no-domain", '<"postmaster">', 501),
     _refused("space-in-local", "<user @example.com>", 501),
     _refused("comment-in-local", "<user(comment)@example.com>", 501),
     _refused("comment-after-domain", "<user@example.com(comment)>", 501),
@@ -106,6 +106,8 @@ RELAY_FORMS: tuple[RelayForm, ...] = (
     _routed("space-before-path", " <spaced@example.com>", "spaced@example.com", "alpha"),
     _routed("space-after-path", "<trail@example.com> ", "trail@example.com", "alpha"),
     _routed("quoted-plain", '<"quoted"@example.com>', '"quoted"@example.com', "alpha"),
+    # RFC 5321 4.5.1: <Postmaster> needs no domain; it goes to the first route unless one is marked.
+    _routed("postmaster-no-domain", "<Postmaster>", "Postmaster", "alpha"),
     _routed(
         "dotted-local", "<first.last+tag@deep.sub.example.net>", "first.last+tag@deep.sub.example.net", "beta"
     ),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import smtplib
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
@@ -47,13 +48,69 @@ class Sink:
         return "250 2.0.0 Ok: queued"
 
 
+S = TypeVar("S", bound=Sink)
+
+
 async def aiosmtpd_server(name: str) -> tuple[asyncio.Server, Sink, int]:
-    sink = Sink()
+    return await serve(Sink(), name)
+
+
+async def serve(handler: S, name: str, smtp: type[AioSMTP] = AioSMTP) -> tuple[asyncio.Server, S, int]:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: AioSMTP(sink, hostname=name, data_size_limit=64 * 1024 * 1024), "127.0.0.1", 0
+        lambda: smtp(handler, hostname=name, data_size_limit=64 * 1024 * 1024), "127.0.0.1", 0
     )
-    return server, sink, server.sockets[0].getsockname()[1]
+    return server, handler, server.sockets[0].getsockname()[1]
+
+
+class XclientSMTP(AioSMTP):
+    """aiosmtpd taking Postfix's XCLIENT: the attributes are kept in the session, then a
+    fresh 220 greeting (the client says EHLO again)."""
+
+    async def smtp_XCLIENT(self, arg: str) -> None:  # noqa: N802
+        assert self.session is not None
+        self.session.xclient = dict(item.split("=", 1) for item in arg.split())  # type: ignore[attr-defined]
+        self._set_rset_state()
+        await self.push(f"220 {self.hostname} ESMTP")
+
+
+class XclientSink(Sink):
+    """Offers XCLIENT in its EHLO reply and keeps, per message, what XCLIENT told it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.xclient: list[dict[str, str]] = []
+
+    async def handle_EHLO(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-XCLIENT NAME ADDR PORT PROTO HELO", responses[-1]]
+
+    async def handle_DATA(  # noqa: N802
+        self,
+        server: Any,
+        session: Any,
+        envelope: Any,
+    ) -> str:
+        self.xclient.append(getattr(session, "xclient", {}))
+        return await super().handle_DATA(server, session, envelope)
+
+
+class MailWatch(Sink):
+    """A plain aiosmtpd handler that also records every MAIL FROM it is asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mails: list[str] = []
+
+    async def handle_MAIL(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        self.mails.append(address)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
 
 @dataclass
@@ -61,6 +118,7 @@ class FakeMta:
     """A raw SMTP server that can offer XCLIENT and records every line it reads."""
 
     xclient: bool = True
+    xclient_attrs: bytes = b"NAME ADDR PORT PROTO HELO LOGIN"
     banner: bytes = b"220 fake.mta ESMTP\r\n"
     expect_proxy: bool = False
     proxy_headers: list[bytes] = field(default_factory=list)
@@ -86,7 +144,7 @@ class FakeMta:
                 if verb == b"EHLO":
                     caps = b"250-fake.mta\r\n250-PIPELINING\r\n250-SIZE 99999999\r\n"
                     if self.xclient:
-                        caps += b"250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN\r\n"
+                        caps += b"250-XCLIENT " + self.xclient_attrs + b"\r\n"
                     writer.write(caps + b"250 8BITMIME\r\n")
                 elif verb == b"XCLI":
                     writer.write(b"220 fake.mta ESMTP again\r\n")
@@ -314,6 +372,170 @@ async def test_xclient_seen_by_backend() -> None:
     finally:
         await edge.stop()
         await mta.stop()
+
+
+def pool_of(name: str, *ports: int, proxy_protocol: Any = None) -> dict[str, conf.Pool]:
+    servers = tuple(conf.Server(conf.Address("127.0.0.1", p)) for p in ports)
+    return {name: conf.Pool(name, servers, proxy_protocol=proxy_protocol)}
+
+
+async def edge_for(pools: dict[str, conf.Pool], routes: tuple[conf.SmtpRoute, ...]) -> Edge:
+    config = conf.SmtpListener(
+        listen=(conf.Address("127.0.0.1", 0),),
+        hostname="mx.example.com",
+        routes=routes,
+        timeouts=conf.SmtpTimeouts(command=10.0, connect=2.0, data=30.0),
+    )
+    stats = SmtpStats()
+    frontend = SmtpFrontend(config, PoolSet(pools), stats)
+    listener = Listener("smtp", config.listen[0], bind(config.listen[0]), frontend)
+    listener.start()
+    return Edge(listener, frontend, stats, listener.bound[1])
+
+
+def xclient_samples(stats: SmtpStats) -> dict[tuple[str, str], float]:
+    fams = {f.name: f for f in families({"127.0.0.1:25": stats})}
+    return {
+        (s.labels["pool"], s.labels["server"]): s.value
+        for s in fams["sekisho_smtp_xclient_refused"].samples
+        if s.name == "sekisho_smtp_xclient_refused_total"
+    }
+
+
+XROUTE = conf.SmtpRoute("example.com", "alpha", xclient=True)
+
+
+async def test_xclient_route_fails_closed_without_xclient(caplog: pytest.LogCaptureFixture) -> None:
+    """The route asks for XCLIENT, the only server does not offer it: 451 4.3.0, never a
+    delivery with sekisho's address as the client's, logged once, counted every time."""
+    srv, watch, port = await serve(MailWatch(), "plain.internal")
+    edge = await edge_for(pool_of("alpha", port), (XROUTE,))
+
+    def go(s: smtplib.SMTP) -> Any:
+        s.ehlo()
+        s.mail("a@sender.test")
+        r = s.rcpt("x@example.com")
+        d = s.docmd("DATA")
+        return r, d
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="sekisho.smtp"):
+            for _ in range(2):
+                (code, text), (dcode, _) = await client(edge.port, go)
+                assert (code, text[:5]) == (451, b"4.3.0")
+                assert dcode == 554  # no recipient accepted: no DATA
+        assert watch.messages == [] and watch.mails == []  # not even a MAIL FROM reached it
+        server = f"127.0.0.1:{port}"
+        assert xclient_samples(edge.stats) == {("alpha", server): 2}
+        assert edge.stats.transactions[("example.com", "temp_fail")] == 2
+        # Not a connect failure and not held against the server's health: it is up, only
+        # wrong for this route.
+        assert edge.stats.backend_connect_failures["alpha"] == 0
+        assert edge.frontend.pools["alpha"].backends[0].connect_failures == 0
+        logged = [r.getMessage() for r in caplog.records if "XCLIENT" in r.getMessage()]
+        assert len(logged) == 1 and server in logged[0] and "example.com" in logged[0]
+    finally:
+        await edge.stop()
+        srv.close()
+
+
+async def test_xclient_route_skips_to_the_server_that_offers_it() -> None:
+    """Two servers, the first without XCLIENT: every message lands once, on the second,
+    with the client's address; the first never sees a transaction."""
+    plain_srv, plain, plain_port = await serve(MailWatch(), "plain.internal")
+    x_srv, xsink, x_port = await serve(XclientSink(), "xclient.internal", XclientSMTP)
+    edge = await edge_for(pool_of("alpha", plain_port, x_port), (XROUTE,))
+
+    def go(s: smtplib.SMTP) -> Any:
+        s.sendmail("a@sender.test", ["x@example.com"], b"Subject: t\r\n\r\nhi\r\n")
+        assert s.sock is not None
+        return s.sock.getsockname()
+
+    try:
+        sent = [await client(edge.port, go, source="127.0.0.2") for _ in range(3)]
+        assert [m.original_content for m in xsink.messages] == [b"Subject: t\r\n\r\nhi\r\n"] * 3
+        assert xsink.xclient == [
+            {
+                "NAME": "[UNAVAILABLE]",
+                "ADDR": addr,
+                "PORT": str(cport),
+                "PROTO": "ESMTP",
+                "HELO": "client.example",
+            }
+            for addr, cport in sent
+        ]
+        assert plain.mails == [] and plain.messages == []
+        assert xclient_samples(edge.stats)[("alpha", f"127.0.0.1:{plain_port}")] >= 1
+        assert edge.stats.transactions[("example.com", "relayed")] == 3
+        assert edge.stats.backend_connect_failures["alpha"] == 0
+    finally:
+        await edge.stop()
+        plain_srv.close()
+        x_srv.close()
+
+
+async def test_xclient_without_addr_is_not_xclient() -> None:
+    """A server offering XCLIENT without ADDR would still take our address for the client's."""
+    mta = FakeMta(xclient=True, xclient_attrs=b"NAME HELO")
+    port = await mta.start()
+    edge = await edge_for(pool_of("alpha", port), (XROUTE,))
+
+    def go(s: smtplib.SMTP) -> Any:
+        s.ehlo()
+        s.mail("a@sender.test")
+        return s.rcpt("x@example.com")
+
+    try:
+        code, text = await client(edge.port, go)
+        assert (code, text[:5]) == (451, b"4.3.0")
+        assert mta.commands(b"XCLIENT") == [] and mta.commands(b"MAIL") == []
+        assert mta.commands(b"QUIT") == [b"QUIT"]  # told goodbye, not dropped
+        assert edge.stats.xclient_refused[("alpha", f"127.0.0.1:{port}")] == 1
+    finally:
+        await edge.stop()
+        await mta.stop()
+
+
+async def test_xclient_route_with_a_proxy_protocol_pool_needs_no_xclient() -> None:
+    """The PROXY header already carries the client's address: no XCLIENT needed."""
+    mta = FakeMta(xclient=False, expect_proxy=True)
+    port = await mta.start()
+    edge = await edge_for(pool_of("alpha", port, proxy_protocol="v2"), (XROUTE,))
+    try:
+        await client(edge.port, lambda s: s.sendmail("a@sender.test", ["x@example.com"], b"hi\r\n"))
+        assert mta.messages == [b"hi\r\n.\r\n"] and len(mta.proxy_headers) == 1
+        assert edge.stats.xclient_refused == {}
+    finally:
+        await edge.stop()
+        await mta.stop()
+
+
+async def test_bare_postmaster_reaches_the_postmaster_route() -> None:
+    """RCPT TO:<Postmaster> without a domain (RFC 5321 4.5.1) goes to the route marked
+    `postmaster`, forwarded as written."""
+    a_srv, alpha, a_port = await aiosmtpd_server("alpha.internal")
+    b_srv, beta, b_port = await aiosmtpd_server("beta.internal")
+    routes = (ROUTES[0], conf.SmtpRoute("*.example.net", "beta", postmaster=True))
+    edge = await start_edge({"alpha": a_port, "beta": b_port}, routes)
+
+    def go(s: smtplib.SMTP) -> Any:
+        s.ehlo()
+        s.mail("a@sender.test")
+        r = s.docmd("RCPT TO:<Postmaster>")  # exactly this on the wire
+        d = s.data(b"Subject: to the postmaster\r\n\r\nhello\r\n")
+        return r[0], d[0]
+
+    try:
+        assert await client(edge.port, go) == (250, 250)
+        assert alpha.messages == []
+        assert [(e.rcpt_tos, e.original_content) for e in beta.messages] == [
+            (["Postmaster"], b"Subject: to the postmaster\r\n\r\nhello\r\n")
+        ]
+        assert edge.stats.transactions[("*.example.net", "relayed")] == 1
+    finally:
+        await edge.stop()
+        a_srv.close()
+        b_srv.close()
 
 
 async def test_proxy_v2_header_when_the_pool_asks() -> None:

@@ -2,13 +2,17 @@
 
 It lives in a temp directory with its own config directory, queue, data
 directory and mail spool, listens on one loopback port, trusts 127.0.0.0/8 for
-XCLIENT, and delivers everything for `example.test` to local mailboxes
-(`nobody@example.test` lands in SPOOL/nobody, mbox format).
+XCLIENT (unless `xclient=False`: then it does not offer XCLIENT at all, as a
+Postfix without `smtpd_authorized_xclient_hosts`), and delivers everything for
+`example.test` to local mailboxes (`nobody@example.test` lands in
+SPOOL/nobody, mbox format); an unqualified address (`<Postmaster>`) is
+qualified as `@example.test` (myorigin).
 
 Postfix only accepts `postfix -c DIR` when the default /etc/postfix/main.cf
-names DIR in alternate_config_directories, so `start()` edits that file with
-`postconf -e` (creating it if the package was installed with "No
-configuration"). Always call `stop()`.
+names DIR in alternate_config_directories, so `start()` adds DIR to that list
+with `postconf -e` (creating the file if the package was installed with "No
+configuration"; directories that no longer exist are dropped), so that
+several instances can run at once. Always call `stop()`.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ DOMAIN = "example.test"
 
 
 class Postfix:
-    def __init__(self, base: Path, port: int, postfix: str = "postfix") -> None:
+    def __init__(self, base: Path, port: int, postfix: str = "postfix", xclient: bool = True) -> None:
         self.base = base
         self.port = port
         self.postfix = postfix
+        self.xclient = xclient
         self.conf = base / "conf"
         self.queue = base / "queue"
         self.data = base / "data"
@@ -55,12 +60,13 @@ class Postfix:
                     "inet_interfaces = 127.0.0.1",
                     "inet_protocols = ipv4",
                     f"myhostname = postfix.{DOMAIN}",
+                    f"myorigin = {DOMAIN}",
                     f"mydestination = {DOMAIN}",
                     "mynetworks = 127.0.0.0/8",
                     "local_recipient_maps =",
                     "alias_maps =",
                     "alias_database =",
-                    "smtpd_authorized_xclient_hosts = 127.0.0.0/8",
+                    f"smtpd_authorized_xclient_hosts = {'127.0.0.0/8' if self.xclient else ''}",
                     "biff = no",
                     "smtputf8_enable = no",
                     "",
@@ -79,8 +85,16 @@ class Postfix:
         (self.conf / "master.cf").write_text(master)
         if not DEFAULT_MAIN_CF.exists():
             DEFAULT_MAIN_CF.touch()
+        listed = subprocess.run(
+            ["postconf", "-h", "alternate_config_directories"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.replace(",", " ")
+        dirs = [d for d in listed.split() if Path(d).is_dir() and d != str(self.conf)]
         subprocess.run(
-            ["postconf", "-e", f"alternate_config_directories = {self.conf}"],
+            ["postconf", "-e", f"alternate_config_directories = {' '.join([*dirs, str(self.conf)])}"],
             check=True,
             capture_output=True,
             timeout=30,

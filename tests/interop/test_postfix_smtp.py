@@ -1,4 +1,5 @@
-"""sekisho in front of a real Postfix: XCLIENT identity and SMTP smuggling."""
+"""sekisho in front of a real Postfix: XCLIENT identity (and failing closed without it),
+and SMTP smuggling."""
 
 from __future__ import annotations
 
@@ -37,13 +38,12 @@ SMUGGLE_ENDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def postfix() -> Iterator[Postfix]:
+def running_postfix(xclient: bool) -> Iterator[Postfix]:
     require_root()
     binary = require_tool("postfix")
     # Not pytest's tmp_path: its parents are 0700 and Postfix's daemons run as `postfix`.
     base = Path(tempfile.mkdtemp(prefix="sekisho-postfix-"))
-    pf = Postfix(base, free_port(), binary)
+    pf = Postfix(base, free_port(), binary, xclient=xclient)
     try:
         pf.start()
         yield pf
@@ -52,8 +52,23 @@ def postfix() -> Iterator[Postfix]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-async def start_edge(pf: Postfix, mode: str = "reject") -> tuple[Listener, SmtpFrontend, SmtpStats]:
-    pools = {"pf": conf.Pool("pf", (conf.Server(conf.Address("127.0.0.1", pf.port)),))}
+@pytest.fixture(scope="module")
+def postfix() -> Iterator[Postfix]:
+    yield from running_postfix(xclient=True)
+
+
+@pytest.fixture(scope="module")
+def postfix_no_xclient() -> Iterator[Postfix]:
+    """The usual setup gone wrong: trusts 127.0.0.0/8 (mynetworks), so sekisho's address,
+    but lists no `smtpd_authorized_xclient_hosts`, so it does not offer XCLIENT."""
+    yield from running_postfix(xclient=False)
+
+
+async def start_edge(
+    pf: Postfix, mode: str = "reject", others: tuple[Postfix, ...] = ()
+) -> tuple[Listener, SmtpFrontend, SmtpStats]:
+    servers = tuple(conf.Server(conf.Address("127.0.0.1", p.port)) for p in (*others, pf))
+    pools = {"pf": conf.Pool("pf", servers)}
     config = conf.SmtpListener(
         listen=(conf.Address("127.0.0.1", 0),),
         hostname="mx.example.com",
@@ -102,6 +117,88 @@ async def test_message_lands_with_the_clients_address(postfix: Postfix) -> None:
         assert msg[0].endswith(b"\n\n..a dot-led line\n" + b"x" * 900 + b"\n\n")
         assert "client=unknown[127.0.0.2]" in postfix.log()
         assert stats.transactions[("example.test", "relayed")] == 1
+    finally:
+        await stop_edge(listener, frontend)
+
+
+def sessions(pf: Postfix) -> list[str]:
+    """Postfix's summary line per SMTP session ("disconnect from ... ehlo=1 quit=1 commands=2"),
+    but for sessions without a command (the readiness probe of `Postfix.start`)."""
+    return [
+        line
+        for line in pf.log().splitlines()
+        if "postfix/smtpd" in line and " disconnect from " in line and "commands=0/0" not in line
+    ]
+
+
+async def new_sessions(pf: Postfix, before: int, count: int) -> list[str]:
+    """The session lines after the first `before`, once there are `count` (Postfix logs
+    the disconnect a moment after the client's QUIT)."""
+    deadline = time.monotonic() + 10
+    while len(sessions(pf)) < before + count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return sessions(pf)[before:]
+
+
+@pytest.mark.asyncio
+async def test_postfix_without_xclient_is_never_given_the_mail(postfix_no_xclient: Postfix) -> None:
+    """Fail closed: delivered, the message would carry sekisho's 127.0.0.1 as the client,
+    which this Postfix trusts (mynetworks). The client gets 451 4.3.0 instead, and Postfix
+    sees EHLO and QUIT, never a MAIL."""
+    pf = postfix_no_xclient
+    listener, frontend, stats = await start_edge(pf)
+    before_sessions, before_delivered = len(sessions(pf)), pf.delivered()
+
+    def go() -> Any:
+        with smtplib.SMTP(
+            "127.0.0.1", listener.bound[1], local_hostname="client.example", source_address=(CLIENT_ADDR, 0)
+        ) as s:
+            s.ehlo()
+            s.mail("alice@sender.test")
+            return s.rcpt("nobody@example.test")
+
+    try:
+        code, text = await asyncio.to_thread(go)
+        assert (code, text[:5]) == (451, b"4.3.0")
+        new = await new_sessions(pf, before_sessions, 1)
+        assert len(new) == 1 and "ehlo=1 quit=1 commands=2" in new[0], new
+        assert pf.delivered() == before_delivered
+        assert stats.xclient_refused == {("pf", f"127.0.0.1:{pf.port}"): 1}
+    finally:
+        await stop_edge(listener, frontend)
+
+
+@pytest.mark.asyncio
+async def test_mail_goes_to_the_postfix_that_takes_xclient(
+    postfix: Postfix, postfix_no_xclient: Postfix
+) -> None:
+    """One pool, the Postfix without XCLIENT first: every message lands once, on the one
+    with XCLIENT, with the client's address; the other never sees a MAIL."""
+    listener, frontend, stats = await start_edge(postfix, others=(postfix_no_xclient,))
+    before_plain, before = len(sessions(postfix_no_xclient)), postfix.delivered()
+
+    def go(i: int) -> Any:
+        with smtplib.SMTP(
+            "127.0.0.1", listener.bound[1], local_hostname="client.example", source_address=(CLIENT_ADDR, 0)
+        ) as s:
+            return s.sendmail(
+                "alice@sender.test", ["nobody@example.test"], f"Subject: failover {i}\r\n\r\nx\r\n"
+            )
+
+    try:
+        for i in range(3):
+            assert await asyncio.to_thread(go, i) == {}
+        await asyncio.to_thread(wait_settled, postfix, before + 3)
+        assert postfix.delivered() == before + 3
+        for i in range(3):
+            msg = [m for m in postfix.messages() if f"Subject: failover {i}\n".encode() in m]
+            assert len(msg) == 1
+            assert b"Received: from client.example (unknown [127.0.0.2])" in msg[0]
+        skipped = stats.xclient_refused[("pf", f"127.0.0.1:{postfix_no_xclient.port}")]
+        assert skipped >= 1  # it was tried, and passed over
+        plain = await new_sessions(postfix_no_xclient, before_plain, skipped)
+        assert len(plain) == skipped and all("ehlo=1 quit=1 commands=2" in line for line in plain), plain
+        assert stats.transactions[("example.test", "relayed")] == 3
     finally:
         await stop_edge(listener, frontend)
 

@@ -186,7 +186,12 @@ RELAY_TABLE = [
     ("<relaytest@[127.0.0.1]>", "550", None),
     ("<user@[IPv6:::1]>", "550", None),
     ('<"a!b"@example.com>', "550", None),
-    ("<postmaster>", "501", None),
+    ("<postmaster>", "250", "<postmaster>"),  # RFC 5321 4.5.1: the one path without a domain
+    ("<PostMaster>", "250", "<PostMaster>"),
+    ('<"postmaster">', "501", None),
+    ("<@a.test:postmaster>", "501", None),
+    ("<postmasters>", "501", None),
+    ("<post.master>", "501", None),
     ("<>", "501", None),
     ("relaytest@example.com", "501", None),
     ("<user@example.com.>", "501", None),
@@ -211,6 +216,33 @@ def test_relay_table(sender: str, rcpt: str, code: str, forwarded: str | None) -
     if code == "550":
         assert b"5.7.1" in run.out
     assert run.forwarded == ([] if forwarded is None else [(run.forwarded[0][0], forwarded)])
+
+
+def test_bare_postmaster_goes_to_the_first_route_by_default() -> None:
+    run = feed([b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<Postmaster>\r\nDATA\r\nhi\r\n.\r\n"])
+    assert codes(run) == ["250", "250", "250", "354", "250"]
+    assert run.forwarded == [("example.com", "<Postmaster>")]
+    assert run.messages == [b"hi\r\n.\r\n"]
+
+
+def test_bare_postmaster_goes_to_the_route_marked_postmaster() -> None:
+    routes = (ROUTES[0], replace(ROUTES[1], postmaster=True), ROUTES[2])
+    policy = replace(POLICY, routes=RouteTable(routes))
+    run = feed([b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<POSTMASTER>\r\nRCPT TO:<u@example.net>\r\n"], policy)
+    assert codes(run) == ["250", "250", "250", "250"]
+    assert run.forwarded == [("example.net", "<POSTMASTER>"), ("example.net", "<u@example.net>")]
+
+
+def test_bare_postmaster_is_a_recipient_only() -> None:
+    # MAIL FROM keeps needing a domain (RFC 5321 4.1.1.2: only RCPT has the <Postmaster> form).
+    run = feed([b"EHLO c\r\nMAIL FROM:<postmaster>\r\n"])
+    assert codes(run) == ["250", "501"]
+
+
+def test_bare_postmaster_in_a_transaction_for_another_route() -> None:
+    run = feed([b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<u@example.net>\r\nRCPT TO:<postmaster>\r\n"])
+    assert codes(run) == ["250", "250", "250", "452"]
+    assert run.forwarded == [("example.net", "<u@example.net>")]
 
 
 def test_backend_refusing_first_recipient_frees_the_route() -> None:
