@@ -217,3 +217,23 @@ def test_bench_costs_splits_the_cpu() -> None:
             assert (proxy is None) == (name == "direct"), row
             if proxy is not None:
                 assert float(proxy.group(1)) + float(proxy.group(2)) > 0, row
+
+
+def test_opcount_http_prints_per_request_figures() -> None:
+    """`python -m bench.opcount --http 50`: the [[http]] path's work per keep-alive request,
+    split by module, counted on the loop thread only (no harness frames)."""
+    cmd = [sys.executable, "-m", "bench.opcount", "--http", "50"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    m = re.search(r"per request: (\d+) bytecodes, ([\d.]+) Python calls", out)
+    assert m is not None, out[:2000]
+    assert 500 < int(m.group(1)) < 50_000 and float(m.group(2)) > 10
+    cpu = re.search(r"loop-thread CPU, untraced: ([\d.]+) µs per request", out)
+    assert cpu is not None and float(cpu.group(1)) > 0, out[:2000]
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:7] in ("sekisho", "h11    ")}
+    assert float(rows["sekisho"][1]) > 0 and float(rows["h11"][1]) > 0, out[:2000]
+    # one callback per side of the exchange, and nothing of the harness counted
+    assert "1.00  proxy/http/connection.py:ClientConnection.data_received" in out
+    assert "1.00  proxy/http/upstream.py:UpstreamConnection.data_received" in out
+    assert "opcount.py:" not in out
