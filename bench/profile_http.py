@@ -45,6 +45,7 @@ from bench.workloads import BY_NAME, run_one, tool_for
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 _LOOP_LEAF = ("Runner.run", "run_until_complete", "run", "run_forever")
 C_LOOP = "uvloop C loop"
+_IO_CALL = re.compile(r"transport\.(write|writelines|write_eof|close|abort|pause_reading|resume_reading)\(")
 MODULES = ("sekisho", "h11", "asyncio/stdlib", C_LOOP, "other")
 
 
@@ -110,6 +111,25 @@ class Summary:
     def share(self, n: float) -> float:
         return 100.0 * n / self.samples if self.samples else 0.0
 
+    def io_lines(self) -> Counter[tuple[str, str, int]]:
+        """The samples of source lines that make a syscall through a transport (writes,
+        pauses, closes): their time is the kernel's, and a process preempted on return
+        from one (when it woke a process on its CPU) is charged there too."""
+        out: Counter[tuple[str, str, int]] = Counter()
+        for key, n in self.lines.items():
+            if _IO_CALL.search(source_line(key[1], key[2])):
+                out[key] = n
+        return out
+
+    def python_only(self) -> Counter[str]:
+        """Self samples by module without the transport syscall lines and uvloop's C loop:
+        how the interpreter's own work splits, which being off the CPU does not skew."""
+        out = Counter(self.by_module)
+        del out[C_LOOP]
+        for (name, _, _), n in self.io_lines().items():
+            out[self.function_module[name]] -= n
+        return out
+
 
 def _is_loop_leaf(frame: Frame) -> bool:
     """The innermost Python frame is the loop runner: uvloop's C code is running."""
@@ -155,9 +175,18 @@ def report(s: Summary, top: int = 25, out: Any = print) -> None:
         return
     out(f"{s.samples} busy samples")
     out("")
+    io = sum(s.io_lines().values())
     out("self time by module:")
     for module in MODULES:
         out(f"  {module:<16}{s.share(s.by_module[module]):6.1f}%")
+    out(f"  (lines that write to or pause a transport, one syscall each: {s.share(io):.1f}%, counted above)")
+    py = s.python_only()
+    total = sum(py.values())
+    if total > 0:
+        out("the Python work alone (without those lines and the C loop), by module:")
+        for module in MODULES:
+            if module != C_LOOP:
+                out(f"  {module:<16}{100.0 * py[module] / total:6.1f}%")
     out("")
     out(f"top {top} functions by self time, grouped by module (% of busy samples):")
     chosen = s.functions.most_common(top)
