@@ -1,8 +1,27 @@
-"""Connect to a backend of a pool, retrying on another server when one fails.
+"""One client's tries at a pool (`Attempts`, sans-IO), and the I/O that drives it.
 
-Shared by the HTTP, SMTP and TCP front ends so that passive health (a failed
-connect counts against the server), retries and connection accounting behave
-the same everywhere.
+The policy is written once, here, for the HTTP, SMTP and TCP front ends, so that
+passive health (a failed connect counts against the server), retries and
+connection accounting behave the same everywhere:
+
+* `Attempts.next()` picks a server this client has not tried and takes it.
+* A server that fails (`failed`) is given back, counted against its health and
+  not picked again for this client; one that is only wrong for this client
+  (`skipped`: an SMTP server without the XCLIENT the route asks for) is given
+  back and not picked again, with no health penalty.
+* A round is at most `MAX_ATTEMPTS` servers (HAProxy's `retries 3`). When a
+  server that was connected turns out useless before it was of any use (TCP:
+  reset before it answered, the client's bytes are replayed; SMTP: it would not
+  talk), the caller starts another round with `again()`: at most `MAX_ATTEMPTS`
+  rounds in all.
+* A round that ends with nothing connected: 502 when a server in it failed,
+  503 when nothing was up (`outcome()`, or as an exception `give_up()`).
+
+`dial` (asyncio transports: SMTP) and `connect_start` (a raw non-blocking
+socket: the `[[tcp]]` front end) are the I/O sides. HTTP connects with
+`open_connection` in a loop of its own (it may reuse a kept-alive connection to
+the server `next()` gave it instead of connecting), meant to run over the same
+`Attempts`.
 """
 
 from __future__ import annotations
@@ -14,13 +33,127 @@ import socket
 from collections.abc import Callable, Collection
 from typing import TypeVar
 
-from lb.errors import NoBackendAvailable, UpstreamConnectError
+from lb.errors import LbError, NoBackendAvailable, UpstreamConnectError
 from lb.pool import Backend, BackendPool
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
-MAX_ATTEMPTS = 3  # HAProxy's `retries 3`
+MAX_ATTEMPTS = 3  # HAProxy's `retries 3`: servers per round, and rounds per client
 _DEFER_ACCEPT: int | None = getattr(socket, "TCP_DEFER_ACCEPT", None)  # Linux only
+
+
+class Attempts:
+    """One client's tries at a pool: which server next, what a failure means, when to stop.
+
+        attempts = Attempts(pool, client_ip)
+        while (backend := attempts.next()) is not None:   # picked and taken
+            try:
+                connect(backend)
+            except ...:
+                attempts.failed(backend, "10.0.0.1:80: refused")  # given back, penalised
+                continue
+            return backend        # the caller owns it now: pool.drop(backend) when done
+        status, reason = attempts.outcome()                # (502, ...) or (503, ...)
+
+    No I/O and no clock: every rule is testable with a pool and no loop. A
+    backend handed out by `next()` is taken (`pool.take`); `failed`, `skipped`
+    and `release` give it back (`pool.drop`) unless `released=True` says the
+    caller has already. The sorry server is whatever `pool.pick` returns when
+    nothing is up; it is tried once like any server (its failures count, but it
+    has no health to lose).
+    """
+
+    __slots__ = (
+        "client_ip", "error", "max_attempts", "pool", "rounds", "skips", "tried", "tries",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        pool: BackendPool,
+        client_ip: str | None,
+        *,
+        exclude: Collection[Backend] = (),
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self.pool = pool
+        self.client_ip = client_ip
+        self.max_attempts = max_attempts
+        self.tried: list[Backend] = list(exclude)  # never picked again for this client
+        self.tries = 0  # servers handed out in this round
+        self.rounds = 1  # rounds started
+        self.error: str | None = None  # the last failure in this round (None: none yet)
+        self.skips = 0  # servers skipped for this client (no penalty), all rounds
+
+    def next(self) -> Backend | None:
+        """The next server to try, taken; None: stop (nothing left to pick, or
+        this round has had its `max_attempts` servers)."""
+        if self.tries >= self.max_attempts:
+            return None
+        self.tries += 1
+        pool = self.pool
+        backend = pool.pick(self.client_ip, self.tried)
+        if backend is not None:
+            pool.take(backend)
+        return backend
+
+    def failed(self, backend: Backend, error: str, *, released: bool = False) -> None:
+        """`backend` could not be reached (or would not serve): give it back,
+        count it against its health (passive check), never pick it again for
+        this client. `error` names the server and says what happened."""
+        pool = self.pool
+        if not released:
+            pool.drop(backend)
+        pool.connect_failed(backend)
+        self.tried.append(backend)
+        self.error = error
+
+    def skipped(self, backend: Backend, reason: str, *, released: bool = False) -> None:
+        """`backend` is up but not for this client (an SMTP server without the
+        XCLIENT the route asks for): give it back, never pick it again for this
+        client, and hold nothing against its health."""
+        if not released:
+            self.pool.drop(backend)
+        self.tried.append(backend)
+        self.skips += 1
+        self.error = reason
+
+    def release(self, backend: Backend) -> None:
+        """Give `backend` back unjudged: the caller stopped before the connect
+        said anything about it (cancelled, the client went away)."""
+        self.pool.drop(backend)
+
+    @property
+    def may_retry(self) -> bool:
+        """Another round may follow this one (TCP keeps the client's bytes for a replay while so)."""
+        return self.rounds < self.max_attempts
+
+    def again(self) -> bool:
+        """A server that was connected failed before it was of any use (TCP:
+        it reset before answering; SMTP: it would not talk); report that with
+        `failed` or `skipped` first. Start another round of up to
+        `max_attempts` servers, the tried ones still excluded. False: that was
+        the last round (`next()` returns None from now on)."""
+        if self.rounds >= self.max_attempts:
+            self.tries = self.max_attempts
+            return False
+        self.rounds += 1
+        self.tries = 0
+        self.error = None
+        return True
+
+    def outcome(self) -> tuple[int, str]:
+        """What to answer when `next()` gave nothing that worked: (502, ...) when
+        a server failed (or was skipped) in this round, (503, ...) when nothing was up."""
+        if self.error is not None:
+            return 502, "no backend could be reached"
+        return 503, f"pool {self.pool.name}: no server is up"
+
+    def give_up(self) -> LbError:
+        """`outcome()` as an exception: UpstreamConnectError (the last failure)
+        or NoBackendAvailable."""
+        if self.error is not None:
+            return UpstreamConnectError(self.error)
+        return NoBackendAvailable(f"pool {self.pool.name}: no server is up")
 
 
 async def open_connection(
@@ -37,54 +170,34 @@ async def open_connection(
     return transport, protocol
 
 
-def connect_failed(
-    pool: BackendPool, backend: Backend, tried: list[Backend], error: UpstreamConnectError
-) -> UpstreamConnectError:
-    """A taken server could not be reached: give it back, count it against its
-    health (passive check) and do not pick it again for this client."""
-    pool.drop(backend)
-    pool.connect_failed(backend)
-    tried.append(backend)
-    return error
-
-
 async def dial(
-    pool: BackendPool,
-    client_ip: str | None,
+    attempts: Attempts,
     protocol_factory: Callable[[], P],
     timeout: float,
     preamble: Callable[[Backend], bytes] | None = None,
-    *,
-    exclude: Collection[Backend] = (),
 ) -> tuple[asyncio.Transport, P, Backend]:
-    """Pick, take, connect; on failure count it, drop, and try another server.
+    """One round of `attempts` over transports: connect to the next server
+    until one answers; raises `attempts.give_up()` (UpstreamConnectError or
+    NoBackendAvailable) when none did.
 
     The returned backend is *taken*: the caller calls `pool.drop(backend)` when
-    the connection (or request) is over. `preamble(backend)`, when given, is
-    written before anything else (a PROXY protocol header). Servers in
-    `exclude` (already tried by the caller) are not picked.
+    the connection is over (or reports it to `attempts`, to go on with
+    `again()` and dial once more). `preamble(backend)`, when given, is written
+    before anything else (a PROXY protocol header).
     """
-    tried: list[Backend] = list(exclude)
-    last: UpstreamConnectError | None = None
-    for _ in range(MAX_ATTEMPTS):
-        backend = pool.pick(client_ip, exclude=tried)
-        if backend is None:
-            break
-        pool.take(backend)
+    while (backend := attempts.next()) is not None:
         try:
             transport, protocol = await open_connection(backend, protocol_factory, timeout)
         except UpstreamConnectError as exc:
-            last = connect_failed(pool, backend, tried, exc)
+            attempts.failed(backend, str(exc))
             continue
         except BaseException:
-            pool.drop(backend)
+            attempts.release(backend)
             raise
         if preamble is not None:
             transport.write(preamble(backend))
         return transport, protocol, backend
-    if last is not None:
-        raise last
-    raise NoBackendAvailable(f"pool {pool.name}: no server is up")
+    raise attempts.give_up()
 
 
 def connect_start(backend: Backend, data_follows: bool = False) -> socket.SocketType:

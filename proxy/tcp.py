@@ -8,8 +8,11 @@ exchanges, splice for bulk) -> drop from the pool. All of it runs in poller
 callbacks (lb.poller): no task, transport or protocol object per connection.
 
 What the client sent is kept until the server answers, so a retry on another
-server is invisible to the client. With no server to take the connection the
-client is reset at once (refused quickly) rather than left hanging.
+server is invisible to the client. Which server, and when to give up, is
+lb.dial.Attempts' policy, as for HTTP and SMTP: a server that fails to connect,
+or resets before it answers, is counted against its health and not tried again
+for this client. With no server to take the connection the client is reset at
+once (refused quickly) rather than left hanging.
 
 When the first bytes are in hand before the connect, the handshake's last ACK
 waits to carry them (HAProxy's `option tcp-smart-connect`, see
@@ -36,8 +39,7 @@ from typing import Any
 
 import conf
 from lb import proxy_protocol
-from lb.dial import MAX_ATTEMPTS, connect_failed, connect_start
-from lb.errors import LbError, NoBackendAvailable, UpstreamConnectError
+from lb.dial import Attempts, connect_start
 from lb.fdrelay import FdRelay
 from lb.poller import BUF_SIZE, ERR, IN, OUT, TICK, Poller, poller
 from lb.pool import Backend, PoolSet
@@ -78,8 +80,8 @@ class _Conn(FdRelay):
     the first one fails before answering."""
 
     __slots__ = (
-        "attempts", "backend", "client_ip", "connecting", "frontend", "last_error", "on_close", "peer",
-        "pending", "pool", "preamble", "retries", "slot", "tried", "unread",
+        "attempts", "backend", "connecting", "frontend", "on_close", "peer", "pending", "pool", "preamble",
+        "slot", "unread",
     )  # fmt: skip
 
     def __init__(
@@ -89,18 +91,15 @@ class _Conn(FdRelay):
         self.frontend = frontend
         self.peer = peer
         self.on_close = on_close
-        self.pool = frontend.pools[frontend.config.pool]
-        self.client_ip: str | None = peer[0] if type(peer) is tuple else None
+        self.pool = pool = frontend.pools[frontend.config.pool]
+        # Which server next, and when to give up (retries, passive health).
+        self.attempts = Attempts(pool, peer[0] if type(peer) is tuple else None)
         self.backend: Backend | None = None  # taken while dialled or relayed
         self.connecting: socket.SocketType | None = None  # its connect is under way
         self.slot = -1  # its connect timeout on the poller's timer wheel
-        self.tried: list[Backend] = []  # servers that failed this client: not picked again
-        self.attempts = 0  # connects in this dial
-        self.retries = 0  # relays that ended in a retry
         self.pending = b""  # what the client sent so far: it goes out right after connect
         self.unread = True  # the client may have sent more than `pending`
         self.preamble = b""  # the PROXY header, if the pool asks for one
-        self.last_error: LbError | None = None
 
     def read_first(self) -> bool:
         """Read what the client sent before connecting, so that it goes out
@@ -120,8 +119,8 @@ class _Conn(FdRelay):
 
     # -------------------------------------------------------------- dial
     def dial(self, replay: bytes) -> None:
-        """Dial again for a retry: `replay` is what the client sent so far."""
-        self.attempts = 0
+        """Dial again for a retry (a new round of attempts): `replay` is what
+        the client sent so far."""
         self.pending = replay
         self.unread = True  # the client was not watched meanwhile
         self.connect_next()
@@ -133,12 +132,8 @@ class _Conn(FdRelay):
         if not self.preamble and pool.proxy_protocol is not None:  # once per client, not per attempt
             self.preamble = self._proxy_header(pool.proxy_protocol)
         first = self.preamble + self.pending
-        while self.attempts < MAX_ATTEMPTS:
-            self.attempts += 1
-            backend = pool.pick(self.client_ip, self.tried)
-            if backend is None:
-                break
-            pool.take(backend)
+        attempts = self.attempts
+        while (backend := attempts.next()) is not None:
             try:
                 sock = connect_start(backend, bool(first))
             except OSError as exc:
@@ -174,8 +169,7 @@ class _Conn(FdRelay):
             self._count_failure(backend, os.strerror(err))
         fe = self.frontend
         fe.stats_.refused += 1
-        error = self.last_error or NoBackendAvailable(f"pool {pool.name}: no server is up")
-        log.debug("tcp %s: refusing %s: %s", fe.config.listen[0], self.client_ip, error)
+        log.debug("tcp %s: refusing %s: %s", fe.config.listen[0], attempts.client_ip, attempts.give_up())
         _refuse(self.a)
         fe.finished(self)
 
@@ -215,9 +209,7 @@ class _Conn(FdRelay):
         return backend
 
     def _count_failure(self, backend: Backend, reason: str) -> None:
-        self.last_error = connect_failed(
-            self.pool, backend, self.tried, UpstreamConnectError(f"{backend.key}: {reason}")
-        )
+        self.attempts.failed(backend, f"{backend.key}: {reason}")
 
     def _proxy_header(self, version: str) -> bytes:
         peer = self.peer
@@ -229,7 +221,7 @@ class _Conn(FdRelay):
     def _connected(self, sock: socket.SocketType, watched: int, unsent: bytes = b"") -> None:
         """`unsent`: what of the PROXY header and the client's bytes has not gone out yet."""
         self.frontend.stats_.relayed += 1
-        limit = REPLAY_LIMIT if self.retries + 1 < MAX_ATTEMPTS else 0
+        limit = REPLAY_LIMIT if self.attempts.may_retry else 0
         self.start(sock, unsent, self.pending, limit, watched, read_a=self.unread)
 
     # -------------------------------------------------------------- end
@@ -240,12 +232,11 @@ class _Conn(FdRelay):
         a_to_b, b_to_a = self.ab.nbytes, self.ba.nbytes
         if self.retry is not None:
             # The server failed before answering: another server gets what the
-            # client sent so far, and the client never knows.
-            pool.drop(backend)
-            pool.connect_failed(backend)
+            # client sent so far (a new round: a replay is kept only while one
+            # may follow), and the client never knows.
+            self.attempts.failed(backend, f"{backend.key}: failed before answering")
+            self.attempts.again()
             fe.stats_.retries += 1
-            self.tried.append(backend)
-            self.retries += 1
             self.dial(self.retry)
             return
         pool.drop(backend, a_to_b, b_to_a)
@@ -266,7 +257,7 @@ class _Conn(FdRelay):
         if self.connecting is not None:
             backend = self._forget_connect()
             if backend is not None:
-                self.pool.drop(backend)
+                self.attempts.release(backend)
             self.a.close()
             self.frontend.finished(self)
         elif not self.closed:

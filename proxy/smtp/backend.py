@@ -1,7 +1,7 @@
 """The backend leg: a small SMTP client over one asyncio Protocol.
 
-`open_backend` dials a server of the route's pool (lb.dial: pick, retry,
-passive health), reads the banner, says EHLO with the client's HELO name and
+`open_backend` dials a server of the route's pool (lb.dial.Attempts: pick,
+retry, passive health), reads the banner, says EHLO with the client's HELO name and
 passes the client's identity on: XCLIENT when the route asks for it, a PROXY
 protocol header when the pool asks for one. XCLIENT fails closed: a server
 that does not offer it (with ADDR) is not used for a route that asks for it,
@@ -22,7 +22,7 @@ from typing import cast
 
 import conf
 from lb import proxy_protocol
-from lb.dial import MAX_ATTEMPTS, dial
+from lb.dial import Attempts, dial
 from lb.errors import LbError, NoBackendAvailable
 from lb.pool import Backend, BackendPool
 from proxy.smtp.errors import SmtpError, SmtpProtocolError
@@ -221,39 +221,40 @@ async def open_backend(
         def preamble(_: Backend) -> bytes:
             return proxy_header(version, client)
 
-    tried: list[Backend] = []
-    no_xclient = 0  # servers skipped for want of XCLIENT
-    reason = "no server tried"
-    for _ in range(MAX_ATTEMPTS):
+    # A server that would not talk, or lacks XCLIENT, ends a round of connects
+    # (lb.dial.dial); the next round excludes it and every server tried before.
+    attempts = Attempts(pool, client.addr)
+    reason = ""  # why the last connected server was not used
+    while True:
         try:
-            transport, protocol, backend = await dial(
-                pool, client.addr, BackendProtocol, timeout, preamble, exclude=tried
-            )
+            transport, protocol, backend = await dial(attempts, BackendProtocol, timeout, preamble)
         except LbError as exc:
+            no_xclient = attempts.skips  # servers skipped for want of XCLIENT
             if not (no_xclient and isinstance(exc, NoBackendAvailable)):
                 on_connect_failure(pool.name)  # (servers skipped for XCLIENT are counted apart)
             error = XclientUnavailable if no_xclient else BackendUnavailable
-            raise error(f"{reason}; {exc}" if tried else str(exc)) from None
+            raise error(f"{reason}; {exc}" if reason else str(exc)) from None
         link = BackendLink(route, pool, backend, transport, protocol)
         try:
             await _handshake(link, route, pool, client, timeout)
         except XclientNotOffered as exc:
-            await link.quit(min(2.0, timeout))
+            await link.quit(min(2.0, timeout))  # (the link gives the server back)
             on_xclient_missing(pool.name, backend.key)
-            no_xclient += 1
-            tried.append(backend)
             reason = f"{backend.key}: {exc}"
-            continue
+            attempts.skipped(backend, reason, released=True)
         except BackendError as exc:
             log.warning("smtp backend %s (pool %s): %s", backend.key, pool.name, exc)
-            link.close()
-            pool.connect_failed(backend)
-            on_connect_failure(pool.name)
-            tried.append(backend)
+            link.close()  # (the link gives the server back)
             reason = f"{backend.key}: {exc}"
-            continue
-        return link
-    raise XclientUnavailable(reason) if no_xclient else BackendUnavailable(reason)
+            attempts.failed(backend, reason, released=True)
+            on_connect_failure(pool.name)
+        except BaseException:
+            link.close()  # cancelled mid-handshake: the server is given back all the same
+            raise
+        else:
+            return link
+        if not attempts.again():
+            raise XclientUnavailable(reason) if attempts.skips else BackendUnavailable(reason)
 
 
 async def _handshake(

@@ -1,5 +1,6 @@
-"""The L4 relay on loopback: half-close, 1 GB with flat RSS (splice), PROXY
-headers parsed by a backend, max_connections, retry, idle timeout, relay()."""
+"""The `[[tcp]]` front end's relay (proxy.tcp over lb.fdrelay) on loopback:
+half-close, 1 GB with flat RSS (splice), PROXY headers parsed by a backend,
+max_connections, retry, idle timeout."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytest
 
 import conf
 from lb import proxy_protocol
-from lb.relay import Held, relay
 from tests.integration.test_tcp_failover import Backend, Service, ask, run
 
 LOOPS = ["asyncio", "uvloop"]
@@ -382,42 +382,6 @@ async def _traffic_keeps_a_relay_open() -> None:
 
 def test_traffic_keeps_a_relay_open_then_silence_closes_it() -> None:
     run(_traffic_keeps_a_relay_open())
-
-
-async def _relay_api() -> None:
-    """relay() as the SMTP side uses it: two transports it already owns."""
-    loop = asyncio.get_running_loop()
-    be = await Backend("R").start()
-    done: asyncio.Future[object] = loop.create_future()
-
-    class Front(Held):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)
-            self.task = loop.create_task(self.go())
-
-        async def go(self) -> None:
-            backend_t, _ = await loop.create_connection(Held, "127.0.0.1", be.port)
-            assert self.transport is not None
-            done.set_result(await relay(self.transport, backend_t, splice=True))
-
-    server = await loop.create_server(Front, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"one\ntwo\n")
-    assert await reader.readline() == b"R\n"
-    assert await reader.readline() == b"R\n"
-    writer.write_eof()
-    assert await reader.read() == b""
-    result = await done
-    assert result.a_to_b == 8 and result.b_to_a == 4 and result.error is None  # type: ignore[attr-defined]
-    writer.close()
-    server.close()
-    await be.stop()
-
-
-@pytest.mark.parametrize("loop", LOOPS)
-def test_relay_api(loop: str) -> None:
-    run(_relay_api(), loop)
 
 
 def test_no_fd_leak() -> None:
