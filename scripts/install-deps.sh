@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 pkgs=(keepalived postfix haproxy nginx-light libnginx-mod-stream wrk iperf3
-      prometheus chromium tcpdump iproute2 procps curl openssl)
+      prometheus chromium tcpdump iproute2 procps curl openssl nghttp2-client)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
