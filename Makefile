@@ -20,7 +20,7 @@ deps:
 	bash scripts/install-deps.sh
 
 demo: $(STAMP)
-	$(BIN)/python -m proxy.demo
+	$(BIN)/python -m proxy.process.demo
 
 # The bench smoke run first, so the suite's summary is the last line printed.
 test: $(STAMP) deps

@@ -1,4 +1,4 @@
-"""The HTTP and SMTP edge, and the daemon that wires one config together."""
+"""The edges (HTTP, SMTP, TCP); `proxy.process` is the process that runs them (daemon, CLI, metrics)."""
 
 from importlib.metadata import PackageNotFoundError, version
 

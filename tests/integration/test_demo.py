@@ -1,4 +1,4 @@
-"""`make demo` (python -m proxy.demo) starts, and what it tells a newcomer to try works."""
+"""`make demo` (python -m proxy.process.demo) starts, and what it tells a newcomer to try works."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ PROMPT = "Ctrl-C stops the demo"
 def _start() -> tuple[subprocess.Popen[str], str]:
     """The demo, and what it printed up to its prompt."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy.demo"],
+        [sys.executable, "-m", "proxy.process.demo"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -458,7 +458,7 @@ async def test_metrics_and_access_log(backends: tuple[HttpBackend, HttpBackend],
     from prometheus_client import CollectorRegistry, generate_latest
 
     from proxy.accesslog import AccessLog
-    from proxy.metrics.http import families
+    from proxy.process.metrics.http import families
 
     a, _ = backends
     path = os.path.join(str(tmp_path), "access.log")

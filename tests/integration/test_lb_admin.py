@@ -6,11 +6,11 @@ import asyncio
 import json
 
 import conf
-from proxy.admin import AdminPolicy, AdminServer
 from proxy.listener import bind
-from proxy.metrics import Exposition
-from proxy.metrics.lb import families, tcp_families
-from proxy.pool_admin import register
+from proxy.process.admin import AdminPolicy, AdminServer
+from proxy.process.metrics import Exposition
+from proxy.process.metrics.lb import families, tcp_families
+from proxy.process.pool_admin import register
 from tests.integration.test_tcp_failover import Backend, Service, ask, run
 
 TOKEN = b"lb-admin-test-token"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy import status
+from proxy.process import status
 from tests.support import free_port
 
 SNAPSHOT = Path(__file__).parent.parent / "data" / "status" / "snapshot.json"

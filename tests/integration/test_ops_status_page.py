@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.status import render_html
+from proxy.process.status import render_html
 from tests.support import require_tool
 
 SNAPSHOT = Path(__file__).parent.parent / "data" / "status" / "snapshot.json"

@@ -22,7 +22,7 @@ import conf
 from lb.pool import PoolSet
 from lb.proxy_protocol import decode
 from proxy.listener import Listener, bind
-from proxy.metrics.smtp import families
+from proxy.process.metrics.smtp import families
 from proxy.smtp import SmtpFrontend, SmtpStats
 from tests.support import send_then_read
 
@@ -780,8 +780,8 @@ async def test_metrics_families(two_backends: tuple[Edge, Sink, Sink]) -> None:
 
 
 async def test_daemon_wiring_builds_our_frontend() -> None:
-    from proxy.frontends import Section, StatsBook, build_frontend
-    from proxy.metrics import Exposition
+    from proxy.process.frontends import Section, StatsBook, build_frontend
+    from proxy.process.metrics import Exposition
 
     config = conf.load_text(
         """

@@ -20,7 +20,7 @@ import uvloop
 import conf
 from lb.pool import PoolSet
 from proxy.listener import Listener, bind
-from proxy.metrics.lb import families
+from proxy.process.metrics.lb import families
 from proxy.tcp import TcpFrontend, TcpStats
 
 # -------------------------------------------------------------- helpers (shared)

@@ -1,4 +1,4 @@
-"""Who may use the admin listener: `proxy.admin.authorize`, the token file, the config
+"""Who may use the admin listener: `proxy.process.admin.authorize`, the token file, the config
 keys (`global.admin_token_file`, `global.metrics_allow`) and `sekisho check`'s warning."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import conf
-from proxy.admin import (
+from proxy.process.admin import (
     AdminPolicy,
     AdminResponse,
     TokenError,
@@ -20,7 +20,7 @@ from proxy.admin import (
     own_origins,
     parse_origin,
 )
-from proxy.cli import main
+from proxy.process.cli import main
 
 TOKEN = b"0123456789abcdef0123456789abcdef"
 ON = AdminPolicy(TOKEN)

@@ -15,7 +15,7 @@ import sysconfig
 import tomllib
 from pathlib import Path
 
-from proxy.cli import DEFAULT_CONFIG
+from proxy.process.cli import DEFAULT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "contrib" / "sekisho.service"

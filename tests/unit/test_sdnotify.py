@@ -1,4 +1,4 @@
-"""proxy.sdnotify against a datagram socket the test owns (path and abstract)."""
+"""proxy.process.sdnotify against a datagram socket the test owns (path and abstract)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.sdnotify import Notifier
+from proxy.process.sdnotify import Notifier
 
 
 @pytest.fixture

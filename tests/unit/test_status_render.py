@@ -1,4 +1,4 @@
-"""proxy.status renderers against a fixture snapshot (the /api/status shape)."""
+"""proxy.process.status renderers against a fixture snapshot (the /api/status shape)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from proxy.status import admin_url, duration, render_html, render_text
+from proxy.process.status import admin_url, duration, render_html, render_text
 
 SNAPSHOT = Path(__file__).parent.parent / "data" / "status" / "snapshot.json"
 NOW = 1700003600.0

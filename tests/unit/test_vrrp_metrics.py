@@ -1,4 +1,4 @@
-"""proxy.metrics.vrrp: families from VrrpService.stats() snapshots."""
+"""proxy.process.metrics.vrrp: families from VrrpService.stats() snapshots."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from conf.model import VrrpInstance
-from proxy.metrics import vrrp as vrrp_metrics
+from proxy.process.metrics import vrrp as vrrp_metrics
 from vrrp import packet
 from vrrp.fsm import PacketReceived, Startup, TimerFired
 from vrrp.service import VrrpService

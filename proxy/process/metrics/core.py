@@ -1,39 +1,49 @@
-"""The daemon's own metrics: build info, reloads, listeners, the process."""
+"""The daemon's own metrics: build info, reloads, listeners, the process.
+
+They read a `ProcessSnapshot`, plain data the daemon fills in at scrape time
+(`Daemon.process_snapshot`); nothing here imports the daemon, so the metrics can
+be loaded, tested and later aggregated across workers without it.
+"""
 
 from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
-
-if TYPE_CHECKING:
-    from proxy.daemon import Daemon
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def daemon_families(daemon: Daemon) -> Iterator[Metric]:
-    from proxy import VERSION
+@dataclass(frozen=True)
+class ProcessSnapshot:
+    version: str
+    started: float  # unix time
+    reloads: Mapping[str, int]  # {"success": n, "failure": n}
+    last_reload_success: float  # unix time
+    listeners: Sequence[Mapping[str, Any]]  # Listener.stats(): kind, address, active, accepted, accept_errors
 
-    yield InfoMetricFamily("sekisho_build", "sekisho version", value={"version": VERSION})
+
+def daemon_families(snapshot: ProcessSnapshot) -> Iterator[Metric]:
+    yield InfoMetricFamily("sekisho_build", "sekisho version", value={"version": snapshot.version})
     reloads = CounterMetricFamily(
         "sekisho_config_reloads", "Configuration reloads by result", labels=["result"]
     )
-    for result, n in daemon.reloads.items():
+    for result, n in snapshot.reloads.items():
         reloads.add_metric([result], n)
     yield reloads
     yield GaugeMetricFamily(
         "sekisho_config_last_reload_success_timestamp_seconds",
         "When the running configuration was loaded",
-        value=daemon.last_reload_success,
+        value=snapshot.last_reload_success,
     )
     yield GaugeMetricFamily(
         "process_start_time_seconds",
         "Start time of the process since unix epoch in seconds.",
-        value=daemon.started,
+        value=snapshot.started,
     )
     active = GaugeMetricFamily(
         "sekisho_listener_connections", "Open client connections per listener", labels=["kind", "listener"]
@@ -46,11 +56,11 @@ def daemon_families(daemon: Daemon) -> Iterator[Metric]:
         "accept() failures (fd exhaustion among them)",
         labels=["kind", "listener"],
     )
-    for listener in daemon.listeners.values():
-        labels = [listener.kind, str(listener.address)]
-        active.add_metric(labels, listener.active)
-        accepted.add_metric(labels, listener.accepted)
-        errors.add_metric(labels, listener.accept_errors)
+    for listener in snapshot.listeners:
+        labels = [listener["kind"], listener["address"]]
+        active.add_metric(labels, listener["active"])
+        accepted.add_metric(labels, listener["accepted"])
+        errors.add_metric(labels, listener["accept_errors"])
     yield active
     yield accepted
     yield errors

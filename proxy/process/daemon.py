@@ -27,9 +27,11 @@ from typing import Any
 
 import conf
 from lb.pool import PoolSet
-from proxy import VERSION, pool_admin
+from proxy import VERSION
 from proxy.accesslog import AccessLog
-from proxy.admin import (
+from proxy.listener import Frontend, Listener, bind
+from proxy.process import pool_admin
+from proxy.process.admin import (
     AdminPolicy,
     AdminRequest,
     AdminResponse,
@@ -38,16 +40,16 @@ from proxy.admin import (
     admin_policy,
     exposure_warnings,
 )
-from proxy.frontends import StatsBook, build_frontend, check_runtimes, sections
-from proxy.listener import Frontend, Listener, bind
-from proxy.metrics import Exposition
-from proxy.metrics import http as http_metrics
-from proxy.metrics import lb as lb_metrics
-from proxy.metrics import smtp as smtp_metrics
-from proxy.metrics import vrrp as vrrp_metrics
-from proxy.metrics.core import daemon_families
-from proxy.sdnotify import Notifier
-from proxy.status import render_html
+from proxy.process.frontends import StatsBook, build_frontend, check_runtimes, sections
+from proxy.process.metrics import Exposition
+from proxy.process.metrics import http as http_metrics
+from proxy.process.metrics import lb as lb_metrics
+from proxy.process.metrics import smtp as smtp_metrics
+from proxy.process.metrics import vrrp as vrrp_metrics
+from proxy.process.metrics.core import ProcessSnapshot, daemon_families
+from proxy.process.sdnotify import Notifier
+from proxy.process.status import render_html
+from proxy.process.tasks import Background
 from vrrp.service import VrrpService
 
 log = logging.getLogger("sekisho")
@@ -77,7 +79,7 @@ class Daemon:
         self._old_access_logs: list[AccessLog] = []
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = Background(log)  # every background task: tracked, failures logged
         self.notifier = Notifier.from_env()
 
     # ------------------------------------------------------------------ start
@@ -159,7 +161,7 @@ class Daemon:
 
     def _start_vrrp(self, instance: conf.VrrpInstance) -> None:
         service = VrrpService(instance)
-        task = asyncio.get_running_loop().create_task(self._run_vrrp(service), name=f"vrrp {instance.name}")
+        task = self.tasks.spawn(self._run_vrrp(service), name=f"vrrp {instance.name}")
         self.vrrp[instance.name] = (instance, service, task)
 
     async def _run_vrrp(self, service: Any) -> None:
@@ -176,7 +178,7 @@ class Daemon:
     def _register_metrics(self) -> None:
         ex = self.exposition
         by_kind = self.stats.by_kind
-        ex.add_source("daemon", lambda: daemon_families(self))
+        ex.add_source("daemon", lambda: daemon_families(self.process_snapshot()))
         ex.add_source("http", lambda: http_metrics.families(by_kind["http"]))
         ex.add_source("lb", lambda: lb_metrics.families(self.pools))
         ex.add_source("tcp", lambda: lb_metrics.tcp_families(by_kind["tcp"]))
@@ -285,7 +287,7 @@ class Daemon:
                         old.close()
                     self._old_access_logs.clear()
 
-        self._spawn(drain())
+        self.tasks.spawn(drain(), name="drain")
 
     def _reconcile_vrrp(self, instances: Iterable[conf.VrrpInstance]) -> None:
         wanted = {i.name: i for i in instances}
@@ -294,7 +296,7 @@ class Daemon:
                 task.cancel()  # the service sends priority 0 and releases its VIP
                 del self.vrrp[name]
                 if name in wanted:
-                    self._spawn(self._replace_vrrp(task, wanted.pop(name)))
+                    self.tasks.spawn(self._replace_vrrp(task, wanted.pop(name)), name=f"replace vrrp {name}")
         for name, instance in wanted.items():
             if name not in self.vrrp:
                 self._start_vrrp(instance)
@@ -304,11 +306,6 @@ class Daemon:
         (else the new one would find it and remove it as stale)."""
         await asyncio.gather(old, return_exceptions=True)
         self._start_vrrp(instance)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------- stop
 
@@ -320,7 +317,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.tasks.spawn(self.reload(), name="reload"))
 
     def remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -352,12 +349,21 @@ class Daemon:
         await self.pools.stop()
         for access_log in (self.access_log, *self._old_access_logs):
             access_log.close()
-        for task in list(self._tasks):
-            task.cancel()
+        await self.tasks.close()  # what is left: reloads, drains, VRRP instances on their way out
         _remove_pidfile(self.config.global_.pidfile)
         log.info("stopped")
 
     # ----------------------------------------------------------------- status
+
+    def process_snapshot(self) -> ProcessSnapshot:
+        """What the daemon's own metrics read (plain data: the metrics never see the daemon)."""
+        return ProcessSnapshot(
+            version=VERSION,
+            started=self.started,
+            reloads=dict(self.reloads),
+            last_reload_success=self.last_reload_success,
+            listeners=[listener.stats() for listener in self.listeners.values()],
+        )
 
     def snapshot(self) -> dict[str, Any]:
         routes: list[dict[str, Any]] = []
@@ -471,7 +477,6 @@ def _access_log(settings: conf.GlobalSettings) -> AccessLog:
 
 async def serve(config_path: str, config: conf.Config) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
-    loop = asyncio.get_running_loop()
     daemon = Daemon(config_path, config)
     try:
         await daemon.start()
@@ -482,7 +487,7 @@ async def serve(config_path: str, config: conf.Config) -> int:
     daemon.install_signal_handlers()
     watchdog = None
     if daemon.notifier.watchdog_interval():
-        watchdog = loop.create_task(daemon.notifier.watchdog_loop())
+        watchdog = daemon.tasks.spawn(daemon.notifier.watchdog_loop(), name="watchdog")
     await daemon.wait()
     if watchdog is not None:
         watchdog.cancel()

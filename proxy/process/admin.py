@@ -318,6 +318,9 @@ class AdminServer:
                 conn.start_next_cycle()
         except (h11.RemoteProtocolError, ConnectionError, TimeoutError, h11.LocalProtocolError):
             pass
+        except Exception:
+            # The connection's task is asyncio's (start_server): nobody else would see this.
+            log.exception("admin: connection from %s failed", peer)
         finally:
             writer.close()
 

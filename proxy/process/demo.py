@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import conf
-from proxy.cli import setup_logging
-from proxy.daemon import Daemon, StartupError
+from proxy.process.cli import setup_logging
+from proxy.process.daemon import Daemon, StartupError
 
 log = logging.getLogger("sekisho.demo")
 PREFERRED = {"http": 8080, "tcp": 8088, "smtp": 8025, "metrics": 9100}
@@ -202,7 +202,7 @@ def sekisho_command() -> str:
     found = shutil.which("sekisho")
     if found is not None:
         return shlex.quote(found)
-    return f"{shlex.quote(sys.executable)} -m proxy.cli"
+    return f"{shlex.quote(sys.executable)} -m proxy.process.cli"
 
 
 async def main() -> int:

@@ -7,7 +7,7 @@ ipvsadm -e -w). Weight 0 drains: no new connections, existing ones finish.
 as a bare integer or JSON `{"weight": N}`; `?weight=N` works too.
 
 It changes state, so it needs the token of `global.admin_token_file`
-(`proxy.admin.authorize`; without one configured it answers 403):
+(`proxy.process.admin.authorize`; without one configured it answers 403):
 
     curl -H "Authorization: Bearer $(cat /etc/sekisho/admin.token)" -X POST -d 0 \
         http://127.0.0.1:9100/servers/alpha/192.0.2.9:80/weight
@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 
 from lb.pool import PoolSet
-from proxy.admin import AdminRequest, AdminResponse, AdminServer
+from proxy.process.admin import AdminRequest, AdminResponse, AdminServer
 
 log = logging.getLogger("sekisho.admin")
 
