@@ -46,6 +46,9 @@ from conf.model import (
     TlsCert,
     VrrpInstance,
     VrrpNotify,
+    VrrpScript,
+    VrrpTrack,
+    VrrpTrackScript,
 )
 
 _POOL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -89,7 +92,8 @@ def _build(raw: dict[str, Any], issues: Issues, source: str) -> Config:
     http = tuple(_array_of_tables(top, "http", issues, lambda t: _http(t, issues)))
     smtp = tuple(_array_of_tables(top, "smtp", issues, lambda t: _smtp(t, issues)))
     tcp = tuple(_array_of_tables(top, "tcp", issues, lambda t: _tcp(t, issues)))
-    vrrp = tuple(_array_of_tables(top, "vrrp", issues, lambda t: _vrrp(t, issues)))
+    scripts = _vrrp_scripts(top.get_table("vrrp_script"), issues)
+    vrrp = tuple(_array_of_tables(top, "vrrp", issues, lambda t: _vrrp(t, issues, scripts)))
     top.done()
     config = Config(glob, pools, http, smtp, tcp, vrrp, source)
     _cross_checks(config, issues)
@@ -502,7 +506,7 @@ def _tcp(t: Table, issues: Issues) -> TcpService:
 # ----------------------------------------------------------------------- vrrp
 
 
-def _vrrp(t: Table, issues: Issues) -> VrrpInstance:
+def _vrrp(t: Table, issues: Issues, scripts: dict[str, VrrpScript]) -> VrrpInstance:
     d = VrrpInstance("", "", 1, 100, ())
     version = t.get_choice("version", (2, 3), d.version)
     advert_int = t.get_float("advert_int", d.advert_int, positive=True)
@@ -536,16 +540,19 @@ def _vrrp(t: Table, issues: Issues) -> VrrpInstance:
             backup=_command(nt, "backup"),
             fault=_command(nt, "fault"),
             stop=_command(nt, "stop"),
+            any=_command(nt, "any"),
             timeout=nt.get_float("timeout", notify.timeout, positive=True),
         )
         nt.done()
     name = t.get_str("name")
     interface = t.get_str("interface")
+    priority = t.get_int("priority", 100, lo=1, hi=255)
+    tracked = _track_interfaces(t, issues, interface, priority)
     instance = VrrpInstance(
         name=name or "",
         interface=interface or "",
         virtual_router_id=t.get_int("virtual_router_id", None, lo=1, hi=255) or 1,
-        priority=t.get_int("priority", 100, lo=1, hi=255),
+        priority=priority,
         virtual_ipaddress=vips,
         version=version,
         advert_int=advert_int,
@@ -553,7 +560,9 @@ def _vrrp(t: Table, issues: Issues) -> VrrpInstance:
         preempt_delay=t.get_float("preempt_delay", 0.0, lo=0.0, hi=1000.0),
         auth_pass=auth,
         garp_master_delay=t.get_float("garp_master_delay", d.garp_master_delay, lo=0.0),
-        track_interface=t.get_list("track_interface", string_item(issues), ()),
+        track_interface=tuple(x.name for x in tracked),
+        track_interface_weight=tuple(x for x in tracked if x.weight or x.reverse),
+        track_script=_track_scripts(t, issues, scripts, priority),
         notify=notify,
         unicast_peer=t.get_list("unicast_peer", ip_item(issues), ()),
         unicast_src_ip=ip_item(issues)(t.raw["unicast_src_ip"], t.key("unicast_src_ip"))
@@ -569,13 +578,140 @@ def _vrrp(t: Table, issues: Issues) -> VrrpInstance:
 
 
 def _command(t: Table, name: str) -> tuple[str, ...]:
-    raw = t.get_str(name, None)
-    if raw is None:
+    """A command as one string (split like a shell would, but run without one) or an array."""
+    t.seen.add(name)
+    if name not in t.raw:
         return ()
-    argv = tuple(shlex.split(raw))
-    if not argv:
+    raw = t.raw[name]
+    if isinstance(raw, str):
+        try:
+            argv = tuple(shlex.split(raw))
+        except ValueError as exc:
+            t.error(name, f"cannot split {raw!r}: {exc}")
+            return ()
+    elif isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+        argv = tuple(raw)
+    else:
+        t.error(name, "expected a string or an array of strings")
+        return ()
+    if not argv or not argv[0]:
         t.error(name, "empty command")
+        return ()
     return argv
+
+
+_WEIGHT = 253  # keepalived: -253..253
+
+
+def _vrrp_scripts(t: Table | None, issues: Issues) -> dict[str, VrrpScript]:
+    """`[vrrp_script.NAME]` tables: keepalived's vrrp_script blocks, tracked by name."""
+    if t is None:
+        return {}
+    scripts: dict[str, VrrpScript] = {}
+    for name in t.raw:
+        st = t.get_table(name)
+        assert st is not None
+        if not _POOL_NAME.match(name):
+            issues.add(st.path, "a script name is letters, digits, '_', '.', '-'")
+        d = VrrpScript(name, ())
+        interval = st.get_float("interval", d.interval, positive=True)
+        command = _command(st, "command")
+        if not st.has("command"):
+            st.error("command", "required")
+        script = VrrpScript(
+            name=name,
+            command=command,
+            interval=interval,
+            timeout=st.get_float("timeout", interval, positive=True),
+            rise=st.get_int("rise", d.rise, lo=1, hi=100),
+            fall=st.get_int("fall", d.fall, lo=1, hi=100),
+            weight=st.get_int("weight", d.weight, lo=-_WEIGHT, hi=_WEIGHT),
+            reverse=st.get_bool("reverse", d.reverse),
+            init_fail=st.get_bool("init_fail", d.init_fail),
+        )
+        st.done()
+        scripts[name] = script
+    return scripts
+
+
+def _track_items(t: Table, key: str, issues: Issues) -> list[tuple[str, str, Table | None]]:
+    """(path, name, table or None) for each of `key = ["name", { name = "...", weight = N }]`."""
+    t.seen.add(key)
+    raw = t.raw.get(key, [])
+    if not isinstance(raw, list):
+        t.error(key, "expected an array")
+        return []
+    out: list[tuple[str, str, Table | None]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        path = f"{t.key(key)}[{i}]"
+        if isinstance(item, str):
+            name, it = item, None
+        elif isinstance(item, dict):
+            it = Table(item, path, issues)
+            name = it.get_str("name")  # records "required" or the wrong type
+            if not isinstance(name, str):
+                continue
+        else:
+            issues.add(path, 'expected a name or a table { name = "...", weight = N }')
+            continue
+        if not name:
+            issues.add(path if it is None else f"{path}.name", "empty name")
+            continue
+        if name in seen:
+            issues.add(path, f"{name!r} is listed twice")
+            continue
+        seen.add(name)
+        out.append((path, name, it))
+    return out
+
+
+def _weight(it: Table | None, weight: int, reverse: bool) -> tuple[int, bool]:
+    if it is None:
+        return weight, reverse
+    weight = it.get_int("weight", weight, lo=-_WEIGHT, hi=_WEIGHT)
+    reverse = it.get_bool("reverse", reverse)
+    it.done()
+    return weight, reverse
+
+
+_OWNER = "the address owner (priority 255) keeps its priority (keepalived ignores the weight); use weight = 0"
+
+
+def _track_interfaces(
+    t: Table, issues: Issues, interface: str | None, priority: int
+) -> tuple[VrrpTrack, ...]:
+    out = []
+    for path, name, it in _track_items(t, "track_interface", issues):
+        weight, reverse = _weight(it, 0, False)
+        if (weight or reverse) and name == interface:
+            issues.add(
+                path, "the instance's own interface is always tracked (down: FAULT); it takes no weight"
+            )
+        elif weight and priority == 255:
+            issues.add(f"{path}.weight", _OWNER)
+        out.append(VrrpTrack(name, weight, reverse))
+    return tuple(out)
+
+
+def _track_scripts(
+    t: Table, issues: Issues, scripts: dict[str, VrrpScript], priority: int
+) -> tuple[VrrpTrackScript, ...]:
+    out = []
+    for path, name, it in _track_items(t, "track_script", issues):
+        script = scripts.get(name)
+        weight, reverse = _weight(it, script.weight if script else 0, script.reverse if script else False)
+        if script is None:
+            issues.add(path, f"no vrrp_script named {name!r}")
+            continue
+        if weight and priority == 255:
+            given = it is not None and "weight" in it.raw
+            issues.add(
+                f"{path}.weight" if given else path,
+                _OWNER + ("" if given else f" (vrrp_script.{name} has {weight})"),
+            )
+        out.append(VrrpTrackScript(script, weight, reverse))
+    return tuple(out)
 
 
 # --------------------------------------------------------------- cross checks

@@ -213,7 +213,49 @@ class VrrpNotify:
     backup: tuple[str, ...] = ()
     fault: tuple[str, ...] = ()
     stop: tuple[str, ...] = ()
+    # keepalived's generic `notify`: run on every transition, after the one above, with four
+    # more arguments: INSTANCE <name> MASTER|BACKUP|FAULT|STOP <effective priority>.
+    any: tuple[str, ...] = ()
     timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class VrrpTrack:
+    """What a tracked interface or script does to an instance (keepalived's `weight`).
+
+    weight 0: the instance is in FAULT while it is down. weight > 0: added to the priority
+    while it is up; weight < 0: subtracted while it is down. reverse flips the direction
+    (weight 0 reverse: FAULT while it is up). The priority stays within 1..254.
+    """
+
+    name: str
+    weight: int = 0  # -253..253
+    reverse: bool = False
+
+
+@dataclass(frozen=True)
+class VrrpScript:
+    """A `[vrrp_script.NAME]` check (keepalived's vrrp_script), run every `interval` seconds;
+    exit 0 is success, anything else (or running past `timeout`) is failure."""
+
+    name: str
+    command: tuple[str, ...]
+    interval: float = 1.0  # keepalived's default
+    timeout: float = 1.0  # keepalived: the interval unless set
+    rise: int = 1  # consecutive successes before a failed script counts as up again
+    fall: int = 1  # consecutive failures before it counts as down
+    weight: int = 0  # the default for instances tracking it (their track_script may override)
+    reverse: bool = False
+    init_fail: bool = False  # down until it first succeeds (else: unknown until its first run)
+
+
+@dataclass(frozen=True)
+class VrrpTrackScript:
+    """One entry of a [[vrrp]] track_script: the script and its weight for this instance."""
+
+    script: VrrpScript
+    weight: int = 0
+    reverse: bool = False
 
 
 @dataclass(frozen=True)
@@ -229,7 +271,9 @@ class VrrpInstance:
     preempt_delay: float = 0.0
     auth_pass: str | None = None
     garp_master_delay: float = 5.0
-    track_interface: tuple[str, ...] = ()
+    track_interface: tuple[str, ...] = ()  # every tracked link (names); down: FAULT unless weighted
+    track_interface_weight: tuple[VrrpTrack, ...] = ()  # those of track_interface with a weight
+    track_script: tuple[VrrpTrackScript, ...] = ()
     notify: VrrpNotify = field(default_factory=VrrpNotify)
     unicast_peer: tuple[IPAddress, ...] = ()  # empty = multicast 224.0.0.18 / ff02::12
     unicast_src_ip: IPAddress | None = None

@@ -69,7 +69,29 @@ class LinkUp:
     interface: str
 
 
-Event = Startup | Shutdown | TimerFired | PacketReceived | AdvertReceived | LinkDown | LinkUp
+@dataclass(frozen=True)
+class ScriptDown:
+    """A tracked vrrp_script went down (after `fall` failures, or its first result)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class ScriptUp:
+    name: str
+
+
+Event = (
+    Startup
+    | Shutdown
+    | TimerFired
+    | PacketReceived
+    | AdvertReceived
+    | LinkDown
+    | LinkUp
+    | ScriptDown
+    | ScriptUp
+)
 
 
 # ---------------------------------------------------------------------- actions
@@ -111,8 +133,21 @@ class StateChanged:
 
 
 @dataclass(frozen=True)
+class PriorityChanged:
+    """The effective priority moved (a weighted track went up or down)."""
+
+    old: int
+    new: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class RunNotify:
+    """Run the notify commands for entering `kind`; `priority` is the effective priority
+    (keepalived's fourth argument to the generic notify)."""
+
     kind: NotifyKind
+    priority: int
 
 
-Action = SendAdvert | AddVip | DelVip | SendGarp | ArmTimer | StateChanged | RunNotify
+Action = SendAdvert | AddVip | DelVip | SendGarp | ArmTimer | StateChanged | PriorityChanged | RunNotify

@@ -1,9 +1,11 @@
 """The VRRP state machine, sans-IO: `Instance.handle(event, now) -> list[Action]`.
 
 RFC 5798 / RFC 9568 section 6.4 (and RFC 3768 for VRRPv2), with keepalived's
-`nopreempt` and `preempt_delay`. No clock, no socket: the caller passes `now`
-(monotonic seconds), executes the returned actions in order, and calls
-`handle(TimerFired(timer), now)` once the deadline of an `ArmTimer` is reached.
+`nopreempt` and `preempt_delay`, and its tracking (`vrrp.track`: links and
+scripts that fault the instance or move its priority). No clock, no socket: the
+caller passes `now` (monotonic seconds), executes the returned actions in order,
+and calls `handle(TimerFired(timer), now)` once the deadline of an `ArmTimer` is
+reached.
 
 All state transitions happen in this file; every receive check (TTL, version,
 type, length, checksum, VRID, auth, interval, our own packets) happens here
@@ -33,7 +35,10 @@ from .events import (
     LinkUp,
     NotifyKind,
     PacketReceived,
+    PriorityChanged,
     RunNotify,
+    ScriptDown,
+    ScriptUp,
     SendAdvert,
     SendGarp,
     Shutdown,
@@ -44,6 +49,7 @@ from .events import (
     TimerFired,
 )
 from .packet import Advert, IPAddress
+from .track import Kind, Tracking
 
 PRIORITY_OWNER = 255
 PRIORITY_RELEASE = 0
@@ -61,7 +67,10 @@ __all__ = [
     "LinkUp",
     "NotifyKind",
     "PacketReceived",
+    "PriorityChanged",
     "RunNotify",
+    "ScriptDown",
+    "ScriptUp",
     "SendAdvert",
     "SendGarp",
     "Shutdown",
@@ -93,7 +102,6 @@ class Instance:
     master_adver_interval: float = 0.0
     master_address: IPAddress | None = None
     deadlines: dict[Timer, float] = field(default_factory=dict)
-    links_down: set[str] = field(default_factory=set)
     preempt_deadline: float | None = None
     adverts_received: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
@@ -106,12 +114,15 @@ class Instance:
         self._vip_set = frozenset(v.ip for v in self._vips)
         self._auth = packet.password_bytes(self.config.auth_pass)
         self._multicast = not self.config.unicast_peer
+        self.tracking = Tracking(self.config)
+        self._started = False  # Startup seen (INIT may still wait for weight-0 scripts)
 
     # ------------------------------------------------------------ derived values
 
     @property
     def priority(self) -> int:
-        return self.config.priority
+        """The effective priority: the configured one moved by weighted tracks."""
+        return self.tracking.priority
 
     @property
     def skew_time(self) -> float:
@@ -157,9 +168,13 @@ class Instance:
             case AdvertReceived(advert=advert, src=src, ttl=ttl):
                 return self._advert(advert, src, ttl, now)
             case LinkDown(interface=ifname):
-                return self._link_down(ifname, now)
+                return self._track("interface", ifname, False, now)
             case LinkUp(interface=ifname):
-                return self._link_up(ifname, now)
+                return self._track("interface", ifname, True, now)
+            case ScriptDown(name=name):
+                return self._track("script", name, False, now)
+            case ScriptUp(name=name):
+                return self._track("script", name, True, now)
         raise TypeError(f"not a VRRP event: {event!r}")
 
     # --------------------------------------------------------------- transitions
@@ -183,7 +198,7 @@ class Instance:
             State.FAULT: "fault",
             State.INIT: "stop",
         }[new]  # type: ignore[assignment]
-        out.append(RunNotify(kind))
+        out.append(RunNotify(kind, self.priority))
         return out
 
     def _release(self, out: list[Action]) -> None:
@@ -215,27 +230,33 @@ class Instance:
         return out
 
     def _enter_running(self, now: float, reason: str) -> list[Action]:
-        """Initialize -> Master (address owner, or initial_state MASTER) or Backup."""
+        """Initialize -> Master (address owner, or initial_state MASTER) or Backup.
+
+        Leaving FAULT goes to Backup unless we own the address: initial_state is a
+        startup hint (keepalived's try_up_instance does the same), and a master that
+        comes back from a fault would otherwise grab the VIP before hearing the peer.
+        """
         if self.preempt_deadline is None and self.config.preempt_delay > 0:
             self.preempt_deadline = now + self.config.preempt_delay
-        if self.priority == PRIORITY_OWNER or self.config.initial_state == "MASTER":
+        initial = self.state == State.INIT and self.config.initial_state == "MASTER"
+        if self.priority == PRIORITY_OWNER or initial:
             return self._become_master(now, reason)
         return self._become_backup(now, reason)
 
     def _startup(self, now: float) -> list[Action]:
-        if self.state != State.INIT:
+        if self.state != State.INIT or self._started:
             return []
-        if self.links_down:
-            return self._change(State.FAULT, now, f"startup with {', '.join(sorted(self.links_down))} down")
-        return self._enter_running(now, "startup")
+        self._started = True
+        return self._settle(now, "startup")
 
     def _shutdown(self, now: float) -> list[Action]:
         out: list[Action] = []
         if self.state == State.MASTER:
             out.append(SendAdvert(self.advert(PRIORITY_RELEASE)))
             self._release(out)
-        elif self.state == State.INIT:
-            return []
+        self._started = False
+        if self.state == State.INIT:
+            return out
         out.append(self._arm("master_down", None))
         self.master_address = None
         out += self._change(State.INIT, now, "shutdown")
@@ -257,9 +278,34 @@ class Instance:
             return [SendGarp(tuple(v.ip for v in self._vips))]
         return []
 
-    def _link_down(self, ifname: str, now: float) -> list[Action]:
-        self.links_down.add(ifname)
-        if self.state not in (State.MASTER, State.BACKUP):
+    # ------------------------------------------------------------------ tracking
+
+    def _track(self, kind: Kind, name: str, up: bool, now: float) -> list[Action]:
+        old_priority, old_mdi = self.priority, self.master_down_interval
+        if not self.tracking.set(kind, name, up):
+            return []
+        reason = f"{'link' if kind == 'interface' else 'script'} {name} {'up' if up else 'down'}"
+        out: list[Action] = []
+        if self.priority != old_priority:
+            out.append(PriorityChanged(old_priority, self.priority, reason))
+            due = self.deadlines.get("master_down")
+            if self.state == State.BACKUP and due is not None:
+                # keepalived moves the running timer by the change of its skew
+                out.append(self._arm("master_down", due + self.master_down_interval - old_mdi))
+        return out + self._settle(now, reason)
+
+    def _settle(self, now: float, reason: str) -> list[Action]:
+        """Put the state where the tracked objects say it belongs."""
+        faults = self.tracking.faults()
+        if self.state == State.INIT:
+            if not self._started or self.tracking.pending():
+                return []  # not started, or waiting for a weight-0 script's first word
+            if faults:
+                return self._change(State.FAULT, now, f"{reason} with {', '.join(faults)}")
+            return self._enter_running(now, reason)
+        if self.state == State.FAULT:
+            return [] if faults else self._enter_running(now, reason)
+        if not faults:
             return []
         out: list[Action] = []
         if self.state == State.MASTER:
@@ -267,14 +313,8 @@ class Instance:
             self._release(out)
         out.append(self._arm("master_down", None))
         self.master_address = None
-        out += self._change(State.FAULT, now, f"link {ifname} down")
+        out += self._change(State.FAULT, now, reason)
         return out
-
-    def _link_up(self, ifname: str, now: float) -> list[Action]:
-        self.links_down.discard(ifname)
-        if self.state != State.FAULT or self.links_down:
-            return []
-        return self._enter_running(now, f"link {ifname} up")
 
     # ------------------------------------------------------------------- receive
 
@@ -381,7 +421,9 @@ class Instance:
             "virtual_router_id": self.config.virtual_router_id,
             "version": self.config.version,
             "state": self.state.value,
-            "priority": self.priority,
+            "priority": self.config.priority,
+            "effective_priority": self.priority,
+            "tracking": self.tracking.stats(),
             "master_address": str(self.master_address) if self.master_address else None,
             "master_adver_interval": self.master_adver_interval,
             "transitions": [

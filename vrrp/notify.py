@@ -1,4 +1,13 @@
-"""Notify scripts: run without a shell, one at a time, with a timeout, off the loop's back."""
+"""Notify commands: run without a shell, one at a time, with a timeout, off the loop's back.
+
+keepalived's calling convention: `notify_master` (our `notify.master`) and its
+siblings get no arguments but their own; the generic `notify` (our `notify.any`)
+runs after it with four more: `INSTANCE <name> MASTER|BACKUP|FAULT|STOP <priority>`,
+the priority being the effective one. Every command also finds
+`SEKISHO_VRRP_INSTANCE` and `SEKISHO_VRRP_STATE` in its environment. What a command
+prints is logged; one still running after `timeout` seconds is killed with its
+process group.
+"""
 
 from __future__ import annotations
 
@@ -6,78 +15,66 @@ import asyncio
 import contextlib
 import logging
 import os
-import subprocess
 
 from conf.model import VrrpNotify
+
+from . import scripts
 
 log = logging.getLogger("sekisho.vrrp")
 
 
 class Notifier:
-    """Runs the configured command for each transition, in order, in a background task.
-
-    Each command gets `SEKISHO_VRRP_INSTANCE` and `SEKISHO_VRRP_STATE` in its
-    environment. A command still running after `timeout` seconds is killed.
-    """
+    """Runs the commands for each transition, in order, in a background task."""
 
     def __init__(self, instance: str, config: VrrpNotify) -> None:
         self.instance = instance
         self.config = config
         self.started = 0
         self.failed = 0
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, str, tuple[str, ...]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def command(self, kind: str) -> tuple[str, ...]:
         return tuple(getattr(self.config, kind, ()))
 
-    def submit(self, kind: str) -> None:
-        if not self.command(kind):
+    def commands(self, kind: str, priority: int) -> list[tuple[str, tuple[str, ...]]]:
+        """(label, argv) to run on entering `kind` (master, backup, fault, stop)."""
+        out = []
+        if specific := self.command(kind):
+            out.append((kind, specific))
+        if self.config.any:
+            out.append(("any", (*self.config.any, "INSTANCE", self.instance, kind.upper(), str(priority))))
+        return out
+
+    def submit(self, kind: str, priority: int) -> None:
+        todo = self.commands(kind, priority)
+        if not todo:
             return
-        self._queue.put_nowait(kind)
+        for label, argv in todo:
+            self._queue.put_nowait((kind, label, argv))
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._drain(), name="vrrp-notify")
 
     async def _drain(self) -> None:
         while not self._queue.empty():
-            kind = self._queue.get_nowait()
-            await self._run(kind)
+            kind, label, argv = self._queue.get_nowait()
+            await self._run(kind, label, argv)
 
-    async def _run(self, kind: str) -> None:
-        argv = self.command(kind)
+    async def _run(self, kind: str, label: str, argv: tuple[str, ...]) -> None:
         env = dict(os.environ, SEKISHO_VRRP_INSTANCE=self.instance, SEKISHO_VRRP_STATE=kind.upper())
         self.started += 1
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
+        outcome = await scripts.run(argv, self.config.timeout, env)
+        what = outcome.describe(self.config.timeout)
+        if outcome.ok:
+            level = logging.INFO if outcome.output.strip() else logging.DEBUG
+            log.log(
+                level, "vrrp %s: notify.%s %r: %s%s", self.instance, label, argv, what, outcome.shown_output()
             )
-        except OSError as exc:
-            self.failed += 1
-            log.warning("vrrp %s: notify %s %r failed to start: %s", self.instance, kind, argv, exc)
-            return
-        try:
-            rc = await asyncio.wait_for(proc.wait(), self.config.timeout)
-        except TimeoutError:
+        else:
             self.failed += 1
             log.warning(
-                "vrrp %s: notify %s %r timed out after %.1fs", self.instance, kind, argv, self.config.timeout
+                "vrrp %s: notify.%s %r: %s%s", self.instance, label, argv, what, outcome.shown_output()
             )
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            return
-        except asyncio.CancelledError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise
-        if rc != 0:
-            self.failed += 1
-            log.warning("vrrp %s: notify %s %r exited %d", self.instance, kind, argv, rc)
 
     async def drain(self, timeout: float) -> None:
         """Wait (bounded) for queued commands, e.g. the "stop" notify at shutdown."""

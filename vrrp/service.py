@@ -2,9 +2,10 @@
 
 The state machine (`vrrp.fsm.Instance`) decides; this module only turns its
 actions into syscalls and feeds it events: packets from the raw socket, link
-changes from netlink, and timers from the event loop. `await run()` until
-cancelled; on cancellation the instance sends a priority-0 advertisement,
-releases its VIPs, runs the "stop" notify, and re-raises CancelledError.
+changes from netlink, tracked scripts' verdicts from `vrrp.scripts`, and timers
+from the event loop. `await run()` until cancelled; on cancellation the instance
+sends a priority-0 advertisement, releases its VIPs, runs the "stop" notify, and
+re-raises CancelledError.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections import Counter
 
 from conf.model import VrrpInstance
 
-from . import arp
+from . import arp, scripts
 from .errors import VrrpIOError
 from .fsm import (
     Action,
@@ -29,7 +30,10 @@ from .fsm import (
     LinkDown,
     LinkUp,
     PacketReceived,
+    PriorityChanged,
     RunNotify,
+    ScriptDown,
+    ScriptUp,
     SendAdvert,
     SendGarp,
     Shutdown,
@@ -90,6 +94,7 @@ class VrrpService:
         self._netlink = Netlink()
         self._links: LinkWatcher | None = None
         self._notifier = Notifier(config.name, config.notify)
+        self._scripts: list[scripts.ScriptRunner] = []
 
     @property
     def name(self) -> str:
@@ -144,15 +149,21 @@ class VrrpService:
         self._links = LinkWatcher(names, self._on_link)
         self._links.start(asyncio.get_running_loop(), initial)
         now = asyncio.get_running_loop().time()
-        for name, up in sorted(initial.items()):
-            if not up:
-                self.instance.handle(LinkDown(name), now)
+        seed: list[Event] = [LinkDown(name) for name, up in sorted(initial.items()) if not up]
+        for track in cfg.track_script:
+            runner = scripts.acquire(track.script)
+            self._scripts.append(runner)
+            runner.subscribe(self._on_script)
+            if runner.check.status is not None:  # shared: it has run for another instance
+                seed.append(ScriptUp(runner.name) if runner.check.status else ScriptDown(runner.name))
+        for event in seed:
+            await self._execute(self.instance.handle(event, now))
         log.info(
             "vrrp %s: %s vrid %d priority %d from %s (%s)",
             cfg.name,
             cfg.interface,
             cfg.virtual_router_id,
-            cfg.priority,
+            self.instance.priority,
             primary,
             f"unicast to {', '.join(map(str, peers))}" if peers else "multicast",
         )
@@ -178,8 +189,13 @@ class VrrpService:
         try:
             if self._sock is not None:
                 await self._execute(self.instance.handle(Shutdown(), loop.time()))
-                await self._notifier.drain(self.config.notify.timeout)
+                notify = self.config.notify
+                await self._notifier.drain(notify.timeout * (2 if notify.any else 1))
         finally:
+            for runner in self._scripts:
+                runner.unsubscribe(self._on_script)
+                await scripts.release(runner)
+            self._scripts.clear()
             for handle in self._timers.values():
                 handle.cancel()
             self._timers.clear()
@@ -204,6 +220,9 @@ class VrrpService:
         log.info("vrrp %s: link %s %s", self.name, name, "up" if up else "down")
         self._events.put_nowait(LinkUp(name) if up else LinkDown(name))
 
+    def _on_script(self, name: str, up: bool) -> None:
+        self._events.put_nowait(ScriptUp(name) if up else ScriptDown(name))
+
     # ------------------------------------------------------------------- actions
 
     async def _execute(self, actions: list[Action]) -> None:
@@ -222,8 +241,16 @@ class VrrpService:
                 case StateChanged(old=old, new=new, reason=reason):
                     self.last_transition = time.time()
                     log.info("vrrp %s: %s -> %s (%s)", self.name, old.value, new.value, reason)
-                case RunNotify(kind=kind):
-                    self._notifier.submit(kind)
+                case PriorityChanged(old=old_priority, new=new_priority, reason=reason):
+                    log.info(
+                        "vrrp %s: effective priority %d -> %d (%s)",
+                        self.name,
+                        old_priority,
+                        new_priority,
+                        reason,
+                    )
+                case RunNotify(kind=kind, priority=priority):
+                    self._notifier.submit(kind, priority)
 
     def _send(self, advert: Advert) -> None:
         if self._sock is None:
@@ -280,6 +307,7 @@ class VrrpService:
             stale_vips_removed=self.stale_vips_removed,
             notify_started=self._notifier.started,
             notify_failed=self._notifier.failed,
+            scripts=[runner.stats() for runner in self._scripts],
             last_transition=self.last_transition,
             primary_address=str(self.instance.primary),
             mac=arp.mac_to_str(self.link.mac) if self.link else None,

@@ -160,7 +160,7 @@ def test_startup_alone_becomes_master_after_master_down_interval() -> None:
     net.start("a")
     assert a.state == State.BACKUP
     assert a.inst.deadlines["master_down"] == pytest.approx(mdi(100))
-    assert RunNotify("backup") in a.actions
+    assert RunNotify("backup", 100) in a.actions
     net.advance(mdi(100) - 0.01)
     assert a.state == State.BACKUP and not a.vip
     net.advance(0.02)
@@ -168,7 +168,7 @@ def test_startup_alone_becomes_master_after_master_down_interval() -> None:
     assert became_master_at(a) == pytest.approx(3 + 156 / 256)
     kinds = [type(x) for x in a.actions]
     assert kinds.index(AddVip) < kinds.index(SendAdvert) < kinds.index(SendGarp)
-    assert RunNotify("master") in a.actions
+    assert RunNotify("master", 100) in a.actions
 
 
 def test_master_advertises_every_interval_and_repeats_garp() -> None:
@@ -245,7 +245,7 @@ def test_priority_zero_on_shutdown_backup_takes_over_after_skew() -> None:
     release = [a for a in hi.actions if isinstance(a, SendAdvert)][-1]
     assert release.advert.priority == 0
     assert hi.state == State.INIT and not hi.vip
-    assert hi.actions[-1] == RunNotify("stop")
+    assert hi.actions[-1] == RunNotify("stop", 150)
     assert lo.inst.deadlines["master_down"] == pytest.approx(t + skew(100))
     net.advance(1)
     assert became_master_at(lo) == pytest.approx(t + skew(100))
@@ -450,7 +450,7 @@ def test_link_down_master_releases_and_goes_fault() -> None:
     assert inst.state == State.FAULT
     sent = [a for a in out if isinstance(a, SendAdvert)]
     assert sent and sent[0].advert.priority == 0
-    assert DelVip((VIP,)) in out and RunNotify("fault") in out
+    assert DelVip((VIP,)) in out and RunNotify("fault", 255) in out
     assert inst.deadlines == {}
     # adverts are ignored while in fault
     lower = Instance(config(priority=10), V4("192.0.2.2")).advert()
