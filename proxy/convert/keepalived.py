@@ -1,5 +1,5 @@
-"""keepalived.conf -> sekisho TOML: VRRP instances here, LVS virtual servers in
-`keepalived_lvs`.
+"""keepalived.conf -> sekisho TOML: VRRP instances here, their vrrp_script / track_* in
+`keepalived_track`, LVS virtual servers in `keepalived_lvs`.
 
 Every statement is either converted or reported with its line number; the
 messages say what sekisho does instead where it does something.
@@ -8,18 +8,22 @@ messages say what sekisho does instead where it does something.
 from __future__ import annotations
 
 import ipaddress
-import shlex
 from dataclasses import dataclass, field
 
+from proxy.convert import keepalived_track
 from proxy.convert.common import is_ip, to_float, to_int
 from proxy.convert.kaparse import Node, parse
 from proxy.convert.output import Document, Section, Warnings
 
 # Statements that have no sekisho equivalent, with the reason an operator needs.
 _NO_EQUIVALENT = {
-    "track_script": "sekisho tracks interfaces only (track_interface); run the check from a "
-    "pool health check instead",
-    "vrrp_script": "sekisho has no VRRP check scripts; it tracks interfaces (track_interface)",
+    "script_user": "sekisho runs check and notify commands as its own user",
+    "enable_script_security": "sekisho runs check and notify commands as its own user, without a shell",
+    "vrrp_track_process": "sekisho has no process tracking; use a vrrp_script running "
+    "pgrep (converted to [vrrp_script.NAME] and track_script)",
+    "track_process": "sekisho has no process tracking; track a vrrp_script running pgrep",
+    "track_file": "sekisho has no file tracking; track a vrrp_script that reads the file",
+    "track_bfd": "sekisho has no BFD",
     "vrrp_sync_group": "sekisho has no sync groups: each [[vrrp]] instance fails over on its own",
     "static_ipaddress": "static addresses belong to the system's network configuration",
     "static_routes": "static routes belong to the system's network configuration",
@@ -35,7 +39,7 @@ _NO_EQUIVALENT = {
     "dont_track_primary": "sekisho always watches the instance's own interface",
     "lvs_sync_daemon_interface": "sekisho has no LVS connection sync (it is a full proxy)",
     "native_ipv6": "use version = 3 with IPv6 virtual addresses",
-    "notify": "sekisho runs a command per state (notify.master/backup/fault/stop)",
+    "notify": "sekisho runs notify commands per [[vrrp]] instance (notify.master/backup/fault/stop/any)",
     "debug": "use global.log_level",
     "strict_mode": "sekisho always follows the RFC",
     "garp_master_refresh": "sekisho repeats gratuitous ARP once, after garp_master_delay",
@@ -53,6 +57,7 @@ class Context:
     w: Warnings = field(default_factory=Warnings)
     vrrp_version: int | None = None  # global_defs vrrp_version
     garp_master_delay: float | None = None  # global_defs vrrp_garp_master_delay
+    tracking: keepalived_track.Tracking = field(default_factory=keepalived_track.Tracking)
 
 
 def convert(text: str, source: str) -> tuple[Document, Warnings]:
@@ -64,13 +69,14 @@ def convert(text: str, source: str) -> tuple[Document, Warnings]:
     for node in nodes:
         if node.keyword == "global_defs":
             _global_defs(node, ctx)
+    ctx.tracking = keepalived_track.read(nodes, source, ctx.w)
     pools: list[Section] = []
     tcp: list[Section] = []
     vrrp: list[Section] = []
     groups = keepalived_lvs.groups(nodes, ctx)
     for node in nodes:
         kw = node.keyword
-        if kw in ("global_defs", "virtual_server_group"):
+        if kw in ("global_defs", "virtual_server_group", "vrrp_script"):
             continue
         if kw == "vrrp_instance":
             section = _vrrp_instance(node, ctx)
@@ -83,7 +89,8 @@ def convert(text: str, source: str) -> tuple[Document, Warnings]:
                 tcp.append(built[1])
         else:
             unsupported(node, ctx.w)
-    doc.sections = pools + tcp + vrrp
+    scripts = [s.section for s in ctx.tracking.scripts.values()]
+    doc.sections = pools + tcp + scripts + vrrp
     return doc, ctx.w
 
 
@@ -109,13 +116,6 @@ def _global_defs(node: Node, ctx: Context) -> None:
             unsupported(child, ctx.w, "global_defs")
 
 
-def _command(node: Node) -> str:
-    """notify_* takes one quoted string or the rest of the line as the command."""
-    if len(node.args) == 1:
-        return node.args[0]
-    return shlex.join(node.args)
-
-
 def _vrrp_instance(node: Node, ctx: Context) -> Section | None:
     w = ctx.w
     name = node.args[0] if node.args else f"VI_{node.line}"
@@ -123,7 +123,7 @@ def _vrrp_instance(node: Node, ctx: Context) -> Section | None:
     vips: list[str] = []
     families: set[int] = set()
     notify: dict[str, str] = {}
-    generic_notify: tuple[Node, str] | None = None
+    tracks: list[Node] = []  # track_interface / track_script: once priority and interface are known
     auth_type = "PASS"
     auth_pass: str | None = None
     auth_line = 0
@@ -188,21 +188,13 @@ def _vrrp_instance(node: Node, ctx: Context) -> Section | None:
             garp = to_float(args[0], line, kw, w)
             if garp is not None:
                 out["garp_master_delay"] = garp
-        elif kw == "track_interface":
-            tracked = []
-            for t in child.block():
-                tracked.append(t.keyword)
-                if len(t.words) > 1:
-                    w.add(
-                        t.line,
-                        f"track_interface {' '.join(t.words)}: sekisho has no tracking weights; "
-                        "a tracked link that goes down puts the instance in FAULT",
-                    )
-            out["track_interface"] = tracked
+        elif kw in ("track_interface", "track_script"):
+            tracks.append(child)
         elif kw in ("notify_master", "notify_backup", "notify_fault", "notify_stop") and args:
-            notify[kw.removeprefix("notify_")] = _command(child)
+            notify[kw.removeprefix("notify_")] = keepalived_track.command(child)
         elif kw == "notify" and args:
-            generic_notify = (child, _command(child))
+            # keepalived's generic notify: INSTANCE name STATE priority after its own arguments
+            notify["any"] = keepalived_track.command(child)
         elif kw == "unicast_peer":
             peers = []
             for p in child.block():
@@ -221,20 +213,16 @@ def _vrrp_instance(node: Node, ctx: Context) -> Section | None:
         else:
             unsupported(child, w, f"vrrp_instance {name}")
 
-    if generic_notify is not None:
-        gnode, script = generic_notify
-        # keepalived calls it as: script INSTANCE NAME STATE PRIORITY
-        prio_text = str(out.get("priority", 100))
-        added = []
-        for state in ("master", "backup", "fault", "stop"):
-            if state not in notify:
-                notify[state] = f"{script} INSTANCE {shlex.quote(name)} {state.upper()} {prio_text}"
-                added.append(state)
-        w.add(
-            gnode.line,
-            f"notify {script}: sekisho runs one command per state; converted to "
-            f"notify.{'/'.join(added) or '(none: all set)'} with keepalived's arguments",
-        )
+    priority = int(out.get("priority", 100))  # type: ignore[call-overload]
+    for child in tracks:
+        if child.keyword == "track_script":
+            got = keepalived_track.track_scripts(child, name, priority, ctx.tracking, w)
+        else:
+            got = keepalived_track.track_interfaces(
+                child, name, priority, ctx.tracking, w, interface=out.get("interface")
+            )
+        if got:
+            out[child.keyword] = got
 
     # The version follows keepalived: the instance's, else global_defs, else 2;
     # IPv6 addresses need VRRPv3 (keepalived switches on its own).
@@ -312,6 +300,7 @@ def _vrrp_instance(node: Node, ctx: Context) -> Section | None:
         "garp_master_delay",
         "virtual_ipaddress",
         "track_interface",
+        "track_script",
         "unicast_src_ip",
         "unicast_peer",
     )
@@ -319,7 +308,9 @@ def _vrrp_instance(node: Node, ctx: Context) -> Section | None:
         if key in out:
             section.set(key, out[key])
     if notify:
-        section.set("notify", {k: notify[k] for k in ("master", "backup", "fault", "stop") if k in notify})
+        section.set(
+            "notify", {k: notify[k] for k in ("master", "backup", "fault", "stop", "any") if k in notify}
+        )
     return section
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import conf
+from conf.model import VrrpScript, VrrpTrack
 from proxy.convert import convert_text, main
 from proxy.convert.kaparse import ParseError, parse
 
@@ -30,7 +31,7 @@ def _warnings(err: str, path: Path) -> dict[int, list[str]]:
     return found
 
 
-@pytest.mark.parametrize("name", ["keepalived", "keepalived-full"])
+@pytest.mark.parametrize("name", ["keepalived", "keepalived-full", "keepalived-track"])
 def test_matches_expected_toml(name: str) -> None:
     path = DATA / f"{name}.conf"
     rc, out, _ = _run("keepalived", path)
@@ -83,8 +84,14 @@ def test_everything_else() -> None:
     assert web.auth_pass == "verylong"  # keepalived sends the first 8 bytes
     assert web.garp_master_delay == 3.0  # global_defs vrrp_garp_master_delay
     assert [str(v) for v in web.virtual_ipaddress] == ["198.51.100.10/32", "198.51.100.11/24"]
-    assert web.notify.master == ("/usr/local/bin/vrrp-notify", "INSTANCE", "VI_WEB", "MASTER", "150")
+    assert web.notify.any == ("/usr/local/bin/vrrp-notify",)  # keepalived's generic notify
+    assert web.notify.master == ()
     assert web.notify.stop == ("/usr/local/bin/vrrp-stopped", "--now")
+    assert [t.script.name for t in web.track_script] == ["chk_haproxy"]
+    assert web.track_script[0].script.command == ("/usr/bin/killall", "-0", "haproxy")
+    assert web.track_script[0].script.interval == 2.0
+    assert web.track_interface == ("eth1", "eth2")
+    assert web.track_interface_weight == ()  # VG1 has no sync_group_tracking_weight
     assert [str(p) for p in web.unicast_peer] == ["198.51.100.2"]
     # VI_V6 is IPv6 only (not supported yet: warned and left out); VI_BROKEN has no interface.
     assert {v.name for v in config.vrrp} == {"VI_WEB"}
@@ -111,12 +118,9 @@ def test_everything_else() -> None:
     w = _warnings(err, path)
     expect = {
         11: "include",
-        13: "vrrp_script",
         18: "vrrp_sync_group",
         33: "longer than 8 bytes",
-        46: "tracking weights",
-        48: "track_script",
-        51: "notify.master/backup/fault",
+        46: "ignores the weight in sync group VG1",
         63: "auth_type AH",
         71: "not converted",
         82: "fwmark 7",
@@ -136,6 +140,78 @@ def test_everything_else() -> None:
     }
     for line, text in expect.items():
         assert any(text in m for m in w.get(line, [])), (line, text, w.get(line))
+    assert not {13, 48, 51} & set(w)  # vrrp_script, track_script, notify: converted as they are
+
+
+def test_track_scripts_weights_and_notify() -> None:
+    """keepalived in front of HAProxy: vrrp_script, track_script, weighted links, notify."""
+    path = DATA / "keepalived-track.conf"
+    rc, out, err = _run("keepalived", path)
+    assert rc == 0
+    config = conf.load_text(out)
+    vi, owner = config.vrrp
+    haproxy, disk, maintenance = vi.track_script
+    assert haproxy.script == VrrpScript(
+        "chk_haproxy", ("/usr/bin/killall", "-0", "haproxy"), 2.0, 1.0, rise=2, fall=2, weight=-20
+    )
+    assert haproxy.weight == -20
+    assert disk.script.command == ("/usr/local/bin/check-disk", "--min", "10%")
+    assert (disk.script.interval, disk.script.timeout, disk.script.init_fail) == (10.0, 10.0, True)
+    assert (disk.script.weight, disk.weight) == (0, -50)  # the instance's override
+    assert maintenance.script.name == "chk-maintenance"
+    assert (maintenance.weight, maintenance.reverse) == (0, True)
+    assert vi.track_interface == ("eth0", "eth1", "eth2", "eth3")
+    assert vi.track_interface_weight == (VrrpTrack("eth1", -30), VrrpTrack("eth2", 10, reverse=True))
+    assert vi.notify.master == ("/etc/keepalived/notify.sh", "master")
+    assert vi.notify.backup == ("/etc/keepalived/notify.sh", "backup")
+    assert vi.notify.any == ("/usr/local/bin/keepalived-state", "--log", "/var/log/vrrp.log")
+    # the owner: keepalived drops weighted interfaces and scripts, keeps the unweighted
+    assert owner.track_interface == ()
+    assert [t.script.name for t in owner.track_script] == ["chk_disk"]
+    w = _warnings(err, path)
+    expect = {
+        16: "sekisho runs checks as its own user",
+        25: "named 'chk-maintenance'",
+        30: "no script; keepalived removes it",
+        34: "vrrp_track_process",
+        56: "expected 'weight N [reverse]'",
+        62: "does not exist (keepalived ignores it)",
+        63: "was not converted",
+        65: "track_process",
+        82: "address owner",
+        85: "address owner",
+    }
+    for line, text in expect.items():
+        assert any(text in m for m in w.get(line, [])), (line, text, w.get(line))
+    assert set(w) == {4, 5, 6, *expect}
+
+
+def test_sync_group_tracking_weight_keeps_weights_and_order_does_not_matter() -> None:
+    text = (
+        "vrrp_sync_group G {\n group {\n  A\n }\n sync_group_tracking_weight\n}\n"
+        "vrrp_instance A {\n track_script {\n  chk weight 5\n }\n"
+        " track_interface {\n  eth1 weight -7\n }\n"
+        " interface eth0\n virtual_router_id 9\n priority 90\n"
+        " virtual_ipaddress {\n  10.0.0.1/24\n }\n}\n"
+        'vrrp_script chk {\n script "/bin/true"\n}\n'  # defined after its use, as keepalived allows
+    )
+    config, warnings = _convert(text)
+    (a,) = config.vrrp
+    assert [(t.script.name, t.weight) for t in a.track_script] == [("chk", 5)]
+    assert a.track_interface_weight == (VrrpTrack("eth1", -7),)
+    assert [m for _, m in warnings if "weight" in m] == []
+
+
+def test_weights_of_the_owner_found_after_the_track_blocks() -> None:
+    config, warnings = _convert(
+        "vrrp_instance A {\n track_interface {\n  eth0 weight -5\n  eth1 weight -5\n }\n"
+        " interface eth0\n virtual_router_id 9\n priority 255\n"
+        " virtual_ipaddress {\n  10.0.0.1/24\n }\n}\n"
+    )
+    assert config.vrrp[0].track_interface == ("eth0",)
+    messages = [m for _, m in warnings]
+    assert any("own interface" in m for m in messages)
+    assert any("eth1 weight -5" in m and "address owner" in m for m in messages)
 
 
 def _convert(text: str) -> tuple[conf.Config, list[tuple[int, str]]]:
