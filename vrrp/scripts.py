@@ -169,7 +169,11 @@ class ScriptRunner:
         started = loop.time()
         env = dict(os.environ, SEKISHO_VRRP_SCRIPT=self.name)
         while True:
-            outcome = await run(self.config.command, self.config.timeout, env)
+            try:
+                outcome = await run(self.config.command, self.config.timeout, env)
+            except Exception as exc:  # a bug here must not freeze the verdict: count a failure
+                log.exception("vrrp_script %s: running it failed", self.name)
+                outcome = Outcome(None, error=f"internal error: {exc!r}")
             self.result(outcome, loop.time())
             delay = self.check.next_run(started, loop.time()) - loop.time()
             await asyncio.sleep(max(0.0, delay))
