@@ -318,8 +318,9 @@ def _print_facts(facts: dict[str, Any]) -> None:
         print(
             f"py-spy counts every sample in which sekisho is not waiting in epoll, on a CPU or not: "
             f"about {100 * max(0.0, 1 - on_cpu):.0f}% of the samples below are sekisho runnable but "
-            "off the CPU (pinned: the backend it just woke runs on the same CPU), charged to the line "
-            "it was preempted at, mostly the write that woke the backend."
+            "off the CPU (pinned, the backend it just woke shares its CPU; on a shared machine, anything "
+            "else), charged to the line it was preempted at, mostly a transport write (a wakeup). "
+            "'The Python work alone' is not skewed by this."
         )
     print(f"sampler: {facts.get('py_spy', '?')}")
     print("")
