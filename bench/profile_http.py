@@ -121,6 +121,14 @@ class Summary:
                 out[key] = n
         return out
 
+    def python_functions(self) -> Counter[str]:
+        """Self samples by function without the transport syscall lines and the C loop."""
+        out = Counter(self.functions)
+        del out[C_LOOP]
+        for (name, _, _), n in self.io_lines().items():
+            out[name] -= n
+        return out
+
     def python_only(self) -> Counter[str]:
         """Self samples by module without the transport syscall lines and uvloop's C loop:
         how the interpreter's own work splits, which being off the CPU does not skew."""
@@ -198,6 +206,13 @@ def report(s: Summary, top: int = 25, out: Any = print) -> None:
         out(f"  {module}: {s.share(shown):.1f}% in these, {s.share(s.by_module[module]):.1f}% in all")
         for key, v in rows:
             out(f"    {s.share(v):5.1f}%  {key}")
+    fns = s.python_functions()
+    total = sum(fns.values())
+    if total > 0:
+        out("")
+        out("top 15 functions of the Python work alone (without the transport syscall lines, the C loop):")
+        for key, v in fns.most_common(15):
+            out(f"    {100.0 * v / total:5.1f}%  {key}")
     out("")
     out("top source lines by self time (C called from a line is charged to it):")
     for (name, path, line), v in s.lines.most_common(15):
