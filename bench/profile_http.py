@@ -26,6 +26,7 @@ import argparse
 import linecache
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -312,6 +313,7 @@ def profile(args: argparse.Namespace) -> tuple[Summary, dict[str, Any]]:
         if target is not None:
             target.stop()
         backends.stop()
+    shutil.rmtree(workdir, ignore_errors=True)  # kept when the run failed: the logs say why
     return summary, facts
 
 
