@@ -1,224 +1,289 @@
-"""The backend side of a client connection: connect or reuse, forward, relay the answer.
+"""One request and its answer: every decision, no I/O (h11's and hypercorn's shape).
 
-The request head was built when the request was judged (proxy/http/connection.py);
-here it goes to a backend, the request body follows it, and the strict response
-reader's events go back to the client: a head rewritten for the client, body bytes
-(re-chunked where the client needs it), and the end, which settles both connections.
-Everything one batch of backend bytes produces is written to the client at once.
+The client side (proxy/http/h1.py) parses what the client sends and tells the
+exchange what happened; the exchange says what to do: which pool to forward to
+and the request head for it, the bytes for the backend and for the client, a
+local answer, a retry, an abort. It holds the states of one request and its
+upstream, the header policy, the limits and the retry rule. It reads no clock
+and arms no timer: methods that start or end a wait take `now`, and `deadline`
+says when the I/O side must call `expired(now)`.
+
+Tests drive it with plain values and a fake clock (tests/unit/test_http_exchange.py).
 """
 
 from __future__ import annotations
 
-import asyncio
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
 
-import h11
-
-from lb.dial import MAX_ATTEMPTS, open_connection
-from lb.errors import UpstreamConnectError
+import conf
 from lb.pool import Backend, BackendPool
-from proxy.http.answers import head_bytes, plain
-from proxy.http.base import BACKPRESSURE, HELD, ONLY_END, T_BODY, T_NONE, T_RESP, ConnectionBase, log
-from proxy.http.headers import response_headers
-from proxy.http.response import END, MAX_HEAD, Head, ResponseError
-from proxy.http.upstream import UpstreamConnection
+from proxy.http.answers import plain, route_answer
+from proxy.http.errors import BadRequest
+from proxy.http.headers import RequestPolicy, response_headers
+from proxy.http.response import Head
+from proxy.http.routing import NO_ROUTE, Route, RouteTable, normalize_host
+from proxy.http.stats import HttpStats
+from proxy.http.target import NEEDS_WORK, normalize_target
+
+Triple = tuple[bytes, bytes, bytes]  # (name as sent, lower-case name, value)
 
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _LAST_CHUNK = b"0\r\n\r\n"
 _CRLF = b"\r\n"
+_needs_work = NEEDS_WORK.search
 
 
-class BackendExchange(ConnectionBase):
-    async def _connect(self, pool: BackendPool, backend: Backend | None) -> None:
-        fe = self.fe
-        tried: list[Backend] = []
-        timeout = fe.config.timeouts.connect
-        try:
-            for _ in range(MAX_ATTEMPTS):
-                if backend is None:
-                    break
-                pool.take(backend)
-                up = UpstreamConnection(backend, fe.upstreams, max(MAX_HEAD, self.head_limit))
-                try:
-                    await open_connection(backend, lambda up=up: up, timeout)  # type: ignore[misc]
-                except UpstreamConnectError as exc:
-                    pool.drop(backend)
-                    pool.connect_failed(backend)
-                    fe.counters.upstream_connect_errors += 1
-                    log.info("upstream connect failed: %s", exc)
-                    tried.append(backend)
-                    backend = pool.pick(self.peer, exclude=tried)
-                    continue
-                except BaseException:
-                    pool.drop(backend)
-                    raise
-                fe.counters.upstream_opened += 1
-                if self.closed:
-                    pool.drop(backend)
-                    if pool.proxy_protocol is None:
-                        fe.upstreams.release(up, self.loop.time())
-                    else:
-                        up.close()
-                    return
-                if pool.proxy_protocol is not None and up.transport is not None:
-                    up.transport.write(fe.proxy_header(pool.proxy_protocol, self, up))
-                self._attach(up, pool, backend, reused=False)
-                return
-        except asyncio.CancelledError:
-            return
-        finally:
-            self.connect_task = None
-        if tried:
-            self._upstream_failure(502, "no backend could be reached")
-        else:
-            self._upstream_failure(503, f"pool {pool.name}: no server is up")
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A response sekisho writes itself; the connection closes after it when `close`."""
 
-    def _attach(self, up: UpstreamConnection, pool: BackendPool, backend: Backend, reused: bool) -> None:
-        self.up = up
+    status: int
+    data: bytes
+    close: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Send the request (its head is `Exchange.up_head`) to a server of `pool`."""
+
+    pool: BackendPool
+
+
+class _Signal:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+ABORT: Final = _Signal("ABORT")  # the response started and cannot be completed: cut the client
+RETRY: Final = _Signal("RETRY")  # dial again (a fresh connection to another server)
+WAIT: Final = _Signal("WAIT")  # a deadline passed that is not ours to act on: look again later
+
+Outcome = Answer | _Signal
+
+
+class Site:
+    """What one listener decides with, built once per config generation."""
+
+    def __init__(
+        self, config: conf.HttpListener, pools: Mapping[str, BackendPool], stats: HttpStats | None = None
+    ) -> None:
+        self.config = config
+        self.routes = RouteTable(config.routes)
+        self.policy = RequestPolicy(config.forwarded_headers)
+        self.pools = pools
+        self.stats = stats if stats is not None else HttpStats()
+        self.timeouts = config.timeouts
+        self.max_body = config.max_body_bytes
+        self.head_limit = config.max_header_bytes
+        self.retired = False  # reload or shutdown: every response closes its connection
+        self._hosts: dict[bytes, str] = {}  # Host header -> normalised host name
+
+    def host(self, raw: bytes) -> str:
+        hosts = self._hosts
+        name = hosts.get(raw)
+        if name is None:
+            if len(hosts) > 1024:
+                hosts.clear()
+            name = hosts[raw] = normalize_host(raw)
+        return name
+
+
+# What an exchange is waiting for, if anything (see `deadline`).
+W_NONE = 0
+W_BODY = 1  # the rest of the request body (slow-POST defence: timeouts.header between reads)
+W_RESPONSE = 2  # the backend (timeouts.response since it last said something)
+
+
+class Exchange:
+    """One request from the moment its head is judged until its response is complete."""
+
+    __slots__ = (
+        "backend",
+        "body_deadline",
+        "body_in",
+        "chunked",
+        "host",
+        "http11",
+        "keep_alive",
+        "last_up",
+        "method",
+        "pool",
+        "request_done",
+        "resp_chunked",
+        "resp_close",
+        "response_done",
+        "response_started",
+        "retried",
+        "reused",
+        "route",
+        "site",
+        "status",
+        "t0",
+        "target",
+        "up_head",
+        "upgrade",
+        "waiting",
+    )
+
+    def __init__(self, site: Site, now: float) -> None:
+        self.site = site
+        self.t0 = now
+        self.method = b""
+        self.target = b""  # normalised: what was routed and what the backend gets
+        self.host = ""
+        self.route: Route = NO_ROUTE
+        self.pool: BackendPool | None = None
+        self.backend: Backend | None = None  # the server taken for this request (dropped once)
+        self.up_head = b""
+        self.keep_alive = True  # the client lets us keep the connection
+        self.http11 = True
+        self.chunked = False  # the request body is chunked (and so is what the backend gets)
+        self.upgrade: bytes | None = None  # the protocols offered to the backend
+        self.body_in = 0
+        self.request_done = False
+        self.response_started = False
+        self.response_done = False
+        self.resp_chunked = False  # the response body is re-framed as chunks for the client
+        self.resp_close = False  # the response ends the connection
+        self.status = 0
+        self.retried = False
+        self.reused = False
+        self.waiting = W_NONE
+        self.body_deadline = math.inf
+        self.last_up = now
+
+    # ------------------------------------------------------------------ the request
+
+    def start(
+        self,
+        method: bytes,
+        target: bytes,
+        *,
+        http11: bool,
+        keep_alive: bool,
+        host: bytes,
+        items: Sequence[Triple],
+        content_length: int | None,
+        chunked: bool,
+        upgrade: bytes | None,
+        peer: str,
+        proto: bytes,
+        allowed: bool,
+        trusted: bool,
+    ) -> Answer | Forward:
+        """Judge a request head (framing already checked by the protocol side): route it,
+        apply the listener's rules and limits, and build the backend's request head.
+        `target` is in origin form; `upgrade` the offered protocols when the request
+        asked to switch (`Connection: upgrade`)."""
+        site = self.site
+        self.method = method
+        self.http11 = http11
+        self.keep_alive = keep_alive
+        self.chunked = chunked
+        self.host = site.host(host)
+        if _needs_work(target) is not None:
+            try:
+                target = normalize_target(target)  # route on what the backend will see
+            except BadRequest as exc:
+                return self.refuse(exc.status, str(exc))
+        self.target = target
+        self.route = route = site.routes.match(self.host, target)
+        if not allowed:
+            site.stats.denied += 1
+            return self.refuse(403, "client not allowed")
+        if route.kind != "pool":
+            # A body nobody asked for is not read: answer and close.
+            ended = not chunked and not content_length
+            close = not ended or not keep_alive or site.retired
+            self.status = route.status
+            self.request_done = ended
+            self.response_done = True
+            self.resp_close = close
+            return Answer(route.status, route_answer(route, target, method != b"HEAD", close), close)
+        if site.max_body and content_length is not None and content_length > site.max_body:
+            return self.refuse(413, "request body too large")
+        if upgrade is not None and http11:
+            # An allow-list: a tunnel is traffic no route, rule or log sees again.
+            self.upgrade = route.allowed_upgrade(upgrade)
+        assert route.pool is not None
+        pool = site.pools.get(route.pool)
+        if pool is None:
+            return self.fail(503, f"no pool {route.pool}")
         self.pool = pool
+        self.up_head = site.policy.request_head(
+            method,
+            route.upstream_target(target) if route.strip_prefix else target,
+            items,
+            peer=peer,
+            proto=proto,
+            trusted=trusted,
+            chunked=chunked,
+            upgrade=self.upgrade,
+        )
+        return Forward(pool)
+
+    def refuse(self, status: int, reason: str) -> Answer:
+        """A request we will not forward (400, 403, 408, 413, 414, 431): answer, then close."""
+        if status in {400, 414, 431}:
+            self.site.stats.bad_requests += 1
+        self.status = status
+        self.resp_close = True
+        return Answer(status, plain(status), True, reason)
+
+    def fail(self, status: int, reason: str) -> Answer:
+        """No backend could take the request (502, 503, 504): answer, then close."""
+        if status in (502, 504):
+            self.site.stats.upstream_errors += 1
+        self.status = status
+        self.resp_close = True
+        return Answer(status, plain(status), True, reason)
+
+    def attached(self, backend: Backend, reused: bool, now: float) -> None:
+        """The request head went to `backend` (taken from its pool for this request)."""
         self.backend = backend
         self.reused = reused
-        up.owner = self
-        up.requests += 1
-        req = self.req
-        assert req is not None and up.transport is not None
-        up.sent_all = False
-        up.reader.start(req.method, self.upgrade is not None)
-        up.transport.write(self.up_head)
-        self.last_up = self.loop.time()
-        if self.write_paused:
-            up.transport.pause_reading()
-            self.up_paused = True
-        if self.request_done:  # a retry: the whole request was read already
-            self._request_end(up)
-            return
-        early = self.early
-        if early is ONLY_END:
-            self.early = ()
-            self._on_body_end()
-            return
-        if early:
-            self.early = ()
-            ended = False
-            for ev in early:
-                if isinstance(ev, h11.Data):
-                    self._on_body(ev.data)
-                else:
-                    ended = True
-                    self._on_body_end()
-                if self._gone():
-                    return
-            if ended:
-                return
-        self._arm(T_BODY, self.loop.time() + self.timeouts.header)
-        self.pending = False
-        self._resume(HELD)
-        self._pump()
+        self.last_up = now
+        if not self.request_done:
+            self.waiting = W_BODY
+            self.body_deadline = now + self.site.timeouts.header
 
-    def _on_body(self, data: bytes) -> None:
+    def request_data(self, data: bytes, now: float) -> Sequence[bytes] | Outcome:
+        """A piece of the request body: the bytes for the backend, or what to do instead."""
         n = len(data)
         self.body_in += n
-        if self.tmode == T_BODY:  # the timer re-arms itself lazily from the deadline
-            self.deadline = self.loop.time() + self.timeouts.header
-        if self.max_body and self.body_in > self.max_body:
-            if not self.response_started:
-                self._refuse(413, "request body too large")
-            else:
-                self._abort()
-            return
-        up = self.up
-        if up is None or up.closed or up.transport is None:
-            return  # local answer already given; the connection closes
+        if self.waiting == W_BODY:
+            self.body_deadline = now + self.site.timeouts.header
+        max_body = self.site.max_body
+        if max_body and self.body_in > max_body:
+            return ABORT if self.response_started else self.refuse(413, "request body too large")
         if not self.chunked:
-            up.transport.write(data)
-        elif n:
-            up.transport.writelines((b"%x\r\n" % n, data, _CRLF))
+            return (data,)
+        return (b"%x\r\n" % n, data, _CRLF) if n else ()
 
-    def _on_body_end(self) -> None:
+    def request_end(self, now: float) -> bytes:
+        """The request is complete: what ends it for the backend."""
         self.request_done = True
-        up = self.up
-        if up is None:
-            return
-        self._request_end(up)
-
-    def _request_end(self, up: UpstreamConnection) -> None:
-        if not up.closed and up.transport is not None:
-            if self.chunked:
-                up.transport.write(_LAST_CHUNK)
-            up.sent_all = True
-        # Hold further client bytes (pipelining) until this response is done.
-        self.pending = True
         if not self.response_done:
-            self.last_up = now = self.loop.time()
-            self._arm(T_RESP, now + self.timeouts.response)
-        else:
-            self._finish()
+            self.waiting = W_RESPONSE
+            self.last_up = now
+        return _LAST_CHUNK if self.chunked else b""
 
-    # ------------------------------------------------------------------ backend side
+    # ------------------------------------------------------------------ the response
 
-    def upstream_data(self, data: bytes) -> None:
-        if self.tunnel:
-            self._write(data)
-            return
-        up = self.up
-        assert up is not None
-        self.last_up = self.loop.time()
-        up.reader.receive_data(data)
-        self._pump_upstream(up)
+    def heard(self, now: float) -> None:
+        """The backend said something: its response timeout starts again."""
+        self.last_up = now
 
-    def _pump_upstream(self, up: UpstreamConnection) -> None:
-        # Everything one batch of backend bytes produces goes out in one write; a
-        # response that turns out broken within the batch never reaches the client.
-        reader = up.reader
-        out: list[bytes] = []
-        while True:
-            try:
-                ev = reader.next_event()
-            except ResponseError as exc:
-                self._upstream_failure(502, f"bad response from backend: {exc}")
-                return
-            t = type(ev)
-            if t is bytes:
-                if self.resp_chunked:
-                    out.append(b"%x\r\n" % len(ev))  # type: ignore[arg-type]
-                    out.append(ev)  # type: ignore[arg-type]
-                    out.append(_CRLF)
-                else:
-                    out.append(ev)  # type: ignore[arg-type]
-            elif t is Head:
-                if ev.status < 200:  # type: ignore[union-attr]
-                    if out:
-                        self._flush(out)
-                        out = []
-                    self._on_informational(ev)  # type: ignore[arg-type]
-                    if self.tunnel or self.closed or self.up is not up:
-                        return
-                    continue
-                out.append(self._on_response(ev))  # type: ignore[arg-type]
-            elif ev is END:
-                if self.resp_chunked:
-                    out.append(_LAST_CHUNK)
-                self._flush(out)
-                self.response_done = True
-                # (If the backend answered before the request body was complete, the
-                # client connection cannot be reused: _next_cycle closes it.)
-                self._finish()
-                return
-            else:  # NEED_DATA
-                if out:
-                    self._flush(out)
-                return
-
-    def _flush(self, out: list[bytes]) -> None:
-        self.response_started = True
-        if not self.closed and self.transport is not None:
-            self.transport.writelines(out)
-            n = 0
-            for b in out:
-                n += len(b)
-            self.sent += n
-            self.fe.counters.bytes_out += n
-
-    def _on_response(self, head: Head) -> bytes:
+    def response_head(self, head: Head) -> bytes:
         """The client's response head: hop-by-hop fields removed, framing as h11 would set it."""
         fields = head.fields
         status = head.status
@@ -230,150 +295,86 @@ class BackendExchange(ConnectionBase):
                     if status != 204 or n != b"content-length"  # RFC 9110 8.6
                 ]
             )
-        close = not self.keep_alive or self.fe.retired
+        close = not self.keep_alive or self.site.retired
         extra = b""
         if not head.content_length and status not in {204, 304}:
             # Chunked, or delimited by the backend's close (judged as for GET when this is HEAD).
             if self.http11:
                 extra = b"Transfer-Encoding: chunked\r\n"  # as h11 wrote it
-                self.resp_chunked = self.req is not None and self.req.method != b"HEAD"
-            elif self.req is None or self.req.method != b"HEAD":
+                self.resp_chunked = self.method != b"HEAD"
+            elif self.method != b"HEAD":
                 close = True
         if close:
             self.resp_close = True
             extra += b"Connection: close\r\n"
         self.status = status
+        # (`response_started` is set by the I/O side once the head is written: a response
+        # that turns out broken within the same batch of bytes can still become a 502.)
         return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, head.reason, fields, extra)
 
-    def _on_informational(self, info: Head) -> None:
-        if info.status == 101:  # the reader refuses a 101 nobody asked for
-            headers = response_headers(info.headers, upgrade=True)
-            self.status = 101
-            self.response_started = True
-            self._write(head_bytes(101, info.reason, headers))
-            self._start_tunnel()
-            return
-        if self.http11:  # RFC 9110 15.2: never a 1xx to an HTTP/1.0 client
-            self._write(head_bytes(info.status, info.reason, response_headers(info.headers)))
+    def response_end(self) -> bytes:
+        """The response is complete: what ends it for the client."""
+        self.response_done = True
+        self.waiting = W_NONE
+        return _LAST_CHUNK if self.resp_chunked else b""
 
-    def _start_tunnel(self) -> None:
-        up = self.up
-        assert up is not None and up.transport is not None
-        self.tunnel = True
-        self.tmode = T_NONE
-        self._log(101)
-        client_rest, _ = self.h11.trailing_data
-        up_rest = up.reader.trailing
-        if up_rest:
-            self._write(up_rest)
-        if client_rest:
-            up.transport.write(client_rest)
-        self.pending = False
-        self.read_paused = 0
-        if self.transport is not None and not self.closed:
-            self.transport.resume_reading()
+    def switched(self) -> None:
+        """The backend answered 101: from here on the connection is a byte tunnel."""
+        self.status = 101
+        self.response_started = True
+        self.waiting = W_NONE
 
-    def upstream_eof(self) -> None:
-        if self.tunnel:
-            if self.transport is not None and self.transport.can_write_eof() and not self.closed:
-                self.transport.write_eof()
-            return
-        up = self.up
-        if up is None:
-            return
-        up.reader.receive_data(b"")
-        self._pump_upstream(up)
+    # ------------------------------------------------------------------ failures and time
 
-    def upstream_lost(self, exc: Exception | None) -> None:
-        up = self.up
-        if up is None:
-            return
-        if self.tunnel:
-            self.up = None
-            self._drop_backend()
-            self._close()
-            return
-        if not self.response_done:
-            # A closed connection completes a close-delimited body; anything else is a failure.
-            up.reader.receive_data(b"")
-            self._pump_upstream(up)
-            if not self.response_done and self.up is up:
-                self._upstream_failure(502, f"backend connection lost: {exc or 'closed'}")
-
-    def upstream_pause_writing(self) -> None:
-        self._pause(BACKPRESSURE)
-
-    def upstream_resume_writing(self) -> None:
-        self._resume(BACKPRESSURE)
-
-    # ------------------------------------------------------------------ endings
-
-    def _upstream_failure(self, status: int, reason: str) -> None:
-        """The backend failed us: a status if nothing was sent yet, else abort the client."""
-        up = self.up
-        self.up = None
-        pool = self.pool
-        retry = (
-            up is not None
+    def upstream_failed(self, status: int, reason: str, closed: bool) -> Outcome:
+        """The backend failed us (502: lost or broken, 504: too slow). A kept-alive
+        connection that the server closed as we reused it is retried once on a fresh
+        one, when nothing of the request body or the response has moved yet and the
+        method is idempotent (HAProxy's `retry-on conn-failure` with `http-reuse`)."""
+        self.waiting = W_NONE
+        if closed:
+            return ABORT
+        if (
+            status == 502
             and self.reused
             and not self.retried
             and not self.response_started
             and self.body_in == 0
-            and status == 502
-            and self.req is not None
-            and self.req.method in _IDEMPOTENT
-            and pool is not None
-            and not self.closed
-        )
-        if up is not None:
-            up.owner = None
-            up.abort()
-        self._drop_backend()
-        self.tmode = T_NONE
-        if self.closed:
-            return
-        if retry:
-            # A kept-alive connection the server closed as we reused it: try a fresh one.
-            assert pool is not None
+            and self.method in _IDEMPOTENT
+            and self.pool is not None
+        ):
             self.retried = True
-            self.pending = True
-            self.connect_task = self.loop.create_task(self._connect(pool, pool.pick(self.peer)))
-            return
-        if status in (502, 504):
-            self.fe.counters.upstream_errors += 1
-        log.info("%s %s: %d %s", self.peer, self.req.target if self.req else b"", status, reason)
+            return RETRY
         if self.response_started:
-            self._log(self.status or status)
-            self._abort()
-        else:
-            self._local_done(status, plain(status), close=True)
+            self.site.stats.upstream_errors += 1
+            return ABORT
+        return self.fail(status, reason)
 
-    def _drop_backend(self) -> None:
-        backend, pool = self.backend, self.pool
-        if backend is not None and pool is not None:
-            self.backend = None
-            pool.drop(backend)
-            self.backend = backend  # kept for the access log; dropped exactly once
-            self.pool = None
+    @property
+    def deadline(self) -> float:
+        """When `expired` must be called (inf: nothing to wait for)."""
+        waiting = self.waiting
+        if waiting == W_BODY:
+            return self.body_deadline
+        if waiting == W_RESPONSE:
+            return self.last_up + self.site.timeouts.response
+        return math.inf
 
-    def _finish(self) -> None:
-        """The response is complete: settle the backend connection, then the client one."""
-        self.tmode = T_NONE
-        up = self.up
-        self.up = None
-        if up is not None:
-            if self.up_paused:  # the backend connection outlives this client's backpressure
-                self.up_paused = False
-                if up.transport is not None and not up.closed:
-                    up.transport.resume_reading()
-            pool = self.pool
-            if up.sent_all and up.reader.reusable and pool is not None and pool.config.proxy_protocol is None:
-                self.fe.upstreams.release(up, self.loop.time())
-            else:
-                up.owner = None
-                up.close()
-        self._drop_backend()
-        self._log(self.status)
-        if self.closed:
-            return
-        self._next_cycle()
+    def expired(self, now: float, *, backend_full: bool) -> Outcome | None:
+        """The deadline may have passed. None: nothing to do yet (look at `deadline` again).
+        `backend_full`: the backend is not taking the body (then silence is ours, not the
+        client's)."""
+        if now < self.deadline - 0.001:
+            return None
+        waiting = self.waiting
+        if waiting == W_BODY:
+            if backend_full:
+                self.body_deadline = now + self.site.timeouts.header
+                return None
+            self.waiting = W_NONE
+            if self.response_started:
+                return ABORT
+            return self.refuse(408, "request body timeout")
+        if waiting == W_RESPONSE:
+            return self.upstream_failed(504, "backend response timeout", closed=False)
+        return None

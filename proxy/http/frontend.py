@@ -16,10 +16,8 @@ from typing import Any
 import conf
 from lb.pool import PoolSet
 from proxy.accesslog import AccessLog
-from proxy.http.base import ConnectionBase
-from proxy.http.connection import ClientConnection
-from proxy.http.headers import RequestPolicy
-from proxy.http.routing import RouteTable
+from proxy.http.exchange import Site
+from proxy.http.h1 import H1Connection
 from proxy.http.stats import HttpStats
 from proxy.http.tls import build_server_context
 from proxy.http.upstream import UpstreamConnection, UpstreamPool
@@ -38,12 +36,10 @@ class HttpFrontend:
         self.counters = stats
         self.access_log = access_log if access_log is not None and access_log.enabled else None
         self.max_connections = config.max_connections
-        self.routes = RouteTable(config.routes)
-        self.policy = RequestPolicy(config.forwarded_headers)
+        self.site = Site(config, pools, stats)  # what every exchange decides with
+        self.routes = self.site.routes
         self.upstreams = UpstreamPool(idle_timeout=min(30.0, config.timeouts.idle))
-        self.retired = False
-        self.connections: set[ClientConnection] = set()
-        self.host_cache: dict[bytes, str] = {}  # Host header -> normalized host name
+        self.connections: set[H1Connection] = set()
         self._empty = asyncio.Event()
         self._empty.set()
         self._allow = _NetSet(config.allow)
@@ -59,8 +55,12 @@ class HttpFrontend:
 
     # ---------------------------------------------------------------- Frontend protocol
 
+    @property
+    def retired(self) -> bool:
+        return self.site.retired
+
     def make_protocol(self, on_close: Callable[[], None]) -> asyncio.BaseProtocol:
-        return ClientConnection(self, on_close)
+        return H1Connection(self, on_close)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         return self._ssl
@@ -75,7 +75,7 @@ class HttpFrontend:
     def retire(self) -> None:
         """Stop keeping connections alive: busy ones close after their response (which says
         `Connection: close`), idle ones after a short grace for a request already on its way."""
-        self.retired = True
+        self.site.retired = True
         self.upstreams.close()
         for c in list(self.connections):
             c.retire()
@@ -96,20 +96,20 @@ class HttpFrontend:
         """(allowed, trusted proxy) for a peer address."""
         return self._allow.contains(ip), self._trusted.contains(ip)
 
-    def conn_opened(self, conn: ClientConnection) -> None:
+    def conn_opened(self, conn: H1Connection) -> None:
         self.connections.add(conn)
         self._empty.clear()
         self.counters.connections_active += 1
         self.counters.connections_total += 1
 
-    def conn_closed(self, conn: ClientConnection) -> None:
+    def conn_closed(self, conn: H1Connection) -> None:
         if conn in self.connections:
             self.connections.discard(conn)
             self.counters.connections_active -= 1
             if not self.connections:
                 self._empty.set()
 
-    def proxy_header(self, version: str, conn: ConnectionBase, up: UpstreamConnection) -> bytes:
+    def proxy_header(self, version: str, conn: H1Connection, up: UpstreamConnection) -> bytes:
         from lb import proxy_protocol
 
         assert conn.transport is not None and up.transport is not None

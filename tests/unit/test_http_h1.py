@@ -1,4 +1,4 @@
-"""ClientConnection driven by fake transports (uvicorn's test style): no sockets."""
+"""H1Connection driven by fake transports (uvicorn's test style): no sockets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import conf
 from lb.pool import PoolSet
 from proxy.http import HttpFrontend, HttpStats
-from proxy.http.connection import ClientConnection
+from proxy.http.h1 import H1Connection
 from proxy.http.upstream import UpstreamConnection
 
 TOML = """
@@ -71,9 +71,9 @@ def frontend() -> HttpFrontend:
     return HttpFrontend(cfg.http[0], PoolSet(cfg.pools), HttpStats(), None)
 
 
-def client(fe: HttpFrontend) -> tuple[ClientConnection, FakeTransport]:
+def client(fe: HttpFrontend) -> tuple[H1Connection, FakeTransport]:
     conn = fe.make_protocol(lambda: None)
-    assert isinstance(conn, ClientConnection)
+    assert isinstance(conn, H1Connection)
     t = FakeTransport(("192.0.2.1", 40000))
     t.protocol = conn
     conn.connection_made(t)  # type: ignore[arg-type]
