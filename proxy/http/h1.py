@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING
 
 import h11
 
-from lb.dial import MAX_ATTEMPTS, open_connection
-from lb.errors import UpstreamConnectError
+from lb.dial import Attempts
 from lb.pool import Backend, BackendPool
 from proxy.http.answers import head_bytes
 from proxy.http.errors import BadRequest
@@ -33,7 +32,7 @@ from proxy.http.h11glue import buffered, header_triples
 from proxy.http.headers import check_content_length, head_end, precheck_head, response_headers
 from proxy.http.response import END, MAX_HEAD, Head, ResponseError
 from proxy.http.routing import normalize_host
-from proxy.http.upstream import UpstreamConnection
+from proxy.http.upstream import UpstreamConnection, connect
 from proxy.linger import linger_close
 
 if TYPE_CHECKING:
@@ -406,64 +405,50 @@ class H1Connection(asyncio.Protocol):
     def _forward(self, pool: BackendPool) -> None:
         ex = self.ex
         assert ex is not None
-        backend = pool.pick(self.peer)
+        attempts = Attempts(pool, self.peer)
+        backend = attempts.next()
         if backend is None:
-            self._answer(ex.fail(503, f"pool {pool.name}: no server is up"))
+            self._answer(ex.fail(*attempts.outcome()))
             return
         if pool.config.proxy_protocol is None:
             up = self.fe.upstreams.acquire(backend, ex.t0)
             if up is not None:
-                pool.take(backend)
                 self.fe.counters.upstream_reused += 1
                 self._attach(up, backend, reused=True)
                 return
-        self.connect_task = self.loop.create_task(self._dial(pool, backend))
+        self.connect_task = self.loop.create_task(self._dial(attempts, backend))
 
-    async def _dial(self, pool: BackendPool, backend: Backend | None) -> None:
+    async def _dial(self, attempts: Attempts, backend: Backend) -> None:
         fe = self.fe
-        tried: list[Backend] = []
-        timeout = self.timeouts.connect
+        pool = attempts.pool
         try:
-            for _ in range(MAX_ATTEMPTS):
-                if backend is None:
-                    break
-                pool.take(backend)
-                up = UpstreamConnection(backend, fe.upstreams, max(MAX_HEAD, self.head_limit))
-                try:
-                    await open_connection(backend, lambda up=up: up, timeout)  # type: ignore[misc]
-                except UpstreamConnectError as exc:
-                    pool.drop(backend)
-                    pool.connect_failed(backend)
-                    fe.counters.upstream_connect_errors += 1
-                    log.info("upstream connect failed: %s", exc)
-                    tried.append(backend)
-                    backend = pool.pick(self.peer, exclude=tried)
-                    continue
-                except BaseException:
-                    pool.drop(backend)
-                    raise
-                fe.counters.upstream_opened += 1
-                if self.closed:
-                    pool.drop(backend)
-                    if pool.proxy_protocol is None:
-                        fe.upstreams.release(up, self.loop.time())
-                    else:
-                        up.close()
-                    return
-                if pool.proxy_protocol is not None and up.transport is not None:
-                    up.transport.write(fe.proxy_header(pool.proxy_protocol, self, up))
-                self._attach(up, backend, reused=False)
-                return
+            up = await connect(
+                attempts,
+                backend,
+                fe.upstreams,
+                timeout=self.timeouts.connect,
+                max_head=max(MAX_HEAD, self.head_limit),
+                stats=fe.counters,
+            )
         except asyncio.CancelledError:
             return
         finally:
             self.connect_task = None
         ex = self.ex
         assert ex is not None
-        if tried:
-            self._answer(ex.fail(502, "no backend could be reached"))
-        else:
-            self._answer(ex.fail(503, f"pool {pool.name}: no server is up"))
+        if up is None:
+            self._answer(ex.fail(*attempts.outcome()))
+            return
+        if self.closed:
+            pool.drop(up.backend)
+            if pool.proxy_protocol is None:
+                fe.upstreams.release(up, self.loop.time())
+            else:
+                up.close()
+            return
+        if pool.proxy_protocol is not None and up.transport is not None:
+            up.transport.write(fe.proxy_header(pool.proxy_protocol, self, up))
+        self._attach(up, up.backend, reused=False)
 
     def _attach(self, up: UpstreamConnection, backend: Backend, reused: bool) -> None:
         ex = self.ex
@@ -639,7 +624,12 @@ class H1Connection(asyncio.Protocol):
             pool = ex.pool
             assert pool is not None
             self.pending = True
-            self.connect_task = self.loop.create_task(self._dial(pool, pool.pick(self.peer)))
+            attempts = Attempts(pool, self.peer)  # a fresh round: the server was not at fault
+            backend = attempts.next()
+            if backend is None:
+                self._answer(ex.fail(*attempts.outcome()))
+                return
+            self.connect_task = self.loop.create_task(self._dial(attempts, backend))
         elif outcome is ABORT:
             if not self.closed:
                 log.info("%s %s: %s", self.peer, ex.target, reason)
