@@ -330,6 +330,9 @@ def _http(t: Table, issues: Issues) -> HttpListener:
         max_connections=t.get_int("max_connections", d.max_connections, lo=1),
         max_header_bytes=t.get_int("max_header_bytes", d.max_header_bytes, lo=1024, hi=1048576),
         max_body_bytes=t.get_int("max_body_bytes", d.max_body_bytes, lo=0),
+        http2=t.get_bool("http2", d.http2),
+        h2c=t.get_bool("h2c", d.h2c),
+        max_concurrent_streams=t.get_int("max_concurrent_streams", d.max_concurrent_streams, lo=1, hi=10000),
         timeouts=timeouts,
     )
     if not routes_raw:

@@ -151,6 +151,9 @@ class HttpListener:
     max_header_bytes: int = 16384
     max_body_bytes: int = 0  # 0 = unlimited
     timeouts: HttpTimeouts = field(default_factory=HttpTimeouts)
+    http2: bool = True  # TLS listeners offer h2 by ALPN (nginx `http2 on`, HAProxy `alpn h2,http/1.1`)
+    h2c: bool = False  # plain listeners take HTTP/2 with prior knowledge (RFC 9113 3.3)
+    max_concurrent_streams: int = 100  # HTTP/2 streams per connection (HAProxy's default)
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,16 @@ import json
 import sys
 import time
 from collections.abc import Iterable
-from typing import IO, Any, Literal
+from typing import IO, Literal
 
 _FLUSH_EVERY = 1.0
 
 
-def _header(headers: Any, name: bytes) -> str:
+def _header(headers: Iterable[tuple[bytes, bytes, bytes]] | None, name: bytes) -> str:
+    """A request field from (name as sent, lower-case name, value) triples."""
     if headers is None:
         return "-"
-    items: Iterable[tuple[bytes, bytes, bytes]] = getattr(headers, "_full_items", ())
-    for _, n, v in items:
+    for _, n, v in headers:
         if n == name:
             return v.decode("latin-1")
     return "-"
@@ -78,7 +78,7 @@ class AccessLog:
         size: int,
         upstream: str,
         duration: float,
-        headers: Any = None,
+        headers: Iterable[tuple[bytes, bytes, bytes]] | None = None,
     ) -> None:
         f = self._file
         if f is None:

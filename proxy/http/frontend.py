@@ -18,6 +18,7 @@ from lb.pool import PoolSet
 from proxy.accesslog import AccessLog
 from proxy.http.exchange import Site
 from proxy.http.h1 import H1Connection
+from proxy.http.h2 import H2Connection
 from proxy.http.stats import HttpStats
 from proxy.http.tls import build_server_context
 from proxy.http.upstream import UpstreamConnection, UpstreamPool
@@ -39,12 +40,13 @@ class HttpFrontend:
         self.site = Site(config, pools, stats)  # what every exchange decides with
         self.routes = self.site.routes
         self.upstreams = UpstreamPool(idle_timeout=min(30.0, config.timeouts.idle))
-        self.connections: set[H1Connection] = set()
+        self.connections: set[H1Connection | H2Connection] = set()
         self._empty = asyncio.Event()
         self._empty.set()
         self._allow = _NetSet(config.allow)
         self._trusted = _NetSet(config.trusted_proxies)
-        self._ssl = build_server_context(config.tls) if config.tls else None
+        alpn = ("h2", "http/1.1") if config.http2 else ("http/1.1",)
+        self._ssl = build_server_context(config.tls, alpn) if config.tls else None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -96,20 +98,25 @@ class HttpFrontend:
         """(allowed, trusted proxy) for a peer address."""
         return self._allow.contains(ip), self._trusted.contains(ip)
 
-    def conn_opened(self, conn: H1Connection) -> None:
+    def conn_opened(self, conn: H1Connection | H2Connection) -> None:
         self.connections.add(conn)
         self._empty.clear()
         self.counters.connections_active += 1
         self.counters.connections_total += 1
 
-    def conn_closed(self, conn: H1Connection) -> None:
+    def conn_replaced(self, old: H1Connection, new: H2Connection) -> None:
+        """A connection switched protocols (HTTP/1 to HTTP/2): still one connection."""
+        self.connections.discard(old)
+        self.connections.add(new)
+
+    def conn_closed(self, conn: H1Connection | H2Connection) -> None:
         if conn in self.connections:
             self.connections.discard(conn)
             self.counters.connections_active -= 1
             if not self.connections:
                 self._empty.set()
 
-    def proxy_header(self, version: str, conn: H1Connection, up: UpstreamConnection) -> bytes:
+    def proxy_header(self, version: str, conn: H1Connection | H2Connection, up: UpstreamConnection) -> bytes:
         from lb import proxy_protocol
 
         assert conn.transport is not None and up.transport is not None

@@ -86,6 +86,8 @@ class H1Connection(asyncio.Protocol):
         self.data_seen = 0  # body bytes h11 has parsed of the current request
         self.chunks = 0
         self.idle = False  # between requests of a kept-alive connection
+        # Prior-knowledge HTTP/2 may start this connection (`h2c = true`, plain listeners).
+        self.h2c_possible = self.site.config.h2c
         self.pending = False  # h11's events wait: a backend is being found, or a response runs
         self.early: Sequence[h11.Event] = ()  # the body parsed before the backend was attached
         self.tunnel = False
@@ -112,7 +114,24 @@ class H1Connection(asyncio.Protocol):
         fe = self.fe
         self.allowed, self.trusted = fe.classify(self.peer)
         fe.conn_opened(self)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            self._become_h2(b"")
+            return
         self._wait(C_HEAD, self.loop.time() + self.timeouts.header)
+
+    def _become_h2(self, data: bytes) -> None:
+        """The client speaks HTTP/2 (ALPN h2, or the h2c preface on a listener that takes
+        it): hand the transport to an H2Connection, with what was read so far."""
+        from proxy.http.h2 import H2Connection
+
+        self._cancel_timer()
+        self.closed = True  # (this object is done; the new one owns the transport)
+        transport = self.transport
+        assert transport is not None
+        h2conn = H2Connection(self.fe, self.on_close)
+        self.fe.conn_replaced(self, h2conn)
+        h2conn.take_over(transport, self.peer, self.allowed, self.trusted, data)
 
     def data_received(self, data: bytes) -> None:
         fe = self.fe
@@ -127,6 +146,11 @@ class H1Connection(asyncio.Protocol):
             if self.idle:  # first bytes of a kept-alive connection's next request
                 self.idle = False
                 self._wait(C_HEAD, self.loop.time() + self.timeouts.header)
+            if self.h2c_possible:
+                self.h2c_possible = False
+                if data[:14] == b"PRI * HTTP/2.0":  # RFC 9113 3.4: the preface starts so
+                    self._become_h2(bytes(gate) + data)
+                    return
             if gate:
                 gate += data
                 buf: bytes | bytearray = gate
@@ -816,7 +840,7 @@ class H1Connection(asyncio.Protocol):
                 size=self.sent,
                 upstream=backend.key if backend is not None else "-",
                 duration=duration,
-                headers=req.headers if req is not None else None,
+                headers=header_triples(req) if req is not None else None,
             )
 
     # ------------------------------------------------------------------ the one timer

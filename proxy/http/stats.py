@@ -15,8 +15,8 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 @dataclass
 class HttpStats:
-    # (route label, status class "2xx") -> count
-    requests: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (route label, status class "2xx", protocol "http/1.1" | "h2") -> count
+    requests: dict[tuple[str, str, str], int] = field(default_factory=dict)
     duration_buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     duration_sum: float = 0.0
     duration_count: int = 0
@@ -30,9 +30,10 @@ class HttpStats:
     upstream_reused: int = 0
     bad_requests: int = 0
     denied: int = 0
+    h2_abuse: dict[str, int] = field(default_factory=dict)  # HTTP/2 connections closed, by rule
 
-    def observe(self, label: str, status: int, duration: float) -> None:
-        key = (label, _CLASSES[status // 100] if 0 < status < 600 else "other")
+    def observe(self, label: str, status: int, duration: float, protocol: str = "http/1.1") -> None:
+        key = (label, _CLASSES[status // 100] if 0 < status < 600 else "other", protocol)
         self.requests[key] = self.requests.get(key, 0) + 1
         self.duration_buckets[bisect_left(BUCKETS, duration)] += 1
         self.duration_sum += duration
@@ -40,7 +41,7 @@ class HttpStats:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "requests": {f"{r} {c}": n for (r, c), n in sorted(self.requests.items())},
+            "requests": self._requests_by_route(),
             "duration_count": self.duration_count,
             "duration_sum": self.duration_sum,
             "bytes_in": self.bytes_in,
@@ -54,6 +55,13 @@ class HttpStats:
             "bad_requests": self.bad_requests,
             "denied": self.denied,
         }
+
+    def _requests_by_route(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (route, code, _), n in sorted(self.requests.items()):
+            key = f"{route} {code}"
+            out[key] = out.get(key, 0) + n
+        return out
 
 
 _CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")

@@ -56,9 +56,9 @@ def server_context() -> ssl.SSLContext:
     return ctx
 
 
-def _context(cert: conf.TlsCert) -> ssl.SSLContext:
+def _context(cert: conf.TlsCert, alpn: Sequence[str]) -> ssl.SSLContext:
     ctx = server_context()
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(list(alpn))
     try:
         ctx.load_cert_chain(cert.cert, cert.key)
     except (OSError, ssl.SSLError) as exc:
@@ -66,16 +66,19 @@ def _context(cert: conf.TlsCert) -> ssl.SSLContext:
     return ctx
 
 
-def build_server_context(certs: Sequence[conf.TlsCert]) -> ssl.SSLContext:
+def build_server_context(
+    certs: Sequence[conf.TlsCert], alpn: Sequence[str] = ("http/1.1",)
+) -> ssl.SSLContext:
     """A TLS 1.2+ context; its sni_callback switches to the certificate naming the server.
 
-    The first certificate is the default (no SNI, or a name no certificate
+    `alpn`: the protocols offered, in our order of preference ("h2" first when the
+    listener speaks HTTP/2). The first certificate is the default (no SNI, or a name no certificate
     carries). Certificate files are read here, so building a new context (a
     new frontend on reload) is what reloads certificates.
     """
     if not certs:
         raise TlsConfigError("no certificate configured")
-    contexts = [_context(c) for c in certs]
+    contexts = [_context(c, alpn) for c in certs]
     default = contexts[0]
     exact: dict[str, ssl.SSLContext] = {}
     wildcard: dict[str, ssl.SSLContext] = {}

@@ -475,10 +475,13 @@ async def test_metrics_and_access_log(backends: tuple[HttpBackend, HttpBackend],
     registry = CollectorRegistry()
     registry.register(Source())  # type: ignore[arg-type]
     text = generate_latest(registry).decode()
-    assert (
-        'sekisho_http_requests_total{code="2xx",listener="127.0.0.1:80",route="www.example.com/"} 1.0' in text
+    ok = (
+        'sekisho_http_requests_total{code="2xx",listener="127.0.0.1:80",'
+        'protocol="http/1.1",route="www.example.com/"}'
     )
-    assert 'sekisho_http_requests_total{code="4xx",listener="127.0.0.1:80",route="none"} 1.0' in text
+    assert ok + " 1.0" in text
+    none = 'sekisho_http_requests_total{code="4xx",listener="127.0.0.1:80",protocol="http/1.1",route="none"}'
+    assert none + " 1.0" in text
     assert "sekisho_http_request_duration_seconds_count" in text
     assert "sekisho_http_upstream_connections_opened_total" in text
     assert "sekisho_http_upstream_connections_reused_total" in text

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from tests.support import require_tool
 SNAPSHOT = Path(__file__).parent.parent / "data" / "status" / "snapshot.json"
 
 
-def chromium(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
+def chromium(url: str, tmp_path: Path, screenshot: Path | None = None, extra: Sequence[str] = ()) -> str:
     """Load url in headless Chromium: the DOM after load (and a screenshot when asked)."""
     binary = require_tool("chromium")
     args = [
@@ -38,6 +38,7 @@ def chromium(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
         "--disable-dev-shm-usage",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
         "--window-size=1200,900",
+        *extra,
     ]
     if screenshot is not None:
         done = subprocess.run(

@@ -17,8 +17,8 @@ from proxy.http.stats import BUCKETS, HttpStats
 def families(stats_by_listener: Mapping[str, HttpStats]) -> Iterator[Metric]:
     requests = CounterMetricFamily(
         "sekisho_http_requests",
-        "HTTP requests answered, by listener, route and status class.",
-        labels=["listener", "route", "code"],
+        "HTTP requests answered, by listener, route, status class and protocol.",
+        labels=["listener", "route", "code", "protocol"],
     )
     duration = HistogramMetricFamily(
         "sekisho_http_request_duration_seconds",
@@ -63,9 +63,16 @@ def families(stats_by_listener: Mapping[str, HttpStats]) -> Iterator[Metric]:
     denied = CounterMetricFamily(
         "sekisho_http_denied_requests", "Requests refused by `allow` (403).", labels=["listener"]
     )
+    abuse = CounterMetricFamily(
+        "sekisho_http2_abuse",
+        "HTTP/2 connections closed with GOAWAY by an abuse rule (rapid reset, floods, ...).",
+        labels=["listener", "kind"],
+    )
     for name, s in sorted(stats_by_listener.items()):
-        for (route, code), n in sorted(s.requests.items()):
-            requests.add_metric([name, route, code], n)
+        for (route, code, protocol), n in sorted(s.requests.items()):
+            requests.add_metric([name, route, code, protocol], n)
+        for kind, n in sorted(s.h2_abuse.items()):
+            abuse.add_metric([name, kind], n)
         cumulative = 0
         buckets: list[tuple[str, float]] = []
         for bound, count in zip((*(str(b) for b in BUCKETS), "+Inf"), s.duration_buckets, strict=True):
@@ -95,4 +102,5 @@ def families(stats_by_listener: Mapping[str, HttpStats]) -> Iterator[Metric]:
         reused,
         bad,
         denied,
+        abuse,
     )

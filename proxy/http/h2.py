@@ -1,0 +1,831 @@
+"""One HTTP/2 client connection: the I/O around one `Exchange` per stream.
+
+The `h2` package (python-hyper, h11's sans-IO sibling) frames; every stream's request
+is checked and translated in one pass of our own (proxy/http/h2request.py, so h2's
+own header passes are off), judged by the same `Exchange` as HTTP/1.1 requests
+(routing, the `/-/` rule, header policy, limits, retries, timeouts) and sent to an
+HTTP/1.1 backend connection, as nginx and HAProxy do by default. The abuse rules
+(rapid reset, CONTINUATION and control-frame floods, HPACK bombs, slow reads) are
+`AbuseGuard`'s (proxy/http/h2guard.py); a connection it condemns gets GOAWAY.
+
+Flow control: a stream's request body is acknowledged to the client (WINDOW_UPDATE)
+only once it is written to the backend, and not while the backend's transport is
+full, so a slow backend slows its own client down and nobody else; a response body
+waits for the client's windows, and its backend is not read while it waits. One
+write per batch of frames (everything `h2` queued while one read was handled).
+
+Reload and shutdown (`retire`): GOAWAY with the last stream we took, the streams in
+flight finish, then the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
+
+from lb.dial import Attempts
+from lb.pool import Backend, BackendPool
+from proxy.http.exchange import ABORT, RETRY, Answer, Exchange, Outcome
+from proxy.http.h2guard import AbuseGuard, GuardLimits, Verdict
+from proxy.http.h2request import StreamError, check_body_length, response_headers, translate_request
+from proxy.http.response import END, MAX_HEAD, Head, ResponseError
+from proxy.http.upstream import UpstreamConnection, connect
+from proxy.linger import linger_close
+
+if TYPE_CHECKING:
+    from proxy.http.frontend import HttpFrontend
+
+log = logging.getLogger("sekisho.http")
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_OUT_HIGH = 1 << 16  # response bytes buffered per stream before its backend is paused
+_H2_CONFIG = h2.config.H2Configuration(
+    client_side=False,
+    header_encoding=None,
+    # Our one pass (proxy/http/h2request.py) covers these; the tests prove it.
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+)
+
+
+class Stream:
+    """One stream: its exchange and the backend connection that carries it (its owner)."""
+
+    __slots__ = (
+        "conn",
+        "connect_task",
+        "declared",
+        "early",
+        "ended",
+        "ex",
+        "method",
+        "out",
+        "out_end",
+        "paused_up",
+        "received",
+        "sent",
+        "sid",
+        "target",
+        "to_ack",
+        "up",
+        "up_full",
+    )
+
+    def __init__(self, conn: H2Connection, sid: int, ex: Exchange) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.ex = ex
+        self.method = b""
+        self.target = b""
+        self.up: UpstreamConnection | None = None
+        self.connect_task: asyncio.Task[None] | None = None
+        self.declared: int | None = None  # the request's content-length
+        self.received = 0  # request body bytes received
+        self.early: list[bytes] = []  # body for the backend, received before it was attached
+        self.ended = False  # the client ended the stream (END_STREAM)
+        self.to_ack = 0  # flow-controlled bytes not yet acknowledged to the client
+        self.up_full = False  # the backend's transport asked us to stop writing
+        self.out = bytearray()  # response body waiting for the client's window
+        self.out_end = False  # the response ends after `out`
+        self.paused_up = False  # we stopped reading the backend (window, buffer or client full)
+        self.sent = 0  # response body bytes sent to the client
+
+    # the backend connection's owner (proxy.http.upstream.UpstreamOwner)
+
+    def upstream_data(self, data: bytes) -> None:
+        self.conn.upstream_data(self, data)
+
+    def upstream_eof(self) -> None:
+        self.conn.upstream_eof(self)
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        self.conn.upstream_lost(self, exc)
+
+    def upstream_pause_writing(self) -> None:
+        self.up_full = True  # the client's window stays closed until the backend drains
+
+    def upstream_resume_writing(self) -> None:
+        self.up_full = False
+        self.conn.ack(self)
+
+
+class H2Connection(asyncio.Protocol):
+    """One client connection speaking HTTP/2 (TLS with ALPN h2, or h2c with prior knowledge)."""
+
+    def __init__(self, frontend: HttpFrontend, on_close: object) -> None:
+        self.fe = frontend
+        self.site = frontend.site
+        self.on_close = on_close
+        self.loop = frontend.loop
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.proto = b"http"
+        self.allowed = True
+        self.trusted = False
+        self.closed = False
+        self.streams: dict[int, Stream] = {}
+        self.last_sid = 0  # the highest stream we took
+        self.goaway_sent = False
+        self.write_paused = False
+        limits = GuardLimits(max_concurrent_streams=self.site.config.max_concurrent_streams)
+        self.guard = AbuseGuard(limits)
+        self.h2 = h2.connection.H2Connection(config=_H2_CONFIG)
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.idle_since = 0.0
+
+    # ------------------------------------------------------------------ transport callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """A new connection (TLS, ALPN h2); see `take_over` for one that began as HTTP/1."""
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        if transport.get_extra_info("sslcontext") is not None:
+            self.proto = b"https"
+        self.allowed, self.trusted = self.fe.classify(self.peer)
+        self.fe.conn_opened(self)
+        self._start()
+
+    def take_over(
+        self, transport: asyncio.Transport, peer: str, allowed: bool, trusted: bool, data: bytes
+    ) -> None:
+        """Carry on a connection an H1Connection accepted: its first bytes were the
+        HTTP/2 preface (h2c with prior knowledge, or ALPN h2 decided after it began)."""
+        self.transport = transport
+        self.peer = peer
+        if transport.get_extra_info("sslcontext") is not None:
+            self.proto = b"https"
+        self.allowed, self.trusted = allowed, trusted
+        transport.set_protocol(self)
+        self._start()
+        if data:
+            self.data_received(data)
+
+    def _start(self) -> None:
+        h2c = self.h2
+        h2c.initiate_connection()
+        h2c.update_settings(dict(self.guard.limits.h2_settings()))
+        self.idle_since = self.loop.time()
+        self._flush()
+        self._arm(self.idle_since + self.site.timeouts.header)  # the client's preface and SETTINGS
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.fe.counters.bytes_in += len(data)
+        now = self.loop.time()
+        verdict = self.guard.receive(data, now)
+        if verdict is not None:
+            self._condemn(verdict)
+            return
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.DenialOfServiceError:
+            self._condemn(self.guard.hpack_bomb())
+            return
+        except h2.exceptions.ProtocolError as exc:
+            log.debug("%s: HTTP/2 protocol error: %s", self.peer, exc)
+            self._flush()  # (h2 queued its GOAWAY)
+            self._close(linger=True)
+            return
+        for ev in events:
+            t = type(ev)
+            if t is h2.events.RequestReceived:
+                self._on_request(ev, now)  # type: ignore[arg-type]
+            elif t is h2.events.DataReceived:
+                self._on_data(ev, now)  # type: ignore[arg-type]
+            elif t is h2.events.StreamEnded:
+                self._on_end(ev.stream_id, now)  # type: ignore[attr-defined]
+            elif t is h2.events.StreamReset:
+                self._on_reset(ev.stream_id)  # type: ignore[attr-defined]
+            elif t is h2.events.WindowUpdated:
+                self._on_window(ev.stream_id)  # type: ignore[attr-defined]
+            elif t is h2.events.TrailersReceived:
+                pass  # dropped, as nginx does: HTTP/1.1 backends rarely read request trailers
+            elif t is h2.events.ConnectionTerminated:
+                self._flush()
+                self._close()
+            if self._gone():
+                return
+        self._flush()
+
+    def _gone(self) -> bool:
+        return self.closed
+
+    def eof_received(self) -> bool:
+        self._close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        for st in list(self.streams.values()):
+            self._release(st)
+        self.streams.clear()
+        self.fe.conn_closed(self)
+        on_close = self.on_close
+        assert callable(on_close)
+        on_close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        for st in self.streams.values():
+            self._pause_up(st)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for st in list(self.streams.values()):
+            self._send_body(st)
+        self._flush()
+
+    # ------------------------------------------------------------------ the client's streams
+
+    def _on_request(self, ev: h2.events.RequestReceived, now: float) -> None:
+        sid = ev.stream_id
+        if self.goaway_sent and sid > self.last_sid:
+            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            return
+        self.last_sid = max(self.last_sid, sid)
+        ex = Exchange(self.site, now)
+        st = self.streams[sid] = Stream(self, sid, ex)
+        try:
+            req = translate_request(ev.headers or (), end_stream=ev.stream_ended is not None)
+        except StreamError as exc:
+            if exc.status is None:
+                self._stream_error(st, exc.reason, now)
+            else:
+                self._answer(st, ex.refuse(exc.status, exc.reason))
+            return
+        if req.protocol is not None:  # extended CONNECT (RFC 8441): not carried yet
+            self._answer(st, ex.refuse(501, "extended CONNECT is not supported"))
+            return
+        st.method = req.method
+        st.target = req.target
+        st.declared = req.content_length
+        st.ended = not req.has_body
+        triples = [(n, n, v) for n, v in req.h1_headers()]
+        decision = ex.start(
+            req.method,
+            req.target,
+            http11=True,
+            keep_alive=True,
+            host=req.authority,
+            items=triples,
+            content_length=req.content_length,
+            chunked=req.chunked,
+            upgrade=None,
+            peer=self.peer,
+            proto=self.proto,
+            allowed=self.allowed,
+            trusted=self.trusted,
+        )
+        if isinstance(decision, Answer):
+            self._answer(st, decision)
+            return
+        self._forward(st, decision.pool)
+
+    def _on_data(self, ev: h2.events.DataReceived, now: float) -> None:
+        st = self.streams.get(ev.stream_id)
+        data = ev.data or b""
+        if st is None:  # answered already: the body is not wanted, but the window is
+            self.h2.acknowledge_received_data(ev.flow_controlled_length or 0, ev.stream_id)
+            return
+        try:
+            check_body_length(st.declared, st.received + len(data), end=False)
+        except StreamError as exc:
+            self._stream_error(st, exc.reason, now)
+            return
+        st.received += len(data)
+        st.to_ack += ev.flow_controlled_length or 0
+        out = st.ex.request_data(data, now)
+        if type(out) is tuple:
+            up = st.up
+            if up is None:
+                st.early.extend(out)
+                return
+            if up.transport is not None and not up.closed:
+                up.transport.writelines(out)
+            self.ack(st)
+        elif out is ABORT:
+            self._reset(st, ErrorCodes.CANCEL)
+        elif isinstance(out, Answer):
+            self._answer(st, out)
+
+    def ack(self, st: Stream) -> None:
+        """Give the client back the window of what was written to the backend (not while
+        the backend's transport is full, nor before a backend is attached)."""
+        n = st.to_ack
+        if n > 0 and not st.up_full and st.up is not None and st.sid in self.streams:
+            st.to_ack = 0
+            try:
+                self.h2.acknowledge_received_data(n, st.sid)
+            except h2.exceptions.StreamClosedError:
+                return
+            if not self.closed:
+                self._flush()
+
+    def _on_end(self, sid: int, now: float) -> None:
+        st = self.streams.get(sid)
+        if st is None:
+            return
+        try:
+            check_body_length(st.declared, st.received, end=True)
+        except StreamError as exc:
+            self._stream_error(st, exc.reason, now)
+            return
+        st.ended = True
+        if st.up is not None:
+            self._request_end(st, st.up, now)
+
+    def _on_reset(self, sid: int) -> None:
+        st = self.streams.pop(sid, None)
+        self.guard.stream_closed(sid)
+        if st is not None:
+            self._release(st)
+            st.ex.status = st.ex.status or 499  # (nginx logs a client gone as 499)
+            self._log(st)
+            self._maybe_done()
+
+    def _on_window(self, sid: int) -> None:
+        if sid == 0:
+            for st in list(self.streams.values()):
+                self._send_body(st)
+        else:
+            one = self.streams.get(sid)
+            if one is not None:
+                self._send_body(one)
+
+    # ------------------------------------------------------------------ finding a backend
+
+    def _forward(self, st: Stream, pool: BackendPool) -> None:
+        ex = st.ex
+        attempts = Attempts(pool, self.peer)
+        backend = attempts.next()
+        if backend is None:
+            self._answer(st, ex.fail(*attempts.outcome()))
+            return
+        if pool.config.proxy_protocol is None:
+            up = self.fe.upstreams.acquire(backend, ex.t0)
+            if up is not None:
+                self.fe.counters.upstream_reused += 1
+                self._attach(st, up, backend, reused=True)
+                return
+        st.connect_task = self.loop.create_task(self._dial(st, attempts, backend))
+
+    async def _dial(self, st: Stream, attempts: Attempts, backend: Backend) -> None:
+        fe = self.fe
+        pool = attempts.pool
+        try:
+            up = await connect(
+                attempts,
+                backend,
+                fe.upstreams,
+                timeout=self.site.timeouts.connect,
+                max_head=max(MAX_HEAD, self.site.head_limit),
+                stats=fe.counters,
+            )
+        except asyncio.CancelledError:
+            return
+        finally:
+            st.connect_task = None
+        if up is None:
+            self._answer(st, st.ex.fail(*attempts.outcome()))
+            self._flush()
+            return
+        if self.closed or self.streams.get(st.sid) is not st:  # the client or the stream went away
+            pool.drop(up.backend)
+            if pool.proxy_protocol is None:
+                fe.upstreams.release(up, self.loop.time())
+            else:
+                up.close()
+            return
+        if pool.proxy_protocol is not None and up.transport is not None:
+            up.transport.write(fe.proxy_header(pool.proxy_protocol, self, up))
+        self._attach(st, up, up.backend, reused=False)
+        self._flush()
+
+    def _attach(self, st: Stream, up: UpstreamConnection, backend: Backend, reused: bool) -> None:
+        ex = st.ex
+        assert up.transport is not None
+        now = self.loop.time()
+        st.up = up
+        ex.attached(backend, reused, now)
+        up.owner = st
+        up.requests += 1
+        up.sent_all = False
+        up.reader.start(ex.method, False)
+        if st.early:
+            up.transport.writelines([ex.up_head, *st.early])
+            st.early = []
+        else:
+            up.transport.write(ex.up_head)
+        if self.write_paused:
+            self._pause_up(st)
+        self.ack(st)
+        if st.ended:
+            self._request_end(st, up, now)
+        else:
+            self._arm(ex.deadline)
+
+    def _request_end(self, st: Stream, up: UpstreamConnection, now: float) -> None:
+        ex = st.ex
+        if ex.request_done:
+            return
+        last = ex.request_end(now)
+        if not up.closed and up.transport is not None:
+            if last:
+                up.transport.write(last)
+            up.sent_all = True
+        if not ex.response_done:
+            self._arm(ex.deadline)
+
+    # ------------------------------------------------------------------ the backends' answers
+
+    def upstream_data(self, st: Stream, data: bytes) -> None:
+        up = st.up
+        if up is None:
+            return
+        st.ex.heard(self.loop.time())
+        up.reader.receive_data(data)
+        self._pump_upstream(st, up)
+        if not self.closed:
+            self._flush()
+
+    def upstream_eof(self, st: Stream) -> None:
+        up = st.up
+        if up is None:
+            return
+        up.reader.receive_data(b"")
+        self._pump_upstream(st, up)
+        if not self.closed:
+            self._flush()
+
+    def upstream_lost(self, st: Stream, exc: Exception | None) -> None:
+        up = st.up
+        if up is None:
+            return
+        if not st.ex.response_done:
+            up.reader.receive_data(b"")
+            self._pump_upstream(st, up)
+            if not st.ex.response_done and st.up is up:
+                self._upstream_failed(st, 502, f"backend connection lost: {exc or 'closed'}")
+        if not self.closed:
+            self._flush()
+
+    def _pump_upstream(self, st: Stream, up: UpstreamConnection) -> None:
+        ex = st.ex
+        reader = up.reader
+        while True:
+            try:
+                ev = reader.next_event()
+            except ResponseError as exc:
+                self._upstream_failed(st, 502, f"bad response from backend: {exc}")
+                return
+            t = type(ev)
+            if t is bytes:
+                st.out += ev  # type: ignore[arg-type]
+            elif t is Head:
+                head: Head = ev  # type: ignore[assignment]
+                if head.status < 200:
+                    if head.status != 101 and st.sid in self.streams:  # (101: never asked for)
+                        self.h2.send_headers(st.sid, response_headers(head.status, head.headers))
+                    continue
+                ex.status = head.status
+                headers = response_headers(head.status, head.headers)
+                bodiless = ex.method == b"HEAD" or head.status in (204, 304)
+                try:
+                    self.h2.send_headers(st.sid, headers, end_stream=False)
+                except h2.exceptions.StreamClosedError:
+                    self._on_reset(st.sid)
+                    return
+                ex.response_started = True
+                self.guard.response_started(st.sid)
+                if bodiless:
+                    st.out_end = True
+            elif ev is END:
+                ex.response_end()
+                st.out_end = True
+                self._send_body(st)
+                return
+            else:  # NEED_DATA
+                self._send_body(st)
+                return
+
+    def _send_body(self, st: Stream) -> None:
+        """Send what the client's windows allow; pause the backend while much waits."""
+        if st.sid not in self.streams or self.closed:
+            return
+        h2c = self.h2
+        sid = st.sid
+        out = st.out
+        try:
+            while out:
+                size = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size, len(out))
+                if size <= 0:
+                    self.guard.flow_blocked(
+                        sid if h2c.local_flow_control_window(sid) <= 0 else 0, self.loop.time()
+                    )
+                    break
+                chunk = bytes(out[:size])
+                del out[:size]
+                h2c.send_data(sid, chunk, end_stream=st.out_end and not out)
+                self.guard.data_sent()
+                st.sent += size
+                self.fe.counters.bytes_out += size
+                if not out and st.out_end:
+                    self._finish(st)
+                    return
+            else:
+                self.guard.flow_unblocked(sid)
+                if st.out_end:
+                    h2c.send_data(sid, b"", end_stream=True)
+                    self._finish(st)
+                    return
+        except h2.exceptions.StreamClosedError:
+            self._on_reset(sid)
+            return
+        if len(out) > _OUT_HIGH or self.write_paused:
+            self._pause_up(st)
+        else:
+            self._resume_up(st)
+
+    def _pause_up(self, st: Stream) -> None:
+        up = st.up
+        if not st.paused_up and up is not None and up.transport is not None and not up.closed:
+            up.transport.pause_reading()
+            st.paused_up = True
+
+    def _resume_up(self, st: Stream) -> None:
+        up = st.up
+        if st.paused_up and up is not None and up.transport is not None and not up.closed:
+            up.transport.resume_reading()
+        st.paused_up = False
+
+    # ------------------------------------------------------------------ endings
+
+    def _upstream_failed(self, st: Stream, status: int, reason: str) -> None:
+        up = st.up
+        st.up = None
+        if up is not None:
+            up.owner = None
+            up.abort()
+        self._drop_backend(st)
+        self._act(st, st.ex.upstream_failed(status, reason, self.closed), reason)
+
+    def _act(self, st: Stream, outcome: Outcome, reason: str) -> None:
+        ex = st.ex
+        if outcome is RETRY:
+            pool = ex.pool
+            assert pool is not None
+            attempts = Attempts(pool, self.peer)
+            backend = attempts.next()
+            if backend is None:
+                self._answer(st, ex.fail(*attempts.outcome()))
+                return
+            st.connect_task = self.loop.create_task(self._dial(st, attempts, backend))
+        elif outcome is ABORT:
+            log.info("%s %s: %s", self.peer, ex.target, reason)
+            self._reset(st, ErrorCodes.INTERNAL_ERROR)
+        elif isinstance(outcome, Answer):
+            if reason and outcome.status >= 500:
+                log.info("%s %s: %d %s", self.peer, ex.target, outcome.status, reason)
+            self._answer(st, outcome)
+
+    def _answer(self, st: Stream, answer: Answer) -> None:
+        """An answer of our own on a stream (HTTP/1.1 bytes, rendered as HTTP/2 frames)."""
+        if st.sid not in self.streams:
+            return
+        self._release(st)
+        head, _, body = answer.data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        fields = [tuple(line.split(b": ", 1)) for line in lines[1:]]
+        headers = response_headers(
+            answer.status, [(n.lower(), v) for n, v in fields if n.lower() != b"connection"]
+        )
+        if st.method == b"HEAD":
+            body = b""
+        st.ex.status = answer.status
+        try:
+            self.h2.send_headers(st.sid, headers, end_stream=not body)
+            if body:
+                st.out += body
+                st.out_end = True
+                self._send_body(st)
+                return
+        except h2.exceptions.StreamClosedError:
+            pass
+        self._finish(st)
+
+    def _stream_error(self, st: Stream, reason: str, now: float) -> None:
+        """A malformed request: RST_STREAM(PROTOCOL_ERROR); it reaches no backend."""
+        log.debug("%s: stream %d: %s", self.peer, st.sid, reason)
+        self.site.stats.bad_requests += 1
+        st.ex.status = 400
+        self._reset(st, ErrorCodes.PROTOCOL_ERROR)
+        verdict = self.guard.stream_error(st.sid, now)
+        if verdict is not None:
+            self._condemn(verdict)
+
+    def _reset(self, st: Stream, code: ErrorCodes) -> None:
+        if self.streams.pop(st.sid, None) is None:
+            return
+        self._release(st)
+        self.guard.stream_closed(st.sid)
+        try:
+            self.h2.reset_stream(st.sid, code)
+        except h2.exceptions.StreamClosedError:
+            pass
+        self._log(st)
+        self._maybe_done()
+
+    def _finish(self, st: Stream) -> None:
+        """The stream's response is complete: settle its backend connection, forget it."""
+        if self.streams.pop(st.sid, None) is None:
+            return
+        self.guard.stream_closed(st.sid)
+        up = st.up
+        st.up = None
+        ex = st.ex
+        if up is not None:
+            self._resume_up(st)
+            pool = ex.pool
+            if up.sent_all and up.reader.reusable and pool is not None and pool.config.proxy_protocol is None:
+                self.fe.upstreams.release(up, self.loop.time())
+            else:
+                up.owner = None
+                up.close()
+        self._drop_backend(st)
+        if not st.ended:  # answered before the request was whole: stop its upload (RFC 9113 8.1)
+            try:
+                self.h2.reset_stream(st.sid, ErrorCodes.NO_ERROR)
+            except h2.exceptions.StreamClosedError:
+                pass
+        self._log(st)
+        self._maybe_done()
+
+    def _release(self, st: Stream) -> None:
+        """Let go of a stream's backend side: a dial under way, the backend connection."""
+        if st.connect_task is not None:
+            st.connect_task.cancel()
+            st.connect_task = None
+        up = st.up
+        if up is not None:
+            st.up = None
+            up.owner = None
+            up.abort()
+        self._drop_backend(st)
+
+    def _drop_backend(self, st: Stream) -> None:
+        ex = st.ex
+        if ex.backend is not None and ex.pool is not None:
+            ex.pool.drop(ex.backend)
+            ex.pool = None
+
+    def _maybe_done(self) -> None:
+        if not self.streams:
+            self.idle_since = self.loop.time()
+            if self.goaway_sent:
+                self._finish_connection()
+            else:
+                self._arm(self.idle_since + self.site.timeouts.idle)
+
+    def _log(self, st: Stream) -> None:
+        fe = self.fe
+        ex = st.ex
+        duration = self.loop.time() - ex.t0
+        fe.counters.observe(ex.route.label, ex.status, duration, "h2")
+        if fe.access_log is not None:
+            backend = ex.backend
+            fe.access_log.log(
+                client=self.peer,
+                host=ex.host,
+                method=st.method or b"-",
+                target=st.target,
+                version=b"2.0",
+                status=ex.status,
+                size=st.sent,
+                upstream=backend.key if backend is not None else "-",
+                duration=duration,
+                headers=None,
+            )
+
+    # ------------------------------------------------------------------ the connection's end
+
+    def retire(self) -> None:
+        """Reload or shutdown: GOAWAY naming the last stream we took; those finish, then close."""
+        if self.closed or self.goaway_sent:
+            return
+        self.goaway_sent = True
+        self._flush()
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self.last_sid
+        frame.error_code = ErrorCodes.NO_ERROR
+        self._write(frame.serialize())
+        if not self.streams:
+            self._finish_connection()
+
+    def _condemn(self, verdict: Verdict) -> None:
+        """The abuse guard's verdict: GOAWAY with its code, count it, close."""
+        log.info("%s: HTTP/2 connection closed: %s (%s)", self.peer, verdict.kind, verdict.reason)
+        abuse = self.fe.counters.h2_abuse
+        abuse[verdict.kind] = abuse.get(verdict.kind, 0) + 1
+        try:
+            self.h2.close_connection(error_code=verdict.error_code, last_stream_id=self.last_sid)
+        except h2.exceptions.ProtocolError:
+            pass
+        self._flush()
+        self._close(linger=True)  # (the client's unread frames must not reset our GOAWAY away)
+
+    def _finish_connection(self) -> None:
+        try:
+            self.h2.close_connection(last_stream_id=self.last_sid)
+        except h2.exceptions.ProtocolError:
+            pass
+        self._flush()
+        self._close()
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def _close(self, linger: bool = False) -> None:
+        if not self.closed:
+            self.closed = True
+            self._cancel_timer()
+            transport = self.transport
+            if transport is not None:
+                if linger:
+                    linger_close(transport, self)
+                else:
+                    transport.close()
+
+    # ------------------------------------------------------------------ the one timer
+
+    def _arm(self, deadline: float) -> None:
+        if deadline == math.inf or self.closed:
+            return
+        timer = self.timer
+        if timer is None or self.timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+            self.timer_at = deadline
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        now = self.loop.time()
+        verdict = self.guard.check(now)
+        if verdict is not None:
+            self._condemn(verdict)
+            return
+        for sid in self.guard.expired_streams(now):
+            st = self.streams.get(sid)
+            if st is not None:
+                self._reset(st, ErrorCodes.CANCEL)
+        if not self.streams:
+            idle = self.site.timeouts.idle if self.last_sid else self.site.timeouts.header
+            if now - self.idle_since >= idle - 0.001:
+                self._finish_connection()  # GOAWAY, as nginx does on its idle timeout
+                return
+            self._arm(self.idle_since + idle)
+        due = math.inf
+        for st in list(self.streams.values()):
+            ex = st.ex
+            if st.up is None and st.connect_task is None:
+                continue
+            outcome = ex.expired(now, backend_full=st.up_full)
+            if outcome is not None:
+                if outcome is not RETRY:
+                    self._release(st)
+                self._act(st, outcome, "timeout")
+            elif st.sid in self.streams:
+                due = min(due, ex.deadline)
+        guard_due = self.guard.deadline()
+        if guard_due is not None:
+            due = min(due, guard_due)
+        self._flush()
+        self._arm(due)
