@@ -21,7 +21,7 @@ from proxy.http.h1 import H1Connection
 from proxy.http.h2 import H2Connection
 from proxy.http.stats import HttpStats
 from proxy.http.tls import build_server_context
-from proxy.http.upstream import UpstreamConnection, UpstreamPool
+from proxy.http.upstream import UpstreamPool
 
 
 class HttpFrontend:
@@ -115,16 +115,6 @@ class HttpFrontend:
             self.counters.connections_active -= 1
             if not self.connections:
                 self._empty.set()
-
-    def proxy_header(self, version: str, conn: H1Connection | H2Connection, up: UpstreamConnection) -> bytes:
-        from lb import proxy_protocol
-
-        assert conn.transport is not None and up.transport is not None
-        src = conn.transport.get_extra_info("peername")
-        dst = conn.transport.get_extra_info("sockname")
-        return proxy_protocol.encode(
-            version, tuple(src[:2]) if src else None, tuple(dst[:2]) if dst else None
-        )
 
 
 class _NetSet:

@@ -22,17 +22,16 @@ from typing import TYPE_CHECKING
 
 import h11
 
-from lb.dial import Attempts
-from lb.pool import Backend, BackendPool
 from proxy.http.answers import head_bytes
 from proxy.http.errors import BadRequest
 from proxy.http.exchange import ABORT, RETRY, Answer, Exchange, Outcome
 from proxy.http.flow import BACKPRESSURE, HELD, FlowControl
 from proxy.http.h11glue import buffered, header_triples
 from proxy.http.headers import check_content_length, head_end, precheck_head, response_headers
-from proxy.http.response import END, MAX_HEAD, Head, ResponseError
+from proxy.http.leg import BackendLeg
+from proxy.http.response import END, Head, ResponseError
 from proxy.http.routing import normalize_host
-from proxy.http.upstream import UpstreamConnection, connect
+from proxy.http.upstream import UpstreamConnection
 from proxy.linger import linger_close
 
 if TYPE_CHECKING:
@@ -94,8 +93,7 @@ class H1Connection(asyncio.Protocol):
         self.sent = 0  # response bytes written to the client for this request
         self.ex: Exchange | None = None
         self.req: h11.Request | None = None
-        self.up: UpstreamConnection | None = None
-        self.connect_task: asyncio.Task[None] | None = None
+        self.leg: BackendLeg | None = None  # the backend side of the current exchange
         # The one timer (see _arm).
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
@@ -137,7 +135,7 @@ class H1Connection(asyncio.Protocol):
         fe = self.fe
         fe.counters.bytes_in += len(data)
         if self.tunnel:
-            up = self.up
+            up = self.leg.up if self.leg is not None else None
             if up is not None and up.transport is not None:
                 up.transport.write(data)
             return
@@ -199,7 +197,7 @@ class H1Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.client_eof = True
         if self.tunnel:
-            up = self.up
+            up = self.leg.up if self.leg is not None else None
             if up is not None and up.transport is not None and up.transport.can_write_eof():
                 up.transport.write_eof()
                 return True
@@ -268,7 +266,7 @@ class H1Connection(asyncio.Protocol):
             elif ev is _NEED_DATA or ev is _PAUSED:
                 return
             elif t is h11.ConnectionClosed:
-                if self.up is None and not self.pending:
+                if self.leg is None and not self.pending:
                     self._close()
                 return
 
@@ -373,7 +371,9 @@ class H1Connection(asyncio.Protocol):
                     early.append(ev)
                     break
                 early.append(ev)  # type: ignore[arg-type]
-        self._forward(decision.pool)
+        assert self.transport is not None
+        self.leg = BackendLeg(self.fe, ex, self, self.transport, self.peer)
+        self.leg.forward(decision.pool)
 
     def _framing_ok(self, end: bool) -> bool:
         """h11 reads chunk extensions of any length; we allow 256 bytes of framing per chunk."""
@@ -394,7 +394,7 @@ class H1Connection(asyncio.Protocol):
         assert ex is not None
         out = ex.request_data(data, self.loop.time())
         if type(out) is tuple:
-            up = self.up
+            up = self.leg.up if self.leg is not None else None
             if up is not None and not up.closed and up.transport is not None:
                 up.transport.writelines(out)
         elif out is ABORT:
@@ -405,7 +405,7 @@ class H1Connection(asyncio.Protocol):
     def _on_body_end(self) -> None:
         ex = self.ex
         assert ex is not None
-        up = self.up
+        up = self.leg.up if self.leg is not None else None
         if up is None:  # (a local answer was given: the request is just read to its end)
             ex.request_done = True
             return
@@ -424,66 +424,18 @@ class H1Connection(asyncio.Protocol):
         else:
             self._arm(ex.deadline)
 
-    # ------------------------------------------------------------------ finding a backend
+    # ------------------------------------------------------------------ the leg's owner
 
-    def _forward(self, pool: BackendPool) -> None:
-        ex = self.ex
-        assert ex is not None
-        attempts = Attempts(pool, self.peer)
-        backend = attempts.next()
-        if backend is None:
-            self._answer(ex.fail(*attempts.outcome()))
-            return
-        if pool.config.proxy_protocol is None:
-            up = self.fe.upstreams.acquire(backend, ex.t0)
-            if up is not None:
-                self.fe.counters.upstream_reused += 1
-                self._attach(up, backend, reused=True)
-                return
-        self.connect_task = self.loop.create_task(self._dial(attempts, backend))
+    def gone(self) -> bool:
+        return self.closed
 
-    async def _dial(self, attempts: Attempts, backend: Backend) -> None:
-        fe = self.fe
-        pool = attempts.pool
-        try:
-            up = await connect(
-                attempts,
-                backend,
-                fe.upstreams,
-                timeout=self.timeouts.connect,
-                max_head=max(MAX_HEAD, self.head_limit),
-                stats=fe.counters,
-            )
-        except asyncio.CancelledError:
-            return
-        finally:
-            self.connect_task = None
-        ex = self.ex
-        assert ex is not None
-        if up is None:
-            self._answer(ex.fail(*attempts.outcome()))
-            return
-        if self.closed:
-            pool.drop(up.backend)
-            if pool.proxy_protocol is None:
-                fe.upstreams.release(up, self.loop.time())
-            else:
-                up.close()
-            return
-        if pool.proxy_protocol is not None and up.transport is not None:
-            up.transport.write(fe.proxy_header(pool.proxy_protocol, self, up))
-        self._attach(up, up.backend, reused=False)
+    def unreachable(self, answer: Answer) -> None:
+        self._answer(answer)
 
-    def _attach(self, up: UpstreamConnection, backend: Backend, reused: bool) -> None:
+    def attached(self, up: UpstreamConnection) -> None:
+        """A backend connection is ours: the request head goes, then what is read of the body."""
         ex = self.ex
         assert ex is not None and up.transport is not None
-        now = self.loop.time()
-        self.up = up
-        ex.attached(backend, reused, now)
-        up.owner = self
-        up.requests += 1
-        up.sent_all = False
-        up.reader.start(ex.method, ex.upgrade is not None)
         up.transport.write(ex.up_head)
         self.flow.follow(up.transport)
         if ex.request_done:  # a retry: the whole request was read already
@@ -496,13 +448,14 @@ class H1Connection(asyncio.Protocol):
             return
         if early:
             self.early = ()
+            leg = self.leg
             for ev in early:
                 if isinstance(ev, _Data):
                     self._on_body(ev.data)
                 else:
                     self._request_end(ex, up)
                     return
-                if self.closed or self.up is not up:
+                if self.closed or leg is None or leg.up is not up:
                     return
         self._arm(ex.deadline)
         self.pending = False
@@ -515,9 +468,10 @@ class H1Connection(asyncio.Protocol):
         if self.tunnel:
             self._write(data)
             return
-        up = self.up
+        leg = self.leg
         ex = self.ex
-        assert up is not None and ex is not None
+        assert leg is not None and leg.up is not None and ex is not None
+        up = leg.up
         ex.heard(self.loop.time())
         up.reader.receive_data(data)
         self._pump_upstream(up, ex)
@@ -547,7 +501,7 @@ class H1Connection(asyncio.Protocol):
                         self._writelines(out)
                         out = []
                     self._on_informational(ev, ex)  # type: ignore[arg-type]
-                    if self.tunnel or self.closed or self.up is not up:
+                    if self.tunnel or self.closed or self.leg is None or self.leg.up is not up:
                         return
                     continue
                 out.append(ex.response_head(ev))  # type: ignore[arg-type]
@@ -575,7 +529,7 @@ class H1Connection(asyncio.Protocol):
             self._write(head_bytes(info.status, info.reason, response_headers(info.headers)))
 
     def _start_tunnel(self) -> None:
-        up = self.up
+        up = self.leg.up if self.leg is not None else None
         assert up is not None and up.transport is not None
         self.tunnel = True
         self.waiting = C_NONE
@@ -595,19 +549,20 @@ class H1Connection(asyncio.Protocol):
             if self.transport is not None and self.transport.can_write_eof() and not self.closed:
                 self.transport.write_eof()
             return
-        up = self.up
+        up = self.leg.up if self.leg is not None else None
         if up is None or self.ex is None:
             return
         up.reader.receive_data(b"")
         self._pump_upstream(up, self.ex)
 
     def upstream_lost(self, exc: Exception | None) -> None:
-        up = self.up
-        if up is None:
+        leg = self.leg
+        up = leg.up if leg is not None else None
+        if leg is None or up is None:
             return
         if self.tunnel:
-            self.up = None
-            self._drop_backend()
+            leg.up = None
+            leg.drop_backend()
             self._close()
             return
         ex = self.ex
@@ -615,7 +570,7 @@ class H1Connection(asyncio.Protocol):
             # A closed connection completes a close-delimited body; anything else is a failure.
             up.reader.receive_data(b"")
             self._pump_upstream(up, ex)
-            if not ex.response_done and self.up is up:
+            if not ex.response_done and leg.up is up:
                 self._upstream_failed(502, f"backend connection lost: {exc or 'closed'}")
 
     def upstream_pause_writing(self) -> None:
@@ -628,33 +583,19 @@ class H1Connection(asyncio.Protocol):
 
     def _upstream_failed(self, status: int, reason: str) -> None:
         """The backend failed us: do what the exchange says (retry, answer, abort)."""
-        ex = self.ex
-        assert ex is not None
-        up = self.up
-        self.up = None
-        if up is not None:
-            up.owner = None
-            up.abort()
+        leg = self.leg
+        assert leg is not None
         self.flow.unfollow()
-        self._drop_backend()
-        outcome = ex.upstream_failed(status, reason, self.closed)
-        self._act(outcome, reason)
+        outcome = leg.failed(status, reason, self.closed)
+        if outcome is RETRY:
+            self.pending = True  # (the leg dials again)
+        else:
+            self._act(outcome, reason)
 
     def _act(self, outcome: Outcome, reason: str) -> None:
         ex = self.ex
         assert ex is not None
-        if outcome is RETRY:
-            # A kept-alive connection the server closed as we reused it: try a fresh one.
-            pool = ex.pool
-            assert pool is not None
-            self.pending = True
-            attempts = Attempts(pool, self.peer)  # a fresh round: the server was not at fault
-            backend = attempts.next()
-            if backend is None:
-                self._answer(ex.fail(*attempts.outcome()))
-                return
-            self.connect_task = self.loop.create_task(self._dial(attempts, backend))
-        elif outcome is ABORT:
+        if outcome is ABORT:
             if not self.closed:
                 log.info("%s %s: %s", self.peer, ex.target, reason)
                 self._log()
@@ -662,27 +603,11 @@ class H1Connection(asyncio.Protocol):
         elif isinstance(outcome, Answer):
             self._answer(outcome)
 
-    def _drop_backend(self) -> None:
-        ex = self.ex
-        if ex is not None and ex.backend is not None and ex.pool is not None:
-            ex.pool.drop(ex.backend)
-            ex.pool = None  # dropped exactly once; the backend stays for the access log
-
     def _finish(self) -> None:
         """The response is complete: settle the backend connection, then the client one."""
-        up = self.up
-        self.up = None
-        ex = self.ex
-        assert ex is not None
         self.flow.unfollow()
-        if up is not None:
-            pool = ex.pool
-            if up.sent_all and up.reader.reusable and pool is not None and pool.config.proxy_protocol is None:
-                self.fe.upstreams.release(up, self.loop.time())
-            else:
-                up.owner = None
-                up.close()
-        self._drop_backend()
+        if self.leg is not None:
+            self.leg.settle()
         self._log()
         if self.closed:
             return
@@ -699,6 +624,7 @@ class H1Connection(asyncio.Protocol):
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.head_limit)
         self.req = None
         self.ex = None
+        self.leg = None
         self.gate = self.gate_buf  # (empty: it was cleared when the last head was taken)
         self.pending = False
         self.idle = True
@@ -722,17 +648,8 @@ class H1Connection(asyncio.Protocol):
 
     def _release_upstream(self) -> None:
         """Let go of the backend side: a dial under way, the backend connection."""
-        if self.connect_task is not None:
-            self.connect_task.cancel()
-        up = self.up
-        if up is not None:
-            self.up = None
-            up.owner = None
-            if self.ex is not None and self.ex.response_done:
-                up.close()
-            else:
-                up.abort()
-            self._drop_backend()
+        if self.leg is not None:
+            self.leg.release()
 
     # ------------------------------------------------------------------ writes and closes
 
@@ -890,9 +807,8 @@ class H1Connection(asyncio.Protocol):
         ex = self.ex
         if ex is not None and not self.tunnel:
             outcome = ex.expired(now, backend_full=bool(self.flow.read_paused & BACKPRESSURE))
-            if outcome is not None:
-                if outcome is not RETRY:
-                    self._release_upstream()
+            if outcome is not None:  # (an answer or an abort: timeouts are never retried)
+                self._release_upstream()
                 self._act(outcome, "timeout")
         self._rearm()
 

@@ -32,13 +32,13 @@ import h2.exceptions
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
-from lb.dial import Attempts
-from lb.pool import Backend, BackendPool
+from lb.pool import BackendPool
 from proxy.http.exchange import ABORT, RETRY, Answer, Exchange, Outcome
 from proxy.http.h2guard import AbuseGuard, GuardLimits, Verdict
 from proxy.http.h2request import StreamError, check_body_length, response_headers, translate_request
-from proxy.http.response import END, MAX_HEAD, Head, ResponseError
-from proxy.http.upstream import UpstreamConnection, connect
+from proxy.http.leg import BackendLeg
+from proxy.http.response import END, Head, ResponseError
+from proxy.http.upstream import UpstreamConnection
 from proxy.linger import linger_close
 
 if TYPE_CHECKING:
@@ -64,11 +64,11 @@ class Stream:
 
     __slots__ = (
         "conn",
-        "connect_task",
         "declared",
         "early",
         "ended",
         "ex",
+        "leg",
         "method",
         "out",
         "out_end",
@@ -78,7 +78,6 @@ class Stream:
         "sid",
         "target",
         "to_ack",
-        "up",
         "up_full",
     )
 
@@ -88,8 +87,7 @@ class Stream:
         self.ex = ex
         self.method = b""
         self.target = b""
-        self.up: UpstreamConnection | None = None
-        self.connect_task: asyncio.Task[None] | None = None
+        self.leg: BackendLeg | None = None  # the backend side, once the request is forwarded
         self.declared: int | None = None  # the request's content-length
         self.received = 0  # request body bytes received
         self.early: list[bytes] = []  # body for the backend, received before it was attached
@@ -101,7 +99,20 @@ class Stream:
         self.paused_up = False  # we stopped reading the backend (window, buffer or client full)
         self.sent = 0  # response body bytes sent to the client
 
-    # the backend connection's owner (proxy.http.upstream.UpstreamOwner)
+    @property
+    def up(self) -> UpstreamConnection | None:
+        return self.leg.up if self.leg is not None else None
+
+    # the leg's owner (proxy.http.leg.LegOwner)
+
+    def gone(self) -> bool:
+        return self.conn.closed or self.conn.streams.get(self.sid) is not self
+
+    def attached(self, up: UpstreamConnection) -> None:
+        self.conn.attached(self, up)
+
+    def unreachable(self, answer: Answer) -> None:
+        self.conn.answer_now(self, answer)
 
     def upstream_data(self, data: bytes) -> None:
         self.conn.upstream_data(self, data)
@@ -370,62 +381,14 @@ class H2Connection(asyncio.Protocol):
     # ------------------------------------------------------------------ finding a backend
 
     def _forward(self, st: Stream, pool: BackendPool) -> None:
-        ex = st.ex
-        attempts = Attempts(pool, self.peer)
-        backend = attempts.next()
-        if backend is None:
-            self._answer(st, ex.fail(*attempts.outcome()))
-            return
-        if pool.config.proxy_protocol is None:
-            up = self.fe.upstreams.acquire(backend, ex.t0)
-            if up is not None:
-                self.fe.counters.upstream_reused += 1
-                self._attach(st, up, backend, reused=True)
-                return
-        st.connect_task = self.loop.create_task(self._dial(st, attempts, backend))
+        assert self.transport is not None
+        st.leg = BackendLeg(self.fe, st.ex, st, self.transport, self.peer)
+        st.leg.forward(pool)
 
-    async def _dial(self, st: Stream, attempts: Attempts, backend: Backend) -> None:
-        fe = self.fe
-        pool = attempts.pool
-        try:
-            up = await connect(
-                attempts,
-                backend,
-                fe.upstreams,
-                timeout=self.site.timeouts.connect,
-                max_head=max(MAX_HEAD, self.site.head_limit),
-                stats=fe.counters,
-            )
-        except asyncio.CancelledError:
-            return
-        finally:
-            st.connect_task = None
-        if up is None:
-            self._answer(st, st.ex.fail(*attempts.outcome()))
-            self._flush()
-            return
-        if self.closed or self.streams.get(st.sid) is not st:  # the client or the stream went away
-            pool.drop(up.backend)
-            if pool.proxy_protocol is None:
-                fe.upstreams.release(up, self.loop.time())
-            else:
-                up.close()
-            return
-        if pool.proxy_protocol is not None and up.transport is not None:
-            up.transport.write(fe.proxy_header(pool.proxy_protocol, self, up))
-        self._attach(st, up, up.backend, reused=False)
-        self._flush()
-
-    def _attach(self, st: Stream, up: UpstreamConnection, backend: Backend, reused: bool) -> None:
+    def attached(self, st: Stream, up: UpstreamConnection) -> None:
+        """A backend connection carries the stream: its head and the body read so far go."""
         ex = st.ex
         assert up.transport is not None
-        now = self.loop.time()
-        st.up = up
-        ex.attached(backend, reused, now)
-        up.owner = st
-        up.requests += 1
-        up.sent_all = False
-        up.reader.start(ex.method, False)
         if st.early:
             up.transport.writelines([ex.up_head, *st.early])
             st.early = []
@@ -435,9 +398,14 @@ class H2Connection(asyncio.Protocol):
             self._pause_up(st)
         self.ack(st)
         if st.ended:
-            self._request_end(st, up, now)
+            self._request_end(st, up, self.loop.time())
         else:
             self._arm(ex.deadline)
+
+    def answer_now(self, st: Stream, answer: Answer) -> None:
+        """An answer from outside a read (a dial that found no server): sent at once."""
+        self._answer(st, answer)
+        self._flush()
 
     def _request_end(self, st: Stream, up: UpstreamConnection, now: float) -> None:
         ex = st.ex
@@ -576,26 +544,15 @@ class H2Connection(asyncio.Protocol):
     # ------------------------------------------------------------------ endings
 
     def _upstream_failed(self, st: Stream, status: int, reason: str) -> None:
-        up = st.up
-        st.up = None
-        if up is not None:
-            up.owner = None
-            up.abort()
-        self._drop_backend(st)
-        self._act(st, st.ex.upstream_failed(status, reason, self.closed), reason)
+        leg = st.leg
+        assert leg is not None
+        outcome = leg.failed(status, reason, self.closed)
+        if outcome is not RETRY:  # (a retry is the leg's to dial)
+            self._act(st, outcome, reason)
 
     def _act(self, st: Stream, outcome: Outcome, reason: str) -> None:
         ex = st.ex
-        if outcome is RETRY:
-            pool = ex.pool
-            assert pool is not None
-            attempts = Attempts(pool, self.peer)
-            backend = attempts.next()
-            if backend is None:
-                self._answer(st, ex.fail(*attempts.outcome()))
-                return
-            st.connect_task = self.loop.create_task(self._dial(st, attempts, backend))
-        elif outcome is ABORT:
+        if outcome is ABORT:
             log.info("%s %s: %s", self.peer, ex.target, reason)
             self._reset(st, ErrorCodes.INTERNAL_ERROR)
         elif isinstance(outcome, Answer):
@@ -655,18 +612,9 @@ class H2Connection(asyncio.Protocol):
         if self.streams.pop(st.sid, None) is None:
             return
         self.guard.stream_closed(st.sid)
-        up = st.up
-        st.up = None
-        ex = st.ex
-        if up is not None:
+        if st.leg is not None:
             self._resume_up(st)
-            pool = ex.pool
-            if up.sent_all and up.reader.reusable and pool is not None and pool.config.proxy_protocol is None:
-                self.fe.upstreams.release(up, self.loop.time())
-            else:
-                up.owner = None
-                up.close()
-        self._drop_backend(st)
+            st.leg.settle()
         if not st.ended:  # answered before the request was whole: stop its upload (RFC 9113 8.1)
             try:
                 self.h2.reset_stream(st.sid, ErrorCodes.NO_ERROR)
@@ -677,21 +625,8 @@ class H2Connection(asyncio.Protocol):
 
     def _release(self, st: Stream) -> None:
         """Let go of a stream's backend side: a dial under way, the backend connection."""
-        if st.connect_task is not None:
-            st.connect_task.cancel()
-            st.connect_task = None
-        up = st.up
-        if up is not None:
-            st.up = None
-            up.owner = None
-            up.abort()
-        self._drop_backend(st)
-
-    def _drop_backend(self, st: Stream) -> None:
-        ex = st.ex
-        if ex.backend is not None and ex.pool is not None:
-            ex.pool.drop(ex.backend)
-            ex.pool = None
+        if st.leg is not None:
+            st.leg.release()
 
     def _maybe_done(self) -> None:
         if not self.streams:
@@ -815,12 +750,11 @@ class H2Connection(asyncio.Protocol):
         due = math.inf
         for st in list(self.streams.values()):
             ex = st.ex
-            if st.up is None and st.connect_task is None:
+            if st.leg is None:
                 continue
             outcome = ex.expired(now, backend_full=st.up_full)
-            if outcome is not None:
-                if outcome is not RETRY:
-                    self._release(st)
+            if outcome is not None:  # (an answer or an abort: timeouts are never retried)
+                self._release(st)
                 self._act(st, outcome, "timeout")
             elif st.sid in self.streams:
                 due = min(due, ex.deadline)

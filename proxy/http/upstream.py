@@ -9,17 +9,11 @@ too long, or when the server is marked down.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from lb.dial import Attempts, open_connection
-from lb.errors import UpstreamConnectError
 from lb.pool import Backend
 from proxy.http.response import MAX_HEAD, ResponseReader
-from proxy.http.stats import HttpStats
-
-log = logging.getLogger("sekisho.http")
 
 IDLE_TIMEOUT = 30.0  # an idle upstream connection older than this is closed
 MAX_IDLE_PER_SERVER = 256
@@ -187,35 +181,3 @@ class UpstreamPool:
 
 
 Factory = Callable[[], UpstreamConnection]
-
-
-async def connect(
-    attempts: Attempts,
-    backend: Backend,
-    upstreams: UpstreamPool,
-    *,
-    timeout: float,
-    max_head: int,
-    stats: HttpStats,
-) -> UpstreamConnection | None:
-    """A new connection to `backend` (taken by `attempts`), or to the next servers
-    `attempts` gives when it cannot be reached. None: no server could be reached, and
-    `attempts.outcome()` says what to answer. The connection's `backend` is the server
-    it reached, taken for the caller (`pool.drop` when the request is done)."""
-    current: Backend | None = backend
-    while current is not None:
-        up = UpstreamConnection(current, upstreams, max_head)
-        try:
-            await open_connection(current, lambda up=up: up, timeout)  # type: ignore[misc]
-        except UpstreamConnectError as exc:
-            stats.upstream_connect_errors += 1
-            log.info("upstream connect failed: %s", exc)
-            attempts.failed(current, str(exc))
-            current = attempts.next()
-            continue
-        except BaseException:
-            attempts.release(current)
-            raise
-        stats.upstream_opened += 1
-        return up
-    return None
