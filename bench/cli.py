@@ -22,7 +22,7 @@ from bench.targets import ALL_TARGETS, BUILDERS, Backends, Target, direct, hapro
 from bench.workloads import BY_NAME, WORKLOADS, Workload, run_one, tool_for
 
 RESULTS = REPO / "bench" / "results"
-PROFILED = ("HTTP_small_ka", "L4_HTTP_ka", "TCP_CRR")
+PROFILED = ("HTTP_small_ka", "L4_HTTP_ka", "TCP_CRR", "HTTP2_small_tls")
 
 
 def _log(msg: str) -> None:
@@ -103,8 +103,8 @@ def pinning(no_pin: bool) -> tuple[frozenset[int] | None, frozenset[int] | None,
         server,
         client,
         f"server side (backends: nginx, iperf3 -s, echo/sink; the proxy under test: sekisho / haproxy / "
-        f"nginx) on CPU {sorted(server)}; client side (wrk, iperf3 -c, built-in generators, the bench "
-        f"itself) on CPU {sorted(client)}",
+        f"nginx) on CPU {sorted(server)}; client side (wrk, h2load, iperf3 -c, built-in generators, "
+        f"the bench itself) on CPU {sorted(client)}",
     )
 
 
@@ -308,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             doc["error"] = f"backends failed to start: {exc}"
             rc = 1
         doc["backends"] = backends.to_json()
+        if any(w.kind == "tls" for w in args.workload_list) and backends.tls_text():
+            doc["notes"].append(backends.tls_text())
         if rc == 0:
             builders = BUILDERS | {"haproxy": functools.partial(haproxy, tuned=args.haproxy_tuned)}
             for name in args.target_list:

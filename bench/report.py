@@ -20,7 +20,27 @@ ISSUE_TARGETS = (
     ("TCP_STREAM", "sekisho/haproxy", 1.3, None, "issue 3: TCP_STREAM >= 1.3 x HAProxy"),
     ("L4_HTTP_ka", "sekisho/haproxy", 1.0, None, "issue 3: L4 small request/response >= 1.0 x HAProxy"),
     ("L4_HTTP_close", "sekisho/haproxy", 0.75, None, "issue 3: L4 new connections/s >= 0.75 x HAProxy"),
+    (
+        "HTTP2_small_tls",
+        "sekisho/nginx",
+        0.25,
+        None,
+        "issue 18: HTTP/2 over TLS (h2load -c8 -m16) >= 0.25 x nginx",
+    ),
 )
+# Targets comparing one target with itself in two workloads, paired by round:
+# (workload, against workload, target, at least, source)
+SELF_TARGETS = (
+    (
+        "HTTP2_small_tls",
+        "HTTP11_small_tls",
+        "sekisho",
+        1.0,
+        "issue 18: sekisho HTTP/2 req/s >= its own HTTP/1.1-over-TLS keep-alive req/s",
+    ),
+)
+# Workload pairs whose per-target ratio the report shows (same target, same round)
+PROTOCOL_PAIRS = (("HTTP2_small_tls", "HTTP11_small_tls"),)
 
 
 def summarize(doc: dict[str, Any]) -> None:
@@ -273,6 +293,62 @@ def target_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def self_ratio(doc: dict[str, Any], name: str, other: str, target: str) -> dict[str, float | int] | None:
+    """target's figure in workload `name` over its figure in `other`, paired round by round."""
+    a, b = doc["workloads"].get(name), doc["workloads"].get(other)
+    if a is None or b is None:
+        return None
+
+    def by_round(w: dict[str, Any]) -> dict[int, float]:
+        return {r["round"]: r["metrics"]["value"] for r in w["runs"] if r["ok"] and r["target"] == target}
+
+    ra, rb = by_round(a), by_round(b)
+    vals = [ra[i] / rb[i] for i in sorted(set(ra) & set(rb)) if rb[i]]
+    return spread(vals) if vals else None
+
+
+def self_target_lines(doc: dict[str, Any]) -> list[str]:
+    out = []
+    for name, other, target, floor, text in SELF_TARGETS:
+        if name not in doc["workloads"] or other not in doc["workloads"]:
+            continue
+        r = self_ratio(doc, name, other, target)
+        if r is None:
+            out.append(f"- {text}: not measured")
+            continue
+        verdict = "met" if r["median"] >= floor else "SHORT"
+        out.append(f"- {text}: {r['median']:.3f}x (min-max {r['min']:.2f}-{r['max']:.2f}) -> {verdict}")
+    return out
+
+
+def protocol_lines(doc: dict[str, Any]) -> list[str]:
+    """Per target: one workload's figure over another's (h2 over HTTP/1.1), and what TLS gave."""
+    out = []
+    for name, other in PROTOCOL_PAIRS:
+        if name not in doc["workloads"] or other not in doc["workloads"]:
+            continue
+        cells = []
+        for t in doc["targets"]:
+            r = self_ratio(doc, name, other, t)
+            if r is not None:
+                cells.append(
+                    f"{t} {r['median']:.2f}x" + (f" ({r['min']:.2f}-{r['max']:.2f})" if r["n"] > 1 else "")
+                )
+        if cells:
+            out.append(f"- {name} / {other}: " + ", ".join(cells))
+        for w_name in (name, other):
+            seen: dict[str, set[str]] = {}
+            for r in doc["workloads"][w_name]["runs"]:
+                if r["ok"] and r["metrics"].get("tls"):
+                    seen.setdefault(r["target"], set()).add(r["metrics"]["tls"])
+            if seen:
+                out.append(
+                    f"- {w_name} negotiated: "
+                    + "; ".join(f"{t} {' | '.join(sorted(v))}" for t, v in seen.items())
+                )
+    return out
+
+
 def profile_lines(doc: dict[str, Any], top: int = 8) -> list[str]:
     out = []
     for name, p in (doc.get("profile") or {}).items():
@@ -293,9 +369,12 @@ def stdout_report(doc: dict[str, Any]) -> str:
     ceil = ceiling_lines(doc)
     if ceil:
         parts += ["", "generator ceiling:", *ceil]
-    goals = target_lines(doc)
+    goals = target_lines(doc) + self_target_lines(doc)
     if goals:
         parts += ["", "targets from the issues (median ratio):", *goals]
+    proto = protocol_lines(doc)
+    if proto:
+        parts += ["", "HTTP/2 against HTTP/1.1 over TLS (same target, paired by round):", *proto]
     prof = profile_lines(doc, top=6)
     if prof:
         parts += ["", "sekisho profile (py-spy, share of samples):", *prof]
@@ -349,9 +428,12 @@ def markdown(doc: dict[str, Any], chart_name: str | None) -> str:
     ceil = ceiling_lines(doc)
     if ceil:
         lines += ["Generator ceiling:", "", *ceil, ""]
-    goals = target_lines(doc)
+    goals = target_lines(doc) + self_target_lines(doc)
     if goals:
-        lines += ["Targets set in the HTTP and pools issues (median ratio):", "", *goals, ""]
+        lines += ["Targets set in the issues (median ratio):", "", *goals, ""]
+    proto = protocol_lines(doc)
+    if proto:
+        lines += ["HTTP/2 against HTTP/1.1 over TLS (same target, paired by round):", "", *proto, ""]
     prof = profile_lines(doc, top=12)
     if prof:
         lines += ["sekisho profile (py-spy during one extra run, share of samples):", "", *prof, ""]

@@ -5,18 +5,27 @@ Backends (pinned to the server-side CPU with the proxies, started once per bench
     echo    built-in echo server                                  TCP_RR, TCP_CRR
     sink    built-in splice sink                                  1 GiB L4 upload
     http    nginx serving /small (128 B) and /1m (1 MiB) static   HTTP (built-in server without nginx)
+    https   the same nginx over TLS (h2 and http/1.1)             HTTP*_tls, direct only (no built-in)
     upload  built-in HTTP server discarding request bodies        1 GiB HTTP upload
+
+TLS (HTTP*_tls): one self-signed certificate (EC P-256), made by the bench in its temp dir at
+start, serves every TLS listener; each offers ALPN h2,http/1.1 in front of the `http` backend.
 
 Targets (each proxy pinned to the server-side CPU, one worker/thread):
     direct   the backends themselves
-    sekisho  `sekisho run -c` with [[tcp]] services and an [[http]] route per backend
-    haproxy  `haproxy -db -f`: mode tcp / mode http, http-reuse always, splice, tcp-smart-connect
-    nginx    `nginx` with daemon off: stream {} (load_module) and http {} with upstream keepalive
+    sekisho  `sekisho run -c` with [[tcp]] services, an [[http]] route per backend, and an
+             [[http]] TLS listener (tls = [...], HTTP/2 by ALPN)
+    haproxy  `haproxy -db -f`: mode tcp / mode http, http-reuse always, splice, tcp-smart-connect;
+             `bind ... ssl crt ... alpn h2,http/1.1`
+    nginx    `nginx` with daemon off: stream {} (load_module) and http {} with upstream keepalive;
+             `listen ... ssl http2`
 """
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -61,6 +70,10 @@ class Target:
             err = probe_http(self.endpoints["http"])
             if err:
                 broken["http"] = f"HTTP probe failed: {err}"
+        if "https" in self.endpoints:
+            err = probe_http(self.endpoints["https"], tls=True)
+            if err:
+                broken["https"] = f"HTTPS probe (HTTP/1.1 over TLS) failed: {err}"
         return broken
 
     @property
@@ -107,10 +120,21 @@ def probe_echo(addr: Addr, timeout: float = 3.0) -> str | None:
     return None
 
 
-def probe_http(addr: Addr, timeout: float = 3.0) -> str | None:
+def _client_context() -> ssl.SSLContext:
+    """The probe's TLS client: the bench's own self-signed certificate, so no verification."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def probe_http(addr: Addr, timeout: float = 3.0, tls: bool = False) -> str | None:
     req = f"GET /small HTTP/1.1\r\nHost: {addr[0]}:{addr[1]}\r\nConnection: close\r\n\r\n".encode()
     try:
-        with socket.create_connection(addr, timeout=timeout) as s:
+        raw = socket.create_connection(addr, timeout=timeout)
+        # a failed handshake closes the socket (SSLSocket._create)
+        with _client_context().wrap_socket(raw, server_hostname="localhost") if tls else raw as s:
             s.sendall(req)
             buf = b""
             while b"\r\n" not in buf:
@@ -118,10 +142,49 @@ def probe_http(addr: Addr, timeout: float = 3.0) -> str | None:
                 if not data:
                     return "closed without a response"
                 buf += data
-    except OSError as exc:
+    except OSError as exc:  # ssl.SSLError is an OSError
         return f"{type(exc).__name__}: {exc}"
     status = buf.split(b"\r\n", 1)[0].decode("latin-1")
     return None if status.split(" ")[1:2] == ["200"] else f"answered {status!r}"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+    pem: Path  # certificate then key in one file (HAProxy's crt)
+    how: str
+
+
+def make_cert(d: Path) -> TlsFiles:
+    """A self-signed EC P-256 certificate for localhost and 127.0.0.1, valid two days: openssl req,
+    else trustme (a test dependency). Raises BenchError when neither is there."""
+    d.mkdir(parents=True, exist_ok=True)
+    cert, key, pem = d / "cert.pem", d / "key.pem", d / "haproxy.pem"
+    openssl = shutil.which("openssl")
+    if openssl:
+        cmd = [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        cmd += ["-nodes", "-days", "2", "-subj", "/CN=localhost"]
+        cmd += ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+        cmd += ["-keyout", str(key), "-out", str(cert)]
+        out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=30)
+        if out.returncode != 0:
+            raise BenchError(f"openssl req failed: {out.stderr[-400:]}")
+        how = "openssl req -x509 -newkey ec (P-256), self-signed"
+    else:
+        try:
+            import trustme
+        except ImportError as exc:
+            raise BenchError("no certificate: neither openssl nor trustme is installed") from exc
+        ca = trustme.CA()
+        leaf = ca.issue_cert("localhost", "127.0.0.1")
+        leaf.cert_chain_pems[0].write_to_path(str(cert))
+        leaf.private_key_pem.write_to_path(str(key))
+        how = "trustme (test CA, not trusted by anyone)"
+    pem.write_bytes(cert.read_bytes() + key.read_bytes())
+    for p in (d, cert, key, pem):
+        p.chmod(0o755 if p.is_dir() else 0o644)  # nginx workers run as nobody; a throwaway key
+    return TlsFiles(cert, key, pem, how)
 
 
 class Backends:
@@ -133,11 +196,17 @@ class Backends:
         self.kinds: dict[str, str] = {}
         self.iperf3 = which("iperf3")
         self.nginx = which("nginx")
+        self.tls: TlsFiles | None = None
+        self.tls_error = ""
 
     def start(self) -> None:
         py = sys.executable
         ports = dict(zip(("stream", "echo", "sink", "http", "upload"), free_ports(5), strict=True))
         self.endpoints = {k: (LOCAL, p) for k, p in ports.items()}
+        try:
+            self.tls = make_cert(self.workdir / "tls")
+        except (BenchError, OSError, subprocess.TimeoutExpired) as exc:
+            self.tls_error = f"no TLS listeners: {exc}"
         self._start_stream()
         self.procs["echo"] = start(
             "backend-echo",
@@ -171,7 +240,8 @@ class Backends:
             )
             self.kinds["http"] = "built-in HTTP server (nginx not installed)"
         for key, proc in self.procs.items():
-            wait_listening(proc, [self.endpoints[key][1]], STARTUP_TIMEOUT)
+            extra = [self.endpoints["https"][1]] if key == "http" and "https" in self.endpoints else []
+            wait_listening(proc, [self.endpoints[key][1], *extra], STARTUP_TIMEOUT)
 
     def _start_stream(self) -> None:
         port = self.endpoints["stream"][1]
@@ -199,6 +269,19 @@ class Backends:
             p.chmod(0o755)  # nginx workers run as nobody
         (d / "www" / "small").write_bytes(SMALL_BODY)
         (d / "www" / "1m").write_bytes(BIG_BODY)
+        tls_server = ""
+        if self.tls is not None:
+            # direct over TLS: the generator's ceiling for the HTTP*_tls workloads
+            https = free_ports(1)[0]
+            self.endpoints["https"] = (LOCAL, https)
+            self.kinds["https"] = "the http backend's nginx over TLS (h2, http/1.1), no proxy"
+            tls_server = f"""
+    server {{
+        listen {LOCAL}:{https} ssl http2 backlog=4096;
+{nginx_tls_lines(self.tls)}
+        root {d}/www;
+        location / {{ }}
+    }}"""
         conf = f"""
 daemon off;
 worker_processes 1;
@@ -223,7 +306,7 @@ http {{
         listen {LOCAL}:{port} backlog=4096;
         root {d}/www;
         location / {{ }}
-    }}
+    }}{tls_server}
 }}
 """
         (d / "nginx.conf").write_text(conf)
@@ -247,6 +330,18 @@ http {{
             }
             for key, (h, p) in self.endpoints.items()
         }
+
+    def tls_text(self) -> str:
+        return f"TLS certificate: {self.tls.how}" if self.tls else self.tls_error
+
+
+def nginx_tls_lines(tls: TlsFiles) -> str:
+    """nginx 1.22's defaults leave TLS 1.3 out (1.23.4 added it): ask for what the others do."""
+    return (
+        f"        ssl_certificate {tls.cert};\n"
+        f"        ssl_certificate_key {tls.key};\n"
+        "        ssl_protocols TLSv1.2 TLSv1.3;"
+    )
 
 
 # ---------------------------------------------------------------- targets
@@ -272,11 +367,7 @@ def sekisho_config(workdir: Path, backends: Backends, ports: dict[str, int]) -> 
     for key in ("stream", "echo", "sink", "http", "upload"):
         h, p = be[key]
         lines += [f"[pool.{key}]", 'scheduler = "rr"', f'servers = [{{ address = "{h}:{p}" }}]', ""]
-    lines += [
-        "[[http]]",
-        f'listen = ["{LOCAL}:{ports["http"]}"]',
-        "max_connections = 30000",
-        "",
+    routes = [
         "  [[http.route]]",
         '  path = "/upload"',
         '  pool = "upload"',
@@ -286,6 +377,17 @@ def sekisho_config(workdir: Path, backends: Backends, ports: dict[str, int]) -> 
         '  pool = "http"',
         "",
     ]
+    lines += ["[[http]]", f'listen = ["{LOCAL}:{ports["http"]}"]', "max_connections = 30000", "", *routes]
+    if "https" in ports and backends.tls is not None:
+        # HTTP/2 is the default of a TLS listener (ALPN h2,http/1.1)
+        lines += [
+            "[[http]]",
+            f'listen = ["{LOCAL}:{ports["https"]}"]',
+            f'tls = [{{ cert = "{backends.tls.cert}", key = "{backends.tls.key}" }}]',
+            "max_connections = 30000",
+            "",
+            *routes,
+        ]
     for key in TCP_KEYS:
         lines += [
             "[[tcp]]",
@@ -306,7 +408,8 @@ def sekisho(workdir: Path, backends: Backends, cpus: frozenset[int] | None) -> T
         return t
     d = workdir / "sekisho"
     d.mkdir(exist_ok=True)
-    ports = dict(zip(("http", *TCP_KEYS), free_ports(1 + len(TCP_KEYS)), strict=True))
+    names = ("http", *TCP_KEYS) + (("https",) if backends.tls else ())
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     t.config = sekisho_config(d, backends, ports)
     path = d / "sekisho.toml"
     path.write_text(t.config)
@@ -318,11 +421,12 @@ def sekisho(workdir: Path, backends: Backends, cpus: frozenset[int] | None) -> T
     except Exception as exc:  # a config the model refuses: report it, do not crash
         t.fail(f"generated config refused: {exc}")
         return t
-    t.endpoints = {k: (LOCAL, ports[k]) for k in TCP_KEYS} | {
-        "http": (LOCAL, ports["http"]),
+    t.endpoints = {k: (LOCAL, ports[k]) for k in (*TCP_KEYS, "http", "https") if k in ports} | {
         "upload": (LOCAL, ports["http"]),
     }
-    t.notes = "L4 workloads through [[tcp]] services; HTTP through an [[http]] route"
+    t.notes = "L4 workloads through [[tcp]] services; HTTP through an [[http]] route" + (
+        "; TLS through an [[http]] listener with tls = [...] (ALPN h2,http/1.1)" if "https" in ports else ""
+    )
     _launch(t, [str(exe), "run", "-c", str(path)], workdir, cpus, list(ports.values()))
     return t
 
@@ -377,6 +481,14 @@ def haproxy_config(backends: Backends, ports: dict[str, int], tuned: bool = True
         f"    server s1 {be['http'][0]}:{be['http'][1]}",
         "",
     ]
+    if "https" in ports and backends.tls is not None:
+        out += [
+            "frontend fe_https",
+            "    mode http",
+            f"    bind {LOCAL}:{ports['https']} ssl crt {backends.tls.pem} alpn h2,http/1.1",
+            "    default_backend be_http",
+            "",
+        ]
     for key in ("stream", "echo", "l4http"):
         target = be[TCP_BACKEND[key]]
         out += [
@@ -402,7 +514,8 @@ def haproxy(workdir: Path, backends: Backends, cpus: frozenset[int] | None, tune
         t.error = "haproxy not installed (make deps installs it as root)"
         return t
     t.version = version([exe, "-v"])
-    ports = dict(zip(("http", "stream", "echo", "l4http"), free_ports(4), strict=True))
+    names = ("http", "stream", "echo", "l4http") + (("https",) if backends.tls else ())
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     t.config = haproxy_config(backends, ports, tuned)
     path = workdir / "haproxy.cfg"
     path.write_text(t.config)
@@ -410,12 +523,28 @@ def haproxy(workdir: Path, backends: Backends, cpus: frozenset[int] | None, tune
     t.notes = "nbthread 1, maxconn 2000, http-reuse always, " + (
         "option splice-request, splice-response, tcp-smart-connect" if tuned else "default options"
     )
+    if "https" in ports:
+        t.notes += "; TLS: bind ssl crt alpn h2,http/1.1"
     _launch(t, [exe, "-db", "-f", str(path)], workdir, cpus, list(ports.values()))
     return t
 
 
 def nginx_config(d: Path, backends: Backends, ports: dict[str, int]) -> str:
     be = backends.endpoints
+    proxy = """location / {
+            proxy_pass http://UPSTREAM;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_max_temp_file_size 0;
+        }"""
+    tls_server = ""
+    if "https" in ports and backends.tls is not None:
+        tls_server = f"""
+    server {{
+        listen {LOCAL}:{ports["https"]} ssl http2 backlog=4096;
+{nginx_tls_lines(backends.tls)}
+        {proxy.replace("UPSTREAM", "be_https")}
+    }}"""
     return f"""load_module {NGINX_STREAM_MODULE};
 daemon off;
 worker_processes 1;
@@ -437,15 +566,17 @@ http {{
         keepalive 64;
         keepalive_requests 10000000;
     }}
+    # h2 multiplexes 8 x 16 requests at once: enough idle upstream connections for all of them
+    # (HAProxy keeps what it opened), else nginx opens and closes the ones over 64 each time
+    upstream be_https {{
+        server {be["http"][0]}:{be["http"][1]};
+        keepalive 256;
+        keepalive_requests 10000000;
+    }}
     server {{
         listen {LOCAL}:{ports["http"]} backlog=4096;
-        location / {{
-            proxy_pass http://be_http;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_max_temp_file_size 0;
-        }}
-    }}
+        {proxy.replace("UPSTREAM", "be_http")}
+    }}{tls_server}
 }}
 stream {{
     upstream be_stream {{ server {be["stream"][0]}:{be["stream"][1]}; }}
@@ -472,11 +603,14 @@ def nginx(workdir: Path, backends: Backends, cpus: frozenset[int] | None) -> Tar
     t.version = version([exe, "-v"])
     d = workdir / "nginx-proxy"
     d.mkdir(exist_ok=True)
-    ports = dict(zip(("http", "stream", "echo", "l4http"), free_ports(4), strict=True))
+    names = ("http", "stream", "echo", "l4http") + (("https",) if backends.tls else ())
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     t.config = nginx_config(d, backends, ports)
     (d / "nginx.conf").write_text(t.config)
     t.endpoints = {k: (LOCAL, p) for k, p in ports.items()}
     t.notes = "1 worker, upstream keepalive 64, proxy_max_temp_file_size 0 (stream module has no splice)"
+    if "https" in ports:
+        t.notes += "; TLS: listen ssl http2, ssl_protocols TLSv1.2 TLSv1.3, upstream keepalive 256"
     cmd = [exe, "-p", f"{d}/", "-c", f"{d}/nginx.conf", "-e", f"{d}/error.log"]
     _launch(t, cmd, workdir, cpus, list(ports.values()))
     return t

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.procs import BenchError
-from bench.tools import run_gen, run_iperf3, run_wrk, which
+from bench.tools import run_gen, run_h2load, run_iperf3, run_wrk, which
 
 Addr = tuple[str, int]
 
@@ -18,8 +18,8 @@ Addr = tuple[str, int]
 @dataclass(frozen=True)
 class Workload:
     name: str
-    kind: str  # stream | rr | crr | http | rate
-    endpoint: str  # which endpoint of a target: stream | echo | http | l4http
+    kind: str  # stream | rr | crr | http | rate | tls
+    endpoint: str  # which endpoint of a target: stream | echo | http | l4http | https
     unit: str
     description: str
     higher_is_better: bool = True
@@ -128,6 +128,22 @@ WORKLOADS: tuple[Workload, ...] = (
         params={"path": "/small", "conns": 32, "close": True},
     ),
     Workload(
+        "HTTP2_small_tls",
+        "tls",
+        "https",
+        "req/s",
+        "GET 128 B over HTTP/2 and TLS, 8 connections x 16 streams",
+        params={"path": "/small", "conns": 8, "streams": 16, "h1": False},
+    ),
+    Workload(
+        "HTTP11_small_tls",
+        "tls",
+        "https",
+        "req/s",
+        "GET 128 B over HTTP/1.1 keep-alive and TLS, 8 connections, no pipelining",
+        params={"path": "/small", "conns": 8, "streams": 1, "h1": True},
+    ),
+    Workload(
         "HTTP_rate_2000",
         "rate",
         "http",
@@ -147,12 +163,16 @@ def tool_for(w: Workload) -> str:
         return "iperf3 -Z" if which("iperf3") else "built-in sendfile sender"
     if w.kind == "http":
         return "wrk -t1" if which("wrk") else "built-in closed-loop client"
+    if w.kind == "tls":
+        return ("h2load -t1 --h1" if w.params["h1"] else "h2load -t1") + (
+            "" if which("h2load") else " (not installed: apt-get install nghttp2-client)"
+        )
     if w.kind == "rate":
         return "built-in open-loop client (uvloop)"
     return "built-in client (uvloop)"
 
 
-def run_one(w: Workload, addr: Addr, duration: float, cpus: frozenset[int] | None) -> dict[str, float]:
+def run_one(w: Workload, addr: Addr, duration: float, cpus: frozenset[int] | None) -> dict[str, Any]:
     """One run of a workload against one endpoint; raises BenchError when it fails."""
     p = w.params
     target = f"{addr[0]}:{addr[1]}"
@@ -175,6 +195,13 @@ def run_one(w: Workload, addr: Addr, duration: float, cpus: frozenset[int] | Non
             args = ["--conns", str(p["conns"])] + (["--close"] if p["close"] else [])
             res = run_gen("http", url, args, duration, cpus)
             _check_http(res)
+        res["value"] = res["rate"]
+    elif w.kind == "tls":
+        h2load = which("h2load")
+        if not h2load:
+            raise BenchError("h2load not installed (Debian: nghttp2-client)")
+        url = f"https://{target}{p['path']}"
+        res = run_h2load(h2load, url, p["conns"], p["streams"], duration, h1=p["h1"], cpus=cpus)
         res["value"] = res["rate"]
     elif w.kind == "rate":
         url = f"http://{target}{p['path']}"

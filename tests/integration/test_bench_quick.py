@@ -117,6 +117,42 @@ def test_bench_reports_missing_peers_and_uses_builtin_generators(tmp_path: Path)
         assert w["summary"]["haproxy"]["status"] == "missing"
 
 
+@pytest.mark.slow
+def test_bench_quick_tls_workloads(tmp_path: Path) -> None:
+    """HTTP2_small_tls and HTTP11_small_tls: h2load over TLS through every target, each on the
+    protocol asked for (ALPN), with latency percentiles from h2load's log, the proxies' CPU per
+    request, and the issue 18 target lines."""
+    for tool in ("h2load", "openssl", "nginx", "haproxy"):
+        require_tool(tool)
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "bench", "--quick", "--duration", "0.5", "--no-memory", "--out", str(out)]
+    cmd += ["--workloads", "HTTP2_small_tls,HTTP11_small_tls"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    doc = json.loads(next(out.glob("*.json")).read_text())
+    assert any("TLS certificate" in n for n in doc["notes"]), doc["notes"]
+    measured = [t for t, v in doc["targets"].items() if v["status"] == "ok"]
+    assert {"direct", "sekisho", "haproxy"} <= set(measured), doc["targets"]
+    for name, proto in (("HTTP2_small_tls", "h2"), ("HTTP11_small_tls", "http/1.1")):
+        w = doc["workloads"][name]
+        assert w["tool"].startswith("h2load")
+        for t in measured:
+            runs = [r for r in w["runs"] if r["target"] == t]
+            assert len(runs) == 1 and runs[0]["ok"], (name, t, runs)
+            m = runs[0]["metrics"]
+            assert m["value"] > 0 and m["requests"] > 0, (name, t, m)
+            assert m["tls"].startswith("TLSv1.3 TLS_AES_128_GCM_SHA256") and m["tls"].endswith(proto), m[
+                "tls"
+            ]
+            assert m["p99_us"] >= m["p50_us"] > 0, (name, t, m)
+            if t != "direct":
+                assert m["cpu_cost"] > 0, (name, t, m)
+        assert "sekisho/haproxy" in w["ratios"]
+    assert "issue 18: HTTP/2 over TLS" in proc.stdout
+    assert "issue 18: sekisho HTTP/2 req/s >= its own HTTP/1.1" in proc.stdout
+    assert "HTTP2_small_tls / HTTP11_small_tls: direct " in proc.stdout
+
+
 def test_ratios_pair_runs_within_a_round() -> None:
     """Ratios are sekisho/peer per round, then the median of those; a round where either
     side failed contributes no ratio; latency workloads also carry the added microseconds."""
@@ -195,6 +231,50 @@ Transfer/sec:     12.21MB
     assert ip["gbps"] == 25.0
     with pytest.raises(tools.BenchError):
         tools.parse_iperf3(json.dumps({"error": "unable to connect"}))
+
+
+def test_h2load_parser_and_log_percentiles(tmp_path: Path) -> None:
+    from bench import tools
+
+    h2_out = """TLS Protocol: TLSv1.3
+Cipher: TLS_AES_128_GCM_SHA256
+Server Temp Key: X25519 253 bits
+Application protocol: h2
+
+finished in 1.00s, 8000.00 req/s, 1.93MB/s
+requests: 8087 total, 8120 started, 8087 done, 8000 succeeded, 87 failed, 80 errored, 2 timeout
+status codes: 8000 2xx, 0 3xx, 3 4xx, 4 5xx
+"""
+    r = tools.parse_h2load(h2_out)
+    assert r["rate"] == 8000.0 and r["requests"] == 8000
+    assert r["errors"] == 87 + 80 + 2 and r["non2xx"] == 7
+    assert r["tls"] == "TLSv1.3 TLS_AES_128_GCM_SHA256 h2"
+    with pytest.raises(tools.BenchError):
+        tools.parse_h2load("connect failed")
+    log = tmp_path / "log.tsv"
+    log.write_text("".join(f"1796517604942379\t200\t{i}\n" for i in range(1, 201)) + "1\t-1\t999999\n")
+    p = tools.log_percentiles(log)
+    assert (p["p50_us"], p["p90_us"], p["p99_us"]) == (100.0, 180.0, 198.0)  # the failed one left out
+
+
+def test_self_ratio_pairs_one_target_across_workloads() -> None:
+    """issue 18's 'h2 >= its own HTTP/1.1 over TLS': sekisho against itself, round by round."""
+    from bench import report
+
+    def run(rnd: int, value: float | None) -> dict[str, object]:
+        return {"round": rnd, "target": "sekisho", "ok": value is not None, "metrics": {"value": value}}
+
+    doc = {
+        "targets": {"sekisho": {"status": "ok"}},
+        "workloads": {
+            "HTTP2_small_tls": {"runs": [run(0, 300.0), run(1, 100.0), run(2, 50.0)]},
+            "HTTP11_small_tls": {"runs": [run(0, 100.0), run(1, 200.0), run(2, None)]},
+        },
+    }
+    r = report.self_ratio(doc, "HTTP2_small_tls", "HTTP11_small_tls", "sekisho")
+    assert r == {"median": 1.75, "min": 0.5, "max": 3.0, "n": 2}
+    (line,) = report.self_target_lines(doc)
+    assert "1.750x (min-max 0.50-3.00) -> met" in line
 
 
 @pytest.mark.slow
