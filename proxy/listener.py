@@ -11,10 +11,14 @@ new connections wait in the kernel backlog instead of being refused; and when
 the process runs out of file descriptors we back off and log once a while
 instead of spinning.
 
-A front end that relays raw sockets (the TCP one: it has `take_socket`) is
-served without a task: the listening socket sits in the loop's poller
-(lb.poller) and each wakeup accepts what is queued and hands the sockets over
-directly, skipping the transport and protocol setup.
+A front end that takes bare sockets (it has `take_socket`: the TCP one, which
+relays them itself, and the HTTP one, which keeps a connection in its head phase
+until the first request head is whole, see proxy.http.intake) is served without
+a task: the listening socket sits in the loop's poller (lb.poller) and each
+wakeup accepts what is queued (up to _BURST, then other callbacks run) and hands
+the sockets over directly. A slow client then costs no transport, protocol or
+loop timer, and a burst of connections no task wakeup per accept. SMTP keeps the
+accept loop and its transports.
 """
 
 from __future__ import annotations

@@ -3,25 +3,35 @@
 One frontend per [[http]] section and config generation. A reload builds a new
 one (new routes, new certificates) and retires the old, which lets in-flight
 requests finish and closes its idle connections.
+
+The listener hands it bare accepted sockets (`take_socket`). A plain-HTTP one waits
+in proxy.http.intake until its first request head is whole and only then gets a
+transport and an `H1Connection` (`hand_over`); a TLS one gets them at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
 
 import conf
+from lb.poller import poller
 from lb.pool import PoolSet
 from proxy.accesslog import AccessLog
 from proxy.http.exchange import Site
 from proxy.http.h1 import H1Connection
 from proxy.http.h2 import H2Connection
+from proxy.http.intake import Intake
 from proxy.http.stats import HttpStats
 from proxy.http.tls import build_server_context
 from proxy.http.upstream import UpstreamPool
+
+log = logging.getLogger("sekisho.http")
 
 
 class HttpFrontend:
@@ -41,6 +51,8 @@ class HttpFrontend:
         self.routes = self.site.routes
         self.upstreams = UpstreamPool(idle_timeout=min(30.0, config.timeouts.idle))
         self.connections: set[H1Connection | H2Connection] = set()
+        self.intake: set[Intake] = set()  # accepted, first request head not whole yet
+        self._setups: set[asyncio.Task[None]] = set()  # transports being made (hand_over)
         self._empty = asyncio.Event()
         self._empty.set()
         self._allow = _NetSet(config.allow)
@@ -64,13 +76,30 @@ class HttpFrontend:
     def make_protocol(self, on_close: Callable[[], None]) -> asyncio.BaseProtocol:
         return H1Connection(self, on_close)
 
+    def take_socket(self, sock: socket.socket, peer: Any, on_close: Callable[[], None]) -> None:
+        """An accepted socket (proxy.listener calls this; `on_close` once when it is done).
+        Plain HTTP waits in proxy.http.intake for its first request head; TLS is set up
+        at once (and counted once its handshake is done, in `conn_opened`)."""
+        if self._ssl is not None:
+            self.hand_over(sock, on_close, counted=False)
+            return
+        counters = self.counters
+        counters.connections_active += 1
+        counters.connections_total += 1
+        intake = Intake(self, sock, peer[0] if peer else "", on_close, poller())
+        self.intake.add(intake)
+        self._empty.clear()
+        if not intake.start():
+            return  # handed over, or gone, already
+
     def ssl_context(self) -> ssl.SSLContext | None:
         return self._ssl
 
     def stats(self) -> dict[str, Any]:
         snap = self.counters.snapshot()
         snap["idle_upstream_connections"] = self.upstreams.idle_count()
-        snap["open_connections"] = len(self.connections)
+        snap["open_connections"] = len(self.connections) + len(self.intake)
+        snap["waiting_for_head"] = len(self.intake)
         snap["retired"] = self.retired
         return snap
 
@@ -80,7 +109,10 @@ class HttpFrontend:
         self.site.retired = True
         self.upstreams.close()
         for c in list(self.connections):
-            c.retire()
+            if c.transport is not None:  # (else handed over, its head whole: answered, then closed)
+                c.retire()
+        for i in list(self.intake):
+            i.retire()
 
     async def drain(self, timeout: float) -> None:
         """Wait until every client connection is gone; abort the rest after `timeout`."""
@@ -91,6 +123,8 @@ class HttpFrontend:
             for c in list(self.connections):
                 if c.transport is not None:
                     c.transport.abort()
+            for i in list(self.intake):
+                i.abort()
 
     # ---------------------------------------------------------------- for connections
 
@@ -99,6 +133,8 @@ class HttpFrontend:
         return self._allow.contains(ip), self._trusted.contains(ip)
 
     def conn_opened(self, conn: H1Connection | H2Connection) -> None:
+        if conn in self.connections:
+            return  # came through the intake: counted since it was accepted
         self.connections.add(conn)
         self._empty.clear()
         self.counters.connections_active += 1
@@ -113,8 +149,46 @@ class HttpFrontend:
         if conn in self.connections:
             self.connections.discard(conn)
             self.counters.connections_active -= 1
-            if not self.connections:
+            if not self.connections and not self.intake:
                 self._empty.set()
+
+    def hand_over(self, sock: socket.socket, on_close: Callable[[], None], counted: bool) -> None:
+        """Give an accepted socket its transport and `H1Connection` (`counted`: it
+        is counted already, as an intake connection is)."""
+        conn = H1Connection(self, _once(on_close))
+        if counted:
+            self.connections.add(conn)
+            self._empty.clear()
+        task = self.loop.create_task(self._set_up(conn, sock))
+        self._setups.add(task)
+        task.add_done_callback(self._setups.discard)
+
+    async def _set_up(self, conn: H1Connection, sock: socket.socket) -> None:
+        ctx = self._ssl
+        try:
+            sock.setblocking(False)
+            await self.loop.connect_accepted_socket(
+                lambda: conn, sock, ssl=ctx, ssl_handshake_timeout=10.0 if ctx else None
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            # A client that went away during the TLS handshake is not ours to log loudly.
+            log.debug("http: connection setup failed: %s", exc)
+            sock.close()
+            if conn.transport is None:  # (else connection_lost comes, and does the rest)
+                self.conn_closed(conn)
+                on_close = conn.on_close
+                assert callable(on_close)
+                on_close()
+
+    def intake_done(self, intake: Intake) -> None:
+        """`intake` is handed over or closed: it no longer waits for its head."""
+        self.intake.discard(intake)
+
+    def intake_closed(self) -> None:
+        """An intake connection closed without being handed over."""
+        self.counters.connections_active -= 1
+        if not self.connections and not self.intake:
+            self._empty.set()
 
 
 class _NetSet:
@@ -143,3 +217,15 @@ class _NetSet:
                 self._cache.clear()
             self._cache[ip] = hit
         return hit
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    called = False
+
+    def wrapper() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            fn()
+
+    return wrapper
