@@ -130,6 +130,12 @@ class RoundRobin(Scheduler):
     def pick(self, client: str | None, exclude: Collection[Backend] = ()) -> Backend | None:
         members = self.members
         n = len(members)
+        if n == 1:  # a pool of one server, picked per request: no turn to take
+            b = members[0]
+            if self.usable(b, exclude):
+                self._next = 1  # as the loop leaves it
+                return b
+            return None
         for i in range(n):
             idx = (self._next + i) % n
             b = members[idx]

@@ -71,27 +71,42 @@ END: Final = _Sentinel("END")
 NEED_DATA: Final = _Sentinel("NEED_DATA")
 
 
-# Fields parse_head looks at; framing and hop-by-hop ones (RFC 9110 7.6.1).
 # Response fields a client never sees (hop-by-hop, RFC 9110 7.6.1).
 _HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade")
 )
 # `Connection` options that name no other field to remove (hop-by-hop or protected ones).
 _PLAIN_TOKENS = _HOP_BY_HOP | {b"close", b"content-length", b"host"}
-_FRAMING = _HOP_BY_HOP | {b"content-length"}
 # One field line `token ":" OWS value OWS CRLF` (from its LF before, to its CR): the
-# (name, value) pairs. A block is well formed when every CRLF ends one of these.
+# (name, value) pairs, for `Head.headers` and for making a field block canonical.
 _LINES = re.compile(
     rb"\n(" + _TOKEN + rb"):[ \t]*+((?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)[ \t]*\r(?=\n)"
+)
+# A whole head whose field lines are already as a client gets them: `token ": " value CRLF`,
+# one SP after the colon (even before an empty value) and no OWS after the value. What
+# nginx and the common backends send; any other head is judged by `_STATUS` and `_FIELDS`
+# and made canonical by `_LINES`, so this one match validates the common head.
+_CANONICAL_HEAD = re.compile(
+    _STATUS.pattern
+    + rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]++: (?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*+(?<![ \t]))?\r\n)*+"
+)
+# The fields parse_head reads, found in the lower-cased head by one search: the framing and
+# hop-by-hop ones (RFC 9110 7.6.1), and `close` (which `Connection: close` would remove). A
+# match runs from the line's LF to its CR: cut out, it leaves the lines around it whole.
+_NAMED = re.compile(
+    rb"\n(content-length|transfer-encoding|connection|keep-alive|proxy-connection|te|upgrade|close)"
+    rb":([^\r]*+)\r"
 )
 
 
 class Head:
-    """A response head: status line and fields (names lower-cased), and how the body is framed.
+    """A response head: status line and fields, and how the body is framed.
 
-    `fields` are the field lines a client may see, lower-cased names and values without
-    OWS: the hop-by-hop ones (RFC 9110 7.6.1) left out; None when `Connection` names
-    other fields to remove (then `proxy.http.headers.response_headers` decides).
+    `fields` are the field lines a client may see, each `name: value` CRLF: names as the
+    backend sent them (RFC 9110 5.1: case-insensitive; nginx relays them so too), values
+    without OWS; the hop-by-hop ones (RFC 9110 7.6.1) left out, and Content-Length on a
+    204. None when `Connection` names other fields to remove (then
+    `proxy.http.headers.response_headers` decides, over `headers`).
     """
 
     __slots__ = (
@@ -125,7 +140,7 @@ class Head:
         self.status = status
         self.reason = reason
         self.http11 = http11
-        self.raw = raw  # the head as read, without the blank line
+        self.raw = raw  # the head as read (OWS made canonical), without the blank line
         self.start = start  # where its field lines begin
         self._headers: list[Header] | None = None
         self.chunked = chunked  # Transfer-Encoding: chunked was sent
@@ -145,69 +160,93 @@ class Head:
 
 
 def parse_head(head: bytes) -> Head:
-    """A complete head (status line through the blank line's CRLF excluded) -> Head, or ResponseError."""
-    m = _STATUS.match(head)
+    """A complete head (status line through the blank line's CRLF excluded) -> Head, or ResponseError.
+
+    A few C passes over the head, whatever its number of fields: one match validates it
+    (`_CANONICAL_HEAD`), one search over a lower-cased copy finds the few fields that
+    matter (`_NAMED`), and the client's field block is the backend's with the hop-by-hop
+    lines cut out at those matches. Names keep the backend's case.
+    """
+    m = _CANONICAL_HEAD.fullmatch(head)
     if m is None:
-        line = head[: head.find(b"\r\n")][:60]
-        raise ResponseError(f"bad status line {line!r}")
-    start = m.end()
-    status = int(m.group(2))
-    # Every line a well-formed field line: each CRLF ends one, and no CR or LF is bare.
-    pairs = _LINES.findall(head, start - 1)
-    n = head.count(b"\r\n", start)
-    if len(pairs) != n or head.count(b"\n", start) != n or head.count(b"\r", start) != n:
-        raise ResponseError("malformed header field (bare CR/LF, obs-fold, NUL, missing colon)")
-    lines: list[bytes] = []  # "name: value" for the client
-    cl: bytes | None = None
+        m = _STATUS.match(head)
+        if m is None:
+            line = head[: head.find(b"\r\n")][:60]
+            raise ResponseError(f"bad status line {line!r}")
+        # Every line a well-formed field line: no bare CR or LF, no obs-fold, no NUL, a colon.
+        if _FIELDS.fullmatch(head, m.end()) is None:
+            raise ResponseError("malformed header field (bare CR/LF, obs-fold, NUL, missing colon)")
+        head = _LINES.sub(rb"\n\1: \2\r", head)  # OWS as the client gets it
+        m = _CANONICAL_HEAD.fullmatch(head)
+        if m is None:  # pragma: no cover - `_LINES` makes every valid block canonical
+            raise ResponseError("malformed header field")
+    version, code, reason = m.groups()
+    start = head.index(b"\n") + 1
+    status = int(code)
+    cl: bytes | None = None  # values as in the lower-cased canonical head: one SP first
     te: bytes | None = None
     close = False
     foreign = False  # `Connection` names a field to remove
-    for raw_name, value in pairs:
-        name = raw_name.lower()
-        if name not in _FRAMING:
-            lines.append(name + b": " + value)
-        elif name == b"content-length":
+    named_close = False  # a field named "close"
+    cuts: list[tuple[int, int]] = []  # the lines the client does not get (`_NAMED` spans)
+    for f in _NAMED.finditer(head.lower(), start - 1):
+        name, value = f.groups()
+        if name == b"content-length":
             if cl is not None:
                 raise ResponseError("duplicate Content-Length")
             cl = value
-            if status != 204:  # RFC 9110 8.6: never a Content-Length on a 204
-                lines.append(b"content-length: " + value)
+            if status == 204:  # RFC 9110 8.6: never a Content-Length on a 204
+                cuts.append(f.span())
+        elif name == b"connection":
+            cuts.append(f.span())
+            if value != b" keep-alive":
+                for raw_token in value.split(b","):
+                    token = raw_token.strip()
+                    if token == b"close":
+                        close = True
+                    elif token and token not in _PLAIN_TOKENS:
+                        foreign = True
         elif name == b"transfer-encoding":
             if te is not None:
                 raise ResponseError("duplicate Transfer-Encoding")
             te = value
-        elif name == b"connection":
-            for raw_token in value.lower().split(b","):
-                token = raw_token.strip()
-                if token == b"close":
-                    close = True
-                elif token and token not in _PLAIN_TOKENS:
-                    foreign = True
-    http11 = m.group(1) == b"1"
+            cuts.append(f.span())
+        elif name == b"close":
+            named_close = True
+        else:
+            cuts.append(f.span())
+    http11 = version == b"1"
     length = 0
     if te is not None:
         if cl is not None:
             raise ResponseError("both Content-Length and Transfer-Encoding")
-        if te.lower() != b"chunked":
+        if te != b" chunked":
             raise ResponseError("unsupported Transfer-Encoding")
         if not http11:
             raise ResponseError("Transfer-Encoding in an HTTP/1.0 response")
     elif cl is not None:
-        if _DIGITS.fullmatch(cl) is None:
+        if _DIGITS.fullmatch(cl, 1) is None:
             raise ResponseError("malformed Content-Length")
         length = int(cl)
-    if close and not foreign:  # `Connection: close` also removes a field named "close"
-        foreign = any(line[:6].lower() == b"close:" for line in lines)
-    if foreign:
+    fields: bytes | None
+    if foreign or (close and named_close):  # `Connection: close` also removes a field "close"
         fields = None
-    elif lines:
-        lines.append(b"")
-        fields = b"\r\n".join(lines)
+    elif not cuts:
+        fields = head[start:]
+    elif len(cuts) == 1:  # (a cut runs from the LF before the line to its CR)
+        i, j = cuts[0]
+        fields = head[start : i + 1] + head[j + 1 :]
     else:
-        fields = b""
+        pieces = []
+        i = start
+        for cut, j in cuts:
+            pieces.append(head[i : cut + 1])
+            i = j + 1
+        pieces.append(head[i:])
+        fields = b"".join(pieces)
     return Head(
         status,
-        m.group(3) or b"",
+        reason or b"",
         http11,
         head,
         start,

@@ -265,7 +265,7 @@ def head(raw: bytes) -> Any:
 def test_response_without_length_is_chunked_for_http11(site: Site) -> None:
     ex = forwarded(site)
     out = ex.response_head(head(b"HTTP/1.1 200 OK\r\nX: y"))
-    assert out == b"HTTP/1.1 200 OK\r\nx: y\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert out == b"HTTP/1.1 200 OK\r\nX: y\r\nTransfer-Encoding: chunked\r\n\r\n"  # the backend's name case
     assert ex.resp_chunked and not ex.resp_close
     assert ex.response_end() == b"0\r\n\r\n"
 

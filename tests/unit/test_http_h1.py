@@ -99,7 +99,8 @@ async def test_keep_alive_exchange_reuses_the_backend_connection() -> None:
             b"x-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n" % i
         )
         up.data_received(RESPONSE)
-        assert ct.written[-1] == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nserver: s\r\n\r\nhello"
+        # (field names as the backend sent them: proxy/http/response.py parse_head)
+        assert ct.written[-1] == b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: s\r\n\r\nhello"
     assert fe.counters.upstream_reused == 3
     assert fe.upstreams.idle_count() == 1 and not ct.closed
 
