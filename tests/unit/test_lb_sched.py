@@ -46,6 +46,27 @@ def test_rr_sequence() -> None:
     assert names([s.pick(None) for _ in range(7)], bs) == "ABCABCA"
 
 
+def test_rr_one_server_fast_return_keeps_every_rule() -> None:
+    """A one-server pool skips the loop: still never a down, excluded, weight-0 or full server,
+    and a second server added later takes its turn as it would have."""
+    (a,) = bs = servers(1, max_connections=1)
+    s = make("rr", bs)
+    assert s.pick(None) is a
+    assert s.pick(None, exclude=[a]) is None
+    s.set_down(a)
+    assert s.pick(None) is None
+    s.set_up(a)
+    a.active = 1  # at max_connections
+    assert s.pick(None) is None
+    a.active = 0
+    s.set_weight(a, 0)
+    assert s.pick(None) is None
+    s.set_weight(a, 1)
+    (b,) = servers(1, 1)[1:]
+    s.add(b)
+    assert names([s.pick(None) for _ in range(4)], [a, b]) == "BABA"
+
+
 def test_wrr_smooth_3_1() -> None:
     bs = servers(3, 1)
     s = make("wrr", bs)
