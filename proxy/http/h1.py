@@ -1,15 +1,19 @@
 """One HTTP/1.1 client connection: the I/O around one `Exchange` at a time.
 
 The hot path is callbacks only. Bytes arrive in `data_received`; a gate holds
-them until a request head is complete and pre-checked (size, bare LF, the
-checks where h11 is lax), then h11 judges the request and the exchange
-(proxy/http/exchange.py) decides what to do with it. This module does what the
-exchange says: it dials or reuses a backend connection (the only task, and only
-while a new connection is opened), writes, closes, lingers, keeps the one timer
-and the backpressure (proxy/http/flow.py), and turns network errors into events.
-Pipelined requests wait in the kernel until the response before them is done; a
-fresh h11 connection takes each new request (cheaper than driving h11's sending
-side, which is never used: heads are written here from validated fields).
+them until a request head is complete. A bodiless request of the common shape
+is then taken in one pass by the fast path (proxy/http/fastpath.py, proven a
+subset of what follows); any other head is pre-checked (size, bare LF, the
+checks where h11 is lax) and judged by h11, which also frames request bodies.
+Either way the exchange (proxy/http/exchange.py) decides what to do with the
+request. This module does what the exchange says: it dials or reuses a backend
+connection (the only task, and only while a new connection is opened), writes,
+closes, lingers, keeps the one timer and the backpressure (proxy/http/flow.py),
+and turns network errors into events.
+Pipelined requests wait in the kernel until the response before them is done; an
+h11 connection is made only for a request the fast path declines, a fresh one per
+such request (cheaper than driving h11's sending side, which is never used: heads
+are written here from validated fields).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import h11
 
 from proxy.http.answers import head_bytes
 from proxy.http.errors import BadRequest
-from proxy.http.exchange import ABORT, RETRY, Answer, Exchange, Outcome
+from proxy.http.exchange import ABORT, RETRY, Answer, Exchange, Forward, Outcome
+from proxy.http.fastpath import RequestHead, recognise
 from proxy.http.flow import BACKPRESSURE, HELD, FlowControl
 from proxy.http.h11glue import buffered, header_triples
 from proxy.http.headers import check_content_length, head_end, precheck_head, response_headers
@@ -70,7 +75,9 @@ class H1Connection(asyncio.Protocol):
         self.flow = FlowControl()
         self.head_limit = self.site.head_limit
         self.timeouts = self.site.timeouts
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.head_limit)
+        # h11 for the current request when the fast path declined it, else None (made lazily).
+        self.h11: h11.Connection | None = None
+        self.held = b""  # bytes after a fast-path request's head: the next requests
         self.peer = ""
         self.proto = b"http"
         self.allowed = True
@@ -92,7 +99,7 @@ class H1Connection(asyncio.Protocol):
         self.tunnel = False
         self.sent = 0  # response bytes written to the client for this request
         self.ex: Exchange | None = None
-        self.req: h11.Request | None = None
+        self.req: RequestHead | None = None
         self.leg: BackendLeg | None = None  # the backend side of the current exchange
         # The one timer (see _arm).
         self.timer: asyncio.TimerHandle | None = None
@@ -141,9 +148,10 @@ class H1Connection(asyncio.Protocol):
             return
         gate = self.gate
         if gate is not None:
+            now = self.loop.time()
             if self.idle:  # first bytes of a kept-alive connection's next request
                 self.idle = False
-                self._wait(C_HEAD, self.loop.time() + self.timeouts.header)
+                self._wait(C_HEAD, now + self.timeouts.header)
             if self.h2c_possible:
                 self.h2c_possible = False
                 if data[:14] == b"PRI * HTTP/2.0":  # RFC 9113 3.4: the preface starts so
@@ -157,6 +165,12 @@ class H1Connection(asyncio.Protocol):
                     data = data.lstrip(b"\r\n")
                     if not data:
                         return
+                fast = recognise(data)
+                if fast is not None and fast.end <= self.head_limit and not self.closed:
+                    self.gate = None
+                    self.held = data[fast.end :]
+                    self._on_fast(fast, now)
+                    return
                 buf = data
             end = head_end(buf)
             if end == -1:
@@ -172,6 +186,14 @@ class H1Connection(asyncio.Protocol):
                 self._head_too_large(buf)
                 return
             head = data if buf is data and end == len(data) else bytes(buf[:end])
+            if buf is gate:  # a head that came in pieces may still be the common shape
+                fast = recognise(head)
+                if fast is not None and not self.closed:
+                    self.gate = None
+                    self.held = bytes(gate[end:])
+                    gate.clear()
+                    self._on_fast(fast, now)
+                    return
             reason = precheck_head(head)
             if reason is not None:
                 self._refuse(400, reason)
@@ -179,11 +201,14 @@ class H1Connection(asyncio.Protocol):
             self.head = head
             self.gate = None
             self.fed = len(buf) - end
+            conn = self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.head_limit)
             if buf is gate:
-                self.h11.receive_data(bytes(gate))
+                conn.receive_data(bytes(gate))
                 gate.clear()
             else:
-                self.h11.receive_data(data)
+                conn.receive_data(data)
+        elif self.h11 is None:  # the fast path took the request: what follows is the next one
+            self.held += data
         else:
             self.fed += len(data)
             self.h11.receive_data(data)
@@ -208,9 +233,11 @@ class H1Connection(asyncio.Protocol):
                 self._refuse(400, "incomplete request head")
             self._close()
             return False
-        self.h11.receive_data(b"")
-        if not self.pending:
-            self._pump()
+        if self.h11 is not None:
+            self.h11.receive_data(b"")
+            if not self.pending:
+                self._pump()
+        # (A fast-path request is complete with its head: `_next_cycle` sees `client_eof`.)
         # Keep the transport for the response; half-closed clients still get their answer
         # (TLS has no half-close).
         return not self.closed and self.proto == b"http"
@@ -243,6 +270,8 @@ class H1Connection(asyncio.Protocol):
 
     def _pump(self) -> None:
         conn = self.h11
+        if conn is None:  # (a fast-path request: nothing for h11 to read)
+            return
         while not self.pending and not self.closed:
             try:
                 ev = conn.next_event()
@@ -259,6 +288,10 @@ class H1Connection(asyncio.Protocol):
                 self._on_body(ev.data)  # type: ignore[union-attr]
             elif t is _Request:
                 self._on_request(ev)  # type: ignore[arg-type]
+                if self.h11 is not conn:
+                    # Answered here, and the connection went on to its next request (the
+                    # rest was taken from this h11): this one has nothing more to say.
+                    return
             elif t is _EOM:
                 if self.ex is not None and self.ex.chunked and not self._framing_ok(True):
                     return
@@ -270,10 +303,53 @@ class H1Connection(asyncio.Protocol):
                     self._close()
                 return
 
-    def _on_request(self, req: h11.Request) -> None:
-        now = self.loop.time()
+    def _on_fast(self, req: RequestHead, now: float) -> None:
+        """A request the fast path took: bodiless, complete with its head, in origin form,
+        its framing and Host already judged (proxy/http/fastpath.py)."""
         self.waiting = C_NONE
         self.req = req
+        self.sent = 0
+        self.ex = ex = Exchange(self.site, now)
+        decision = ex.start(
+            req.method,
+            req.target,
+            http11=req.http_version == b"1.1",
+            keep_alive=req.keep_alive,
+            host=req.host,
+            items=req.items,
+            content_length=req.content_length,
+            chunked=False,
+            upgrade=None,
+            peer=self.peer,
+            proto=self.proto,
+            allowed=self.allowed,
+            trusted=self.trusted,
+        )
+        if type(decision) is Forward:
+            self.pending = True  # (reading pauses if more bytes come while held)
+            self.early = _EARLY_END
+            self._forward(ex, decision)
+        else:
+            self._answered(decision, now)  # type: ignore[arg-type]
+
+    def _answered(self, answer: Answer, now: float) -> None:
+        """The exchange answered the request itself."""
+        if answer.close:
+            self._answer(answer)
+        else:  # a fixed-status or redirect route on a connection that stays open
+            self._write(answer.data)
+            self._log(now)
+            self._next_cycle(now)
+
+    def _forward(self, ex: Exchange, decision: Forward) -> None:
+        assert self.transport is not None
+        self.leg = BackendLeg(self.fe, ex, self, self.transport, self.peer)
+        self.leg.forward(decision.pool)
+
+    def _on_request(self, req: h11.Request) -> None:
+        """A request h11 judged (the fast path declined it)."""
+        now = self.loop.time()
+        self.waiting = C_NONE
         self.sent = 0
         self.data_seen = 0
         self.chunks = 0
@@ -304,6 +380,7 @@ class H1Connection(asyncio.Protocol):
                 if b"close" in tokens and any(t.strip() == b"close" for t in tokens.split(b",")):
                     keep_alive = False
         target = req.target
+        self.req = RequestHead(req.method, target, req.http_version, items, host, None, keep_alive, 0)
         try:  # framing and the request-target's form: HTTP/1's own rules
             if cl is not None and te:
                 raise BadRequest("both Content-Length and Transfer-Encoding")
@@ -336,12 +413,7 @@ class H1Connection(asyncio.Protocol):
             trusted=self.trusted,
         )
         if isinstance(decision, Answer):
-            if decision.close:
-                self._answer(decision)
-            else:  # a fixed-status or redirect route on a connection that stays open
-                self._write(decision.data)
-                self._log()
-                self._next_cycle()
+            self._answered(decision, now)
             return
         self.pending = True  # (reading pauses if more bytes come while held)
         # Judge whatever part of the body came with the head before any backend hears of it.
@@ -353,6 +425,7 @@ class H1Connection(asyncio.Protocol):
             early: list[h11.Event] = []
             self.early = early
             conn = self.h11
+            assert conn is not None
             while True:
                 try:
                     ev = conn.next_event()
@@ -371,14 +444,13 @@ class H1Connection(asyncio.Protocol):
                     early.append(ev)
                     break
                 early.append(ev)  # type: ignore[arg-type]
-        assert self.transport is not None
-        self.leg = BackendLeg(self.fe, ex, self, self.transport, self.peer)
-        self.leg.forward(decision.pool)
+        self._forward(ex, decision)
 
     def _framing_ok(self, end: bool) -> bool:
         """h11 reads chunk extensions of any length; we allow 256 bytes of framing per chunk."""
         if not end:
             self.chunks += 1
+        assert self.h11 is not None  # (chunked requests are h11's)
         overhead = self.fed - buffered(self.h11) - self.data_seen
         allowed = 256 * (self.chunks + 1) + (self.head_limit if end else 0)
         if overhead <= allowed:
@@ -412,7 +484,8 @@ class H1Connection(asyncio.Protocol):
         self._request_end(ex, up)
 
     def _request_end(self, ex: Exchange, up: UpstreamConnection) -> None:
-        last = ex.request_end(self.loop.time())
+        now = self.loop.time()
+        last = ex.request_end(now)
         if not up.closed and up.transport is not None:
             if last:
                 up.transport.write(last)
@@ -420,7 +493,7 @@ class H1Connection(asyncio.Protocol):
         # Hold further client bytes (pipelining) until this response is done.
         self.pending = True
         if ex.response_done:
-            self._finish()
+            self._finish(now)
         else:
             self._arm(ex.deadline)
 
@@ -472,11 +545,12 @@ class H1Connection(asyncio.Protocol):
         ex = self.ex
         assert leg is not None and leg.up is not None and ex is not None
         up = leg.up
-        ex.heard(self.loop.time())
+        now = self.loop.time()
+        ex.heard(now)
         up.reader.receive_data(data)
-        self._pump_upstream(up, ex)
+        self._pump_upstream(up, ex, now)
 
-    def _pump_upstream(self, up: UpstreamConnection, ex: Exchange) -> None:
+    def _pump_upstream(self, up: UpstreamConnection, ex: Exchange, now: float) -> None:
         # Everything one batch of backend bytes produces goes out in one write; a
         # response that turns out broken within the batch never reaches the client.
         reader = up.reader
@@ -512,7 +586,7 @@ class H1Connection(asyncio.Protocol):
                 self._writelines(out)
                 # (If the backend answered before the request body was complete, the
                 # client connection cannot be reused: _next_cycle closes it.)
-                self._finish()
+                self._finish(now)
                 return
             else:  # NEED_DATA
                 if out:
@@ -534,7 +608,7 @@ class H1Connection(asyncio.Protocol):
         self.tunnel = True
         self.waiting = C_NONE
         self._log()
-        client_rest, _ = self.h11.trailing_data
+        client_rest = self.h11.trailing_data[0] if self.h11 is not None else self.held
         up_rest = up.reader.trailing
         if up_rest:
             self._write(up_rest)
@@ -553,7 +627,7 @@ class H1Connection(asyncio.Protocol):
         if up is None or self.ex is None:
             return
         up.reader.receive_data(b"")
-        self._pump_upstream(up, self.ex)
+        self._pump_upstream(up, self.ex, self.loop.time())
 
     def upstream_lost(self, exc: Exception | None) -> None:
         leg = self.leg
@@ -569,7 +643,7 @@ class H1Connection(asyncio.Protocol):
         if ex is not None and not ex.response_done:
             # A closed connection completes a close-delimited body; anything else is a failure.
             up.reader.receive_data(b"")
-            self._pump_upstream(up, ex)
+            self._pump_upstream(up, ex, self.loop.time())
             if not ex.response_done and leg.up is up:
                 self._upstream_failed(502, f"backend connection lost: {exc or 'closed'}")
 
@@ -603,32 +677,38 @@ class H1Connection(asyncio.Protocol):
         elif isinstance(outcome, Answer):
             self._answer(outcome)
 
-    def _finish(self) -> None:
+    def _finish(self, now: float) -> None:
         """The response is complete: settle the backend connection, then the client one."""
         self.flow.unfollow()
         if self.leg is not None:
             self.leg.settle()
-        self._log()
+        self._log(now)
         if self.closed:
             return
-        self._next_cycle()
+        self._next_cycle(now)
 
-    def _next_cycle(self) -> None:
+    def _next_cycle(self, now: float) -> None:
         ex = self.ex
         assert ex is not None
         if not ex.request_done or not ex.keep_alive or ex.resp_close or self.site.retired:
             self._close(linger=self._input_may_follow())
             return
-        # h11 only reads here; a fresh one per request costs less than driving its sending side.
-        rest, closed = self.h11.trailing_data
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.head_limit)
+        # h11 only reads here; a fresh one per request that needs it costs less than driving
+        # its sending side. What follows the request goes through the gate again.
+        conn = self.h11
+        if conn is None:  # (the fast path's request: complete with its head)
+            rest, closed = self.held, self.client_eof
+            self.held = b""
+        else:
+            rest, closed = conn.trailing_data
+            self.h11 = None
         self.req = None
         self.ex = None
         self.leg = None
         self.gate = self.gate_buf  # (empty: it was cleared when the last head was taken)
         self.pending = False
         self.idle = True
-        self._wait(C_IDLE, self.loop.time() + self.timeouts.idle)
+        self._wait(C_IDLE, now + self.timeouts.idle)
         self.flow.resume_reading(HELD)
         if closed and not rest:
             self._close()
@@ -709,7 +789,8 @@ class H1Connection(asyncio.Protocol):
             or not ex.request_done
             or bool(self.flow.read_paused)
             or bool(self.gate)
-            or bool(buffered(self.h11))
+            or bool(self.held)
+            or (self.h11 is not None and bool(buffered(self.h11)))
         )
 
     def _close(self, linger: bool = False) -> None:
@@ -736,12 +817,13 @@ class H1Connection(asyncio.Protocol):
         self.flow.detach()
         self._cancel_timer()
 
-    def _log(self) -> None:
+    def _log(self, now: float | None = None) -> None:
         fe = self.fe
         ex = self.ex
-        now = self.loop.time()
         if ex is None:
             return
+        if now is None:
+            now = self.loop.time()
         duration = now - ex.t0
         fe.counters.observe(ex.route.label, ex.status, duration)
         if fe.access_log is not None:
@@ -757,7 +839,7 @@ class H1Connection(asyncio.Protocol):
                 size=self.sent,
                 upstream=backend.key if backend is not None else "-",
                 duration=duration,
-                headers=header_triples(req) if req is not None else None,
+                headers=req.items if req is not None else None,
             )
 
     # ------------------------------------------------------------------ the one timer
