@@ -352,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     chart_name = None if chart_error else base.with_suffix(".png").name
     report.write_json(doc, base.with_suffix(".json"))
     base.with_suffix(".md").write_text(report.markdown(doc, chart_name))
-    if not args.quick and out_dir == RESULTS and rc == 0:
+    # latest.* is the last full run: a run of chosen workloads (--workloads) leaves it alone
+    if not args.quick and out_dir == RESULTS and rc == 0 and not args.workloads:
         if chart_name:
             shutil.copyfile(base.with_suffix(".png"), out_dir / "latest.png")
         (out_dir / "latest.md").write_text(report.markdown(doc, "latest.png" if chart_name else None))
