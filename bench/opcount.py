@@ -777,7 +777,7 @@ def parts(number: int = 1000) -> list[tuple[str, float, str]]:
     conn.receive_data(req)
     request = conn.next_event()
     assert isinstance(request, h11.Request)
-    items = request.headers._full_items  # as proxy/http/connection.py reads them
+    items = request.headers._full_items  # as proxy/http/h11glue.header_triples reads them
 
     def h11_request_event() -> object:
         return h11.Request(method=b"GET", target=b"/small", headers=[(b"host", b"127.0.0.1:12345")])

@@ -312,8 +312,10 @@ def test_opcount_http_prints_per_request_figures() -> None:
     cpu = re.search(r"loop-thread CPU, untraced: ([\d.]+) µs per request", out)
     assert cpu is not None and float(cpu.group(1)) > 0, out[:2000]
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:7] in ("sekisho", "h11    ")}
-    assert float(rows["sekisho"][1]) > 0 and float(rows["h11"][1]) > 0, out[:2000]
+    assert float(rows["sekisho"][1]) > 0, out[:2000]
+    # (h11's row is zero, or absent, when the request fast path took the request)
+    assert "h11" not in rows or float(rows["h11"][1]) >= 0, out[:2000]
     # one callback per side of the exchange, and nothing of the harness counted
-    assert "1.00  proxy/http/connection.py:ClientConnection.data_received" in out
+    assert "1.00  proxy/http/h1.py:H1Connection.data_received" in out
     assert "1.00  proxy/http/upstream.py:UpstreamConnection.data_received" in out
     assert "opcount.py:" not in out
