@@ -149,6 +149,7 @@ class H2Connection(asyncio.Protocol):
         self.last_sid = 0  # the highest stream we took
         self.goaway_sent = False
         self.write_paused = False
+        self.flush_pending = False  # a _flush is scheduled for the end of this loop turn
         limits = GuardLimits(max_concurrent_streams=self.site.config.max_concurrent_streams)
         self.guard = AbuseGuard(limits)
         self.h2 = h2.connection.H2Connection(config=_H2_CONFIG)
@@ -344,8 +345,7 @@ class H2Connection(asyncio.Protocol):
                 self.h2.acknowledge_received_data(n, st.sid)
             except h2.exceptions.StreamClosedError:
                 return
-            if not self.closed:
-                self._flush()
+            self._flush_soon()
 
     def _on_end(self, sid: int, now: float) -> None:
         st = self.streams.get(sid)
@@ -428,8 +428,7 @@ class H2Connection(asyncio.Protocol):
         st.ex.heard(self.loop.time())
         up.reader.receive_data(data)
         self._pump_upstream(st, up)
-        if not self.closed:
-            self._flush()
+        self._flush_soon()
 
     def upstream_eof(self, st: Stream) -> None:
         up = st.up
@@ -437,8 +436,7 @@ class H2Connection(asyncio.Protocol):
             return
         up.reader.receive_data(b"")
         self._pump_upstream(st, up)
-        if not self.closed:
-            self._flush()
+        self._flush_soon()
 
     def upstream_lost(self, st: Stream, exc: Exception | None) -> None:
         up = st.up
@@ -449,8 +447,7 @@ class H2Connection(asyncio.Protocol):
             self._pump_upstream(st, up)
             if not st.ex.response_done and st.up is up:
                 self._upstream_failed(st, 502, f"backend connection lost: {exc or 'closed'}")
-        if not self.closed:
-            self._flush()
+        self._flush_soon()
 
     def _pump_upstream(self, st: Stream, up: UpstreamConnection) -> None:
         ex = st.ex
@@ -692,9 +689,17 @@ class H2Connection(asyncio.Protocol):
         self._close()
 
     def _flush(self) -> None:
+        self.flush_pending = False
         data = self.h2.data_to_send()
         if data:
             self._write(data)
+
+    def _flush_soon(self) -> None:
+        """Write what h2 queued at the end of this loop turn: the frames of every stream a
+        backend answered in the same turn go out in one write (and TLS records)."""
+        if not self.flush_pending and not self.closed:
+            self.flush_pending = True
+            self.loop.call_soon(self._flush)
 
     def _write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
