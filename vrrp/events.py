@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from conf.model import VrrpInstance
+
 from . import packet
 from .packet import Advert, IPAddress
 
@@ -81,6 +83,14 @@ class ScriptUp:
     name: str
 
 
+@dataclass(frozen=True)
+class Reconfigured:
+    """A reload changed this instance's configuration but not its identity (interface,
+    VRID, address family: `vrrp.fsm.same_identity`); the instance keeps its state."""
+
+    config: VrrpInstance
+
+
 Event = (
     Startup
     | Shutdown
@@ -91,6 +101,7 @@ Event = (
     | LinkUp
     | ScriptDown
     | ScriptUp
+    | Reconfigured
 )
 
 

@@ -36,6 +36,7 @@ from .events import (
     NotifyKind,
     PacketReceived,
     PriorityChanged,
+    Reconfigured,
     RunNotify,
     ScriptDown,
     ScriptUp,
@@ -68,6 +69,7 @@ __all__ = [
     "NotifyKind",
     "PacketReceived",
     "PriorityChanged",
+    "Reconfigured",
     "RunNotify",
     "ScriptDown",
     "ScriptUp",
@@ -79,7 +81,24 @@ __all__ = [
     "StateChanged",
     "Timer",
     "TimerFired",
+    "same_identity",
 ]
+
+
+def same_identity(old: VrrpInstance, new: VrrpInstance) -> bool:
+    """keepalived's reload keeps an instance's state when this holds: same interface, same
+    VRID, same address family (and, here, the same VRRP version: another packet format
+    is another virtual router for every peer). Anything else is updated in place."""
+    return (
+        old.interface == new.interface
+        and old.virtual_router_id == new.virtual_router_id
+        and old.version == new.version
+        and _family(old) == _family(new)
+    )
+
+
+def _family(config: VrrpInstance) -> int:
+    return config.virtual_ipaddress[0].version if config.virtual_ipaddress else 4
 
 
 # --------------------------------------------------------------------- instance
@@ -175,6 +194,8 @@ class Instance:
                 return self._track("script", name, False, now)
             case ScriptUp(name=name):
                 return self._track("script", name, True, now)
+            case Reconfigured(config=config):
+                return self._reconfigure(config, now)
         raise TypeError(f"not a VRRP event: {event!r}")
 
     # --------------------------------------------------------------- transitions
@@ -277,6 +298,67 @@ class Instance:
         if timer == "garp" and self.state == State.MASTER:
             return [SendGarp(tuple(v.ip for v in self._vips))]
         return []
+
+    # -------------------------------------------------------------------- reload
+
+    def _reconfigure(self, config: VrrpInstance, now: float) -> list[Action]:
+        """A reload with the same identity: keep the state, apply the rest in place.
+
+        As keepalived does: a master adds the new VIPs and deletes the dropped ones
+        without leaving MASTER, and advertises the new priority (and interval, and
+        address list) at once. A master whose new priority is below a peer's learns it
+        from the peer's next advertisement and gives way then (RFC 5798 6.4.3: the
+        backup with preemption ignores our lower adverts, its Master_Down_Timer runs
+        out, and we hear its higher priority); a backup re-evaluates preemption on the
+        next advertisement it hears with the new priority and `preempt` setting.
+        """
+        if not same_identity(self.config, config):
+            raise ValueError(
+                f"vrrp {self.config.name}: interface, VRID, version or family changed: stop and start"
+            )
+        if config == self.config:
+            return []
+        old_priority, old_mdi = self.priority, self.master_down_interval
+        old_vips, old_advert = self._vips, self.advert()
+        self.config = config
+        self._vips = tuple(config.virtual_ipaddress)
+        self._vip_set = frozenset(v.ip for v in self._vips)
+        self._auth = packet.password_bytes(config.auth_pass)
+        self._multicast = not config.unicast_peer
+        previous = self.tracking
+        self.tracking = Tracking(config)
+        for key, obj in self.tracking.objects.items():
+            known = previous.objects.get(key)
+            if known is not None and known.up is not None:
+                obj.up = known.up
+        if config.preempt_delay <= 0:
+            self.preempt_deadline = None
+        out: list[Action] = []
+        if self.priority != old_priority:
+            out.append(PriorityChanged(old_priority, self.priority, "reload"))
+        if self.state == State.MASTER:
+            self.master_adver_interval = config.advert_int
+            gone = tuple(v for v in old_vips if v not in self._vips)
+            new = tuple(v for v in self._vips if v not in old_vips)
+            if gone:
+                out.append(DelVip(gone))
+            if new:
+                out.append(AddVip(new))
+            if self.advert() != old_advert:
+                out.append(SendAdvert(self.advert()))
+                out.append(self._arm("advert", now + config.advert_int))
+            if new:
+                out.append(SendGarp(tuple(v.ip for v in new)))
+        elif self.state == State.BACKUP:
+            if config.version == 2 or self.master_address is None:
+                self.master_adver_interval = config.advert_int
+            due = self.deadlines.get("master_down")
+            if self.priority == PRIORITY_OWNER:
+                return out + self._become_master(now, "reload: address owner")
+            if due is not None and self.master_down_interval != old_mdi:
+                # keepalived moves the running timer by the change of its skew
+                out.append(self._arm("master_down", due + self.master_down_interval - old_mdi))
+        return out + self._settle(now, "reload")
 
     # ------------------------------------------------------------------ tracking
 

@@ -31,6 +31,7 @@ from .fsm import (
     LinkUp,
     PacketReceived,
     PriorityChanged,
+    Reconfigured,
     RunNotify,
     ScriptDown,
     ScriptUp,
@@ -41,6 +42,7 @@ from .fsm import (
     StateChanged,
     Timer,
     TimerFired,
+    same_identity,
 )
 from .io import ArpSender, VrrpSocket
 from .netlink import Link, LinkWatcher, Netlink
@@ -100,6 +102,30 @@ class VrrpService:
     def name(self) -> str:
         return self.config.name
 
+    @staticmethod
+    def updatable(old: VrrpInstance, new: VrrpInstance) -> bool:
+        """Can a running service take `new` in place (`reconfigure`), keeping its state?
+
+        The identity (`vrrp.fsm.same_identity`) must hold, and what the service opened at
+        start must not move: the socket (unicast peers and source) and the tracked objects
+        it watches (link and script names; their weights may change).
+        """
+        return (
+            same_identity(old, new)
+            and old.name == new.name
+            and old.unicast_peer == new.unicast_peer
+            and old.unicast_src_ip == new.unicast_src_ip
+            and set(old.track_interface) == set(new.track_interface)
+            and [t.script for t in old.track_script] == [t.script for t in new.track_script]
+        )
+
+    def reconfigure(self, config: VrrpInstance) -> None:
+        """Apply a reloaded config in place (the caller checked `updatable`): the
+        instance keeps its state and, as master, its VIPs."""
+        if not self.updatable(self.config, config):
+            raise ValueError(f"vrrp {self.name}: cannot be updated in place")
+        self._events.put_nowait(Reconfigured(config))
+
     # ----------------------------------------------------------------- lifecycle
 
     async def run(self) -> None:
@@ -111,6 +137,8 @@ class VrrpService:
             await self._execute(self.instance.handle(Startup(), loop.time()))
             while True:
                 event = await self._events.get()
+                if isinstance(event, Reconfigured):
+                    self._reconfigured(event.config)
                 await self._execute(self.instance.handle(event, loop.time()))
         finally:
             try:
@@ -166,6 +194,19 @@ class VrrpService:
             self.instance.priority,
             primary,
             f"unicast to {', '.join(map(str, peers))}" if peers else "multicast",
+        )
+
+    def _reconfigured(self, config: VrrpInstance) -> None:
+        old = self.config
+        self.config = config
+        self._notifier.config = config.notify
+        log.info(
+            "vrrp %s: reloaded in place (%s vrid %d priority %d -> %d)",
+            config.name,
+            config.interface,
+            config.virtual_router_id,
+            old.priority,
+            config.priority,
         )
 
     async def _remove_stale(

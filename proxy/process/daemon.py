@@ -291,8 +291,19 @@ class Daemon:
 
     def _reconcile_vrrp(self, instances: Iterable[conf.VrrpInstance]) -> None:
         wanted = {i.name: i for i in instances}
-        for name, (instance, _, task) in list(self.vrrp.items()):
-            if wanted.get(name) != instance:
+        for name, (instance, service, task) in list(self.vrrp.items()):
+            new = wanted.get(name)
+            if (
+                new is not None
+                and new != instance
+                and VrrpService.updatable(instance, new)
+                and not task.done()
+            ):
+                # Same interface, VRID and family: updated in place, as keepalived's reload
+                # does; a master keeps the VIP and advertises the new priority at once.
+                service.reconfigure(new)
+                self.vrrp[name] = (new, service, task)
+            elif new != instance:
                 task.cancel()  # the service sends priority 0 and releases its VIP
                 del self.vrrp[name]
                 if name in wanted:
