@@ -443,7 +443,10 @@ def run(pieces: list[bytes], eof: bool, fast: bool) -> Transcript:
             answer()
         for t in (ct, ut):
             t.closed = t.closed or t.eof
-        return Transcript(b"".join(ut.written), b"".join(ct.written), ct.closed, made)
+        out = Transcript(b"".join(ut.written), b"".join(ct.written), ct.closed, made)
+        conn.connection_lost(None)  # (a dial under way is cancelled)
+        await asyncio.sleep(0)
+        return out
 
     loop = asyncio.new_event_loop()
     try:
