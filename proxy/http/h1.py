@@ -97,6 +97,8 @@ class H1Connection(asyncio.Protocol):
         self.pending = False  # h11's events wait: a backend is being found, or a response runs
         self.early: Sequence[h11.Event] = ()  # the body parsed before the backend was attached
         self.tunnel = False
+        self.replaying = False  # _next_cycle is feeding pipelined bytes back in (see there)
+        self.replay: tuple[bytes, bool] | None = None
         self.sent = 0  # response bytes written to the client for this request
         self.ex: Exchange | None = None
         self.req: RequestHead | None = None
@@ -713,10 +715,27 @@ class H1Connection(asyncio.Protocol):
         if closed and not rest:
             self._close()
         elif rest:
-            self.data_received(rest)
-            self.fe.counters.bytes_in -= len(rest)
-            if closed and not self.closed:
-                self.eof_received()
+            # Pipelined requests that are answered at once would nest a call per request;
+            # the outermost replay takes the next one instead (a loop, not a recursion).
+            if self.replaying:
+                self.replay = (rest, closed)
+                return
+            self.replaying = True
+            try:
+                while True:
+                    self.data_received(rest)
+                    self.fe.counters.bytes_in -= len(rest)
+                    nxt = self.replay
+                    if nxt is not None and not self.closed:
+                        self.replay = None
+                        rest, closed = nxt
+                        continue
+                    if closed and not self.closed:
+                        self.eof_received()
+                    break
+            finally:
+                self.replaying = False
+                self.replay = None
 
     def retire(self) -> None:
         """Reload or shutdown: the current response says `Connection: close`. An idle

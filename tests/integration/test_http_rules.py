@@ -230,3 +230,23 @@ async def test_204_reaches_the_client_without_content_length(
         assert b"x-kept: yes" in head.lower()
         assert b"content-length" not in head.lower() and b"transfer-encoding" not in head.lower()
         writer.close()
+
+
+@pytest.mark.asyncio
+async def test_hundreds_of_pipelined_local_answers_in_one_read(
+    peers: tuple[HttpBackend, SwitchingBackend],
+) -> None:
+    """Requests answered at once (a 403 route) pipelined in one read: each is answered, in
+    order, and the connection stays up (each answer once re-entered the next one: a
+    RecursionError around 200 deep, and uvloop closed the connection)."""
+    a, s = peers
+    n = 400
+    one = b"GET /private/x HTTP/1.1\r\nHost: www.example.com\r\n\r\n"
+    async with Proxy(_config(a, s)) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(one * n + b"GET /private/last HTTP/1.1\r\nHost: h\r\n\r\n")
+        for _ in range(n + 1):
+            status, _, _ = await read_response(reader)
+            assert status == 403
+        writer.close()
+    assert not s.heads and not a.requests
