@@ -1,4 +1,4 @@
-"""A private Postfix instance for interop tests (see ../shared/PEERS.md).
+"""A private Postfix instance for interop tests (a main.cf and spool of its own under a temp dir).
 
 It lives in a temp directory with its own config directory, queue, data
 directory and mail spool, listens on one loopback port, trusts 127.0.0.0/8 for
