@@ -138,7 +138,7 @@ class H1Connection(asyncio.Protocol):
         assert transport is not None
         h2conn = H2Connection(self.fe, self.on_close)
         self.fe.conn_replaced(self, h2conn)
-        h2conn.take_over(transport, self.peer, self.allowed, self.trusted, data)
+        h2conn.take_over(self, transport, data)
 
     def data_received(self, data: bytes) -> None:
         fe = self.fe

@@ -43,6 +43,7 @@ from proxy.linger import linger_close
 
 if TYPE_CHECKING:
     from proxy.http.frontend import HttpFrontend
+    from proxy.http.h1 import H1Connection
 
 log = logging.getLogger("sekisho.http")
 
@@ -159,27 +160,11 @@ class H2Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ transport callbacks
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """A new connection (TLS, ALPN h2); see `take_over` for one that began as HTTP/1."""
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if peer else ""
-        if transport.get_extra_info("sslcontext") is not None:
-            self.proto = b"https"
-        self.allowed, self.trusted = self.fe.classify(self.peer)
-        self.fe.conn_opened(self)
-        self._start()
-
-    def take_over(
-        self, transport: asyncio.Transport, peer: str, allowed: bool, trusted: bool, data: bytes
-    ) -> None:
-        """Carry on a connection an H1Connection accepted: its first bytes were the
-        HTTP/2 preface (h2c with prior knowledge, or ALPN h2 decided after it began)."""
+    def take_over(self, h1: H1Connection, transport: asyncio.Transport, data: bytes) -> None:
+        """Carry on a connection an H1Connection accepted (every client connection starts as
+        one): its TLS handshake chose ALPN h2, or its first bytes were the h2c preface."""
         self.transport = transport
-        self.peer = peer
-        if transport.get_extra_info("sslcontext") is not None:
-            self.proto = b"https"
-        self.allowed, self.trusted = allowed, trusted
+        self.peer, self.proto, self.allowed, self.trusted = h1.peer, h1.proto, h1.allowed, h1.trusted
         transport.set_protocol(self)
         self._start()
         if data:
