@@ -42,6 +42,7 @@ class Backend:
     last_check: dict[str, Any] | None = None
     health: HealthState = field(default_factory=HealthState)
     up_since: float | None = None  # start of a slow-start ramp
+    slot: int = -1  # column in the workers' shared connection counts (lb.shared); -1: none
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -26,18 +26,31 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import conf
 from lb import sched
 from lb.backend import Backend, resolve
 from lb.health import Checker, HealthState
+from lb.shared import Columns, SharedCounts
 
-__all__ = ["Backend", "BackendPool", "PoolSet", "resolve"]
+__all__ = ["Backend", "BackendPool", "PoolSet", "ServerView", "resolve"]
 
 log = logging.getLogger("sekisho.pool")
 
 Clock = Callable[[], float]
+
+
+class ServerView(NamedTuple):
+    """One server as the supervisor's health checks see it: what a worker's pool copies."""
+
+    key: str
+    host: str
+    configured: str
+    slot: int
+    up: bool
+    weight: int
+    up_since: float | None  # time.monotonic(): one clock for every process of the machine
 
 
 class BackendPool:
@@ -56,6 +69,12 @@ class BackendPool:
         self._tasks: dict[Backend | str, asyncio.Task[None]] = {}
         self.started = False
         self.picks_none = 0
+        # With worker processes: the connection counts of every worker (lb.shared), who
+        # hears of a state change (the supervisor), and where a worker's failed connects go.
+        self.counts: SharedCounts | None = None
+        self.on_change: Callable[[], None] | None = None
+        self.report_failure: Callable[[str, str], None] | None = None
+        self._counted = False  # picks need the shared counts (share_counts)
         old = {b.key: b for b in previous.backends} if previous is not None else {}
         for server in config.servers:
             if server.address.is_ip:
@@ -102,6 +121,7 @@ class BackendPool:
             self.scheduler.add(b, b.sched_weight, b.up)
         if b.up_since is not None and self.config.slow_start > 0:
             self._ramping.add(b)
+        self._changed()
 
     def _remove(self, b: Backend) -> None:
         self.backends.remove(b)
@@ -110,6 +130,11 @@ class BackendPool:
         task = self._tasks.pop(b, None)
         if task is not None:
             task.cancel()
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     @property
     def proxy_protocol(self) -> str | None:
@@ -146,9 +171,10 @@ class BackendPool:
         """Runtime weight (admin API): 0 drains, existing connections finish."""
         backend.weight = weight
         self._sync(backend)
+        self._changed()
 
     # ------------------------------------------------------------ up / down
-    def set_up(self, backend: Backend) -> None:
+    def set_up(self, backend: Backend, announce: bool = True) -> None:
         if backend.up and backend.in_table:
             return
         backend.up = True
@@ -161,9 +187,11 @@ class BackendPool:
             self.scheduler.add(backend, self._weight_of(backend, self.clock()), True)
         self._sync(backend)
         self.scheduler.set_up(backend)
-        log.warning("pool %s: server %s is up", self.name, backend.key)
+        if announce:  # a worker copying the supervisor's view does not log it again
+            log.warning("pool %s: server %s is up", self.name, backend.key)
+        self._changed()
 
-    def set_down(self, backend: Backend) -> None:
+    def set_down(self, backend: Backend, announce: bool = True) -> None:
         if not backend.up:
             return
         backend.up = False
@@ -175,7 +203,9 @@ class BackendPool:
             self.scheduler.remove(backend)
         else:
             self.scheduler.set_down(backend)
-        log.warning("pool %s: server %s is down", self.name, backend.key)
+        if announce:
+            log.warning("pool %s: server %s is down", self.name, backend.key)
+        self._changed()
 
     def check_result(self, backend: Backend, ok: bool, reason: str = "", duration: float = 0.0) -> None:
         """One active check result; the rise/fall machine decides set_up/set_down."""
@@ -198,6 +228,8 @@ class BackendPool:
     def pick(self, client_ip: str | None = None, exclude: Collection[Backend] = ()) -> Backend | None:
         if self._ramping:
             self._ramp()
+        if self.counts is not None and self._counted:
+            self._read_counts(self.counts)
         b = self.scheduler.pick(client_ip, exclude)
         if b is None:
             b = self.sorry if self.sorry is not None and self.sorry not in exclude else None
@@ -210,6 +242,8 @@ class BackendPool:
     def take(self, backend: Backend) -> None:
         backend.active += 1
         backend.total += 1
+        if backend.slot >= 0 and self.counts is not None:
+            self.counts.add(backend.slot, 1)
         if not backend.is_sorry:
             self.scheduler.take(backend)
 
@@ -218,14 +252,69 @@ class BackendPool:
         backend.active -= 1
         backend.bytes_in += bytes_in
         backend.bytes_out += bytes_out
+        if backend.slot >= 0 and self.counts is not None:
+            self.counts.add(backend.slot, -1)
         if not backend.is_sorry:
             self.scheduler.drop(backend)
 
     def connect_failed(self, backend: Backend) -> None:
-        """Passive health: a failed connect counts as one failed check."""
+        """Passive health: a failed connect counts as one failed check (in a worker:
+        the supervisor's health state decides, and tells every worker)."""
         backend.connect_failures += 1
+        if backend.is_sorry:
+            return
+        if self.report_failure is not None:
+            self.report_failure(self.name, backend.key)
+        else:
+            self._feed(backend, False, self.clock())
+
+    def failed_in_worker(self, backend: Backend) -> None:
+        """A worker's connect to `backend` failed: one failed check here, in the supervisor."""
         if not backend.is_sorry:
             self._feed(backend, False, self.clock())
+
+    # ------------------------------------------------- state across workers
+    def share_counts(self, counts: SharedCounts) -> None:
+        self.counts = counts
+        self._counted = self.scheduler.uses_counts or any(s.max_connections for s in self.config.servers)
+
+    def _read_counts(self, counts: SharedCounts) -> None:
+        for b in self.backends:
+            if b.slot >= 0:
+                b.active = counts.total(b.slot)
+
+    def view(self) -> list[ServerView]:
+        return [
+            ServerView(b.key, b.host, b.configured, b.slot, b.up, b.weight, b.up_since) for b in self.backends
+        ]
+
+    def apply_view(self, view: list[ServerView]) -> None:
+        """Copy the supervisor's view of this pool (a worker runs no checks of its own):
+        up/down, runtime weights, slow-start, the addresses hostnames resolved to."""
+        mine = {b.key: b for b in self.backends}
+        seen = set()
+        for s in view:
+            b = mine.get(s.key)
+            if b is None:
+                server = next((c for c in self.config.servers if str(c.address) == s.configured), None)
+                if server is None:
+                    continue  # the supervisor runs a newer config than this worker
+                b = self._new(s.host, server)
+                self._add(b)
+            seen.add(s.key)
+            b.slot = s.slot
+            b.weight = s.weight
+            if s.up:
+                self.set_up(b, announce=False)
+            else:
+                self.set_down(b, announce=False)
+            b.up_since = s.up_since
+            if s.up_since is not None and self.config.slow_start > 0:
+                self._ramping.add(b)
+            self._sync(b)
+        hostnames = {str(server.address) for server in self._hostnames()}
+        for b in [b for b in self.backends if b.key not in seen and b.configured in hostnames]:
+            self._remove(b)  # an address its hostname no longer resolves to
 
     # ------------------------------------------------------- background work
     def _hostnames(self) -> list[conf.Server]:
@@ -300,7 +389,7 @@ class BackendPool:
                 "up": b.up,
                 "weight": b.weight,
                 "effective_weight": b.effective_weight,
-                "active": b.active,
+                "active": self.counts.total(b.slot) if self.counts and b.slot >= 0 else b.active,
                 "total": b.total,
                 "connect_failures": b.connect_failures,
                 "sorry": b.is_sorry,
@@ -339,6 +428,11 @@ class PoolSet(Mapping[str, BackendPool]):
         self._pools = {name: BackendPool(p, clock) for name, p in pools.items()}
         self.started = False
         self._pending: set[asyncio.Task[None]] = set()
+        # With worker processes (proxy.process.workers), in the supervisor:
+        self._columns: Columns | None = None
+        self._counts: SharedCounts | None = None
+        self._on_change: Callable[[], None] | None = None
+        self._with_column: dict[int, Backend] = {}
 
     def __getitem__(self, name: str) -> BackendPool:
         return self._pools[name]
@@ -370,6 +464,10 @@ class PoolSet(Mapping[str, BackendPool]):
         for bp in retired if self.started else []:
             self._spawn(bp.stop())
         self._pools = fresh
+        for bp in fresh.values():
+            self._wire(bp)
+        if self._on_change is not None:
+            self._on_change()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -391,3 +489,47 @@ class PoolSet(Mapping[str, BackendPool]):
 
     def stats(self) -> list[dict[str, Any]]:
         return [p.stats() for p in self._pools.values()]
+
+    # ------------------------------------------ the health view across workers
+    def share_counts(self, counts: SharedCounts, columns: Columns | None = None) -> None:
+        """Count connections in `counts`; the supervisor also hands out its columns."""
+        self._counts, self._columns = counts, columns
+        for bp in self._pools.values():
+            self._wire(bp)
+
+    def watch(self, on_change: Callable[[], None]) -> None:
+        """Call `on_change` whenever a server's state, weight or address set changes."""
+        self._on_change = on_change
+        for bp in self._pools.values():
+            self._wire(bp)
+
+    def report_failures(self, report: Callable[[str, str], None]) -> None:
+        """A worker: failed connects go to the supervisor's health state, not our own."""
+        for bp in self._pools.values():
+            bp.report_failure = report
+
+    def _wire(self, bp: BackendPool) -> None:
+        if self._counts is not None and bp.counts is None:
+            bp.share_counts(self._counts)
+        bp.on_change = self._on_change
+
+    def view(self) -> dict[str, list[ServerView]]:
+        """Every pool's servers as the supervisor sees them; servers new since the last
+        view get a column of the shared counts, and gone ones give theirs back."""
+        if self._columns is not None:
+            live = {id(b): b for bp in self._pools.values() for b in bp.backends}
+            for b in live.values():
+                if b.slot < 0:
+                    b.slot = self._columns.take()
+                    self._with_column[id(b)] = b
+            for key, b in list(self._with_column.items()):
+                if key not in live:
+                    self._columns.free(b.slot)
+                    del self._with_column[key]
+        return {name: bp.view() for name, bp in self._pools.items()}
+
+    def apply_view(self, view: Mapping[str, list[ServerView]]) -> None:
+        for name, servers in view.items():
+            bp = self._pools.get(name)
+            if bp is not None:  # a pool of another config generation is not ours
+                bp.apply_view(servers)

@@ -56,6 +56,7 @@ class Scheduler:
     """Membership, weights and up state; subclasses implement `pick`."""
 
     name = "first"
+    uses_counts = False  # picks by `Backend.active` (lc, wlc, lblc)
 
     def __init__(self) -> None:
         self.members: list[Backend] = []
@@ -184,6 +185,7 @@ class WeightedRoundRobin(Scheduler):
 
 class LeastConnection(Scheduler):
     name = "lc"
+    uses_counts = True
 
     def __init__(self) -> None:
         super().__init__()
