@@ -28,8 +28,7 @@ from typing import Any
 import conf
 from lb.pool import PoolSet
 from proxy import VERSION
-from proxy.accesslog import AccessLog
-from proxy.listener import Frontend, Listener, bind
+from proxy.listener import bind
 from proxy.process import pool_admin
 from proxy.process.admin import (
     AdminPolicy,
@@ -40,7 +39,7 @@ from proxy.process.admin import (
     admin_policy,
     exposure_warnings,
 )
-from proxy.process.frontends import StatsBook, build_frontend, check_runtimes, sections
+from proxy.process.frontends import check_runtimes, sections
 from proxy.process.metrics import Exposition
 from proxy.process.metrics import http as http_metrics
 from proxy.process.metrics import lb as lb_metrics
@@ -48,16 +47,13 @@ from proxy.process.metrics import smtp as smtp_metrics
 from proxy.process.metrics import vrrp as vrrp_metrics
 from proxy.process.metrics.core import ProcessSnapshot, daemon_families
 from proxy.process.sdnotify import Notifier
+from proxy.process.serving import Key, LocalServing, StartupError, listen_keys
 from proxy.process.status import render_html
 from proxy.process.tasks import Background
 from vrrp.service import VrrpService
 
 log = logging.getLogger("sekisho")
 GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython default 700)
-
-
-class StartupError(Exception):
-    """The daemon cannot start with this config on this machine."""
 
 
 class Daemon:
@@ -68,19 +64,15 @@ class Daemon:
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload_success = time.time()
         self.pools = PoolSet(config.pools)
-        self.stats = StatsBook()
-        self.listeners: dict[tuple[str, conf.Address], Listener] = {}
-        self.frontends: dict[tuple[str, conf.Address], Frontend] = {}
-        self.retired: set[Frontend] = set()
+        self.sockets: dict[Key, socket.socket] = {}  # every listening socket, bound once here
         self.vrrp: dict[str, tuple[conf.VrrpInstance, Any, asyncio.Task[None]]] = {}
         self.exposition = Exposition()
         self.admin = AdminServer()
-        self.access_log = _access_log(config.global_)
-        self._old_access_logs: list[AccessLog] = []
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.tasks = Background(log)  # every background task: tracked, failures logged
         self.notifier = Notifier.from_env()
+        self.serving = LocalServing(self.pools, self.tasks)
 
     # ------------------------------------------------------------------ start
 
@@ -89,15 +81,14 @@ class Daemon:
         if problems:
             raise StartupError("\n".join(problems))
         self.admin.policy = _admin_policy(self.config)
-        fresh = self._frontends_for(self.config)  # builds TLS contexts: fails early on bad certs
-        sockets = self._bind_new(self.config, set())
+        prepared = self.serving.prepare(self.config)  # builds TLS contexts: fails early on bad certs
+        try:
+            self.sockets = self._bind_new(self.config, set())
+        except StartupError:
+            self.serving.abandon(prepared)
+            raise
         await self.pools.start()
-        for key, sock in sockets.items():
-            listener = Listener(key[0], key[1], sock, fresh[key])
-            self.listeners[key] = listener
-            self.frontends[key] = fresh[key]
-            listener.start()
-            log.info("listening: %s %s", key[0], key[1])
+        await self.serving.commit(prepared, self.sockets)
         await self._start_admin()
         for instance in self.config.vrrp:
             self._start_vrrp(instance)
@@ -107,22 +98,9 @@ class Daemon:
         _tune_gc()
         self.notifier.ready()
 
-    def _frontends_for(self, config: conf.Config) -> dict[tuple[str, conf.Address], Frontend]:
-        built: dict[tuple[str, conf.Address], Frontend] = {}
-        for section in sections(config):
-            try:
-                frontend = build_frontend(section, self.pools, self.stats, self.access_log)
-            except (OSError, ValueError) as exc:
-                raise StartupError(f"{section.path}: {exc}") from exc
-            for address in section.config.listen:
-                built[(section.kind, address)] = frontend
-        return built
-
-    def _bind_new(
-        self, config: conf.Config, existing: set[tuple[str, conf.Address]]
-    ) -> dict[tuple[str, conf.Address], socket.socket]:
+    def _bind_new(self, config: conf.Config, existing: set[Key]) -> dict[Key, socket.socket]:
         """Bind every listen address not already open; all or nothing."""
-        bound: dict[tuple[str, conf.Address], socket.socket] = {}
+        bound: dict[Key, socket.socket] = {}
         try:
             for section in sections(config):
                 for i, address in enumerate(section.config.listen):
@@ -177,7 +155,7 @@ class Daemon:
 
     def _register_metrics(self) -> None:
         ex = self.exposition
-        by_kind = self.stats.by_kind
+        by_kind = self.serving.stats.by_kind
         ex.add_source("daemon", lambda: daemon_families(self.process_snapshot()))
         ex.add_source("http", lambda: http_metrics.families(by_kind["http"]))
         ex.add_source("lb", lambda: lb_metrics.families(self.pools))
@@ -221,73 +199,40 @@ class Daemon:
             return False
         if new.global_.metrics != self.config.global_.metrics:
             log.warning("global.metrics changed: takes effect at the next restart")
-        old_access_log = self.access_log
-        self.access_log = _access_log(new.global_)
         try:
-            fresh = self._frontends_for(new)
+            prepared = self.serving.prepare(new)
+        except StartupError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return False
+        try:
             # An address that moves from one kind to another must be freed first.
             moved = {
-                key
-                for key in self.listeners
-                if key[0] not in _kinds_at(new, key[1]) and _kinds_at(new, key[1])
+                key for key in self.sockets if key[0] not in _kinds_at(new, key[1]) and _kinds_at(new, key[1])
             }
             for key in moved:
-                await self._close_listener(key)
-            sockets = self._bind_new(new, set(self.listeners))
+                await self.serving.close(key)
+                self.sockets.pop(key).close()
+            fresh = self._bind_new(new, set(self.sockets))
         except StartupError as exc:
-            self.access_log.close()
-            self.access_log = old_access_log
+            self.serving.abandon(prepared)
             log.error("reload refused, keeping the running config: %s", exc)
             return False
         # Pools are looked up per request: swap them once nothing can fail any more.
         self.pools.reconcile(new.pools)
-        self._old_access_logs.append(old_access_log)
-        for key in [k for k in self.listeners if k not in fresh]:
-            await self._close_listener(key)
-        for key, frontend in fresh.items():
-            old = self.frontends.get(key)
-            if key in self.listeners:
-                self.listeners[key].frontend = frontend
-            else:
-                listener = Listener(key[0], key[1], sockets[key], frontend)
-                self.listeners[key] = listener
-                listener.start()
-                log.info("listening: %s %s", key[0], key[1])
-            self.frontends[key] = frontend
-            if old is not None and old is not frontend:
-                self._retire(old)
-        self.stats.prune({(s.kind, s.name) for s in sections(new)})
+        self.sockets.update(fresh)
+        wanted = set(listen_keys(new))
+        if not await self.serving.commit(prepared, {k: s for k, s in self.sockets.items() if k in wanted}):
+            for key in fresh:
+                self.sockets.pop(key).close()
+            log.error("reload failed, the running config goes on (see above)")
+            return False
+        for key in [k for k in self.sockets if k not in wanted]:
+            self.sockets.pop(key).close()
         self._reconcile_vrrp(new.vrrp)
         self.admin.policy = admin
         self.config = new
         log.info("reloaded: %s", new.summary())
         return True
-
-    async def _close_listener(self, key: tuple[str, conf.Address]) -> None:
-        listener = self.listeners.pop(key)
-        await listener.stop_accepting()
-        frontend = self.frontends.pop(key, None)
-        if frontend is not None and frontend not in self.frontends.values():
-            self._retire(frontend)
-        log.info("closed: %s %s", key[0], key[1])
-
-    def _retire(self, frontend: Frontend) -> None:
-        if frontend in self.retired:
-            return
-        self.retired.add(frontend)
-        frontend.retire()
-
-        async def drain() -> None:
-            try:
-                await frontend.drain(self.config.global_.drain_timeout)
-            finally:
-                self.retired.discard(frontend)
-                if not self.retired:  # nobody writes to the old logs any more
-                    for old in self._old_access_logs:
-                        old.close()
-                    self._old_access_logs.clear()
-
-        self.tasks.spawn(drain(), name="drain")
 
     def _reconcile_vrrp(self, instances: Iterable[conf.VrrpInstance]) -> None:
         wanted = {i.name: i for i in instances}
@@ -345,21 +290,12 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*(t for _, _, t in self.vrrp.values()), return_exceptions=True)
         log.info("stopping: draining connections for up to %.0fs", self.config.global_.drain_timeout)
-        for listener in list(self.listeners.values()):
-            await listener.stop_accepting()
-        frontends = {*self.frontends.values(), *self.retired}
-        for frontend in frontends:
-            with contextlib.suppress(Exception):
-                frontend.retire()
-        if frontends:
-            await asyncio.gather(
-                *(f.drain(self.config.global_.drain_timeout) for f in frontends),
-                return_exceptions=True,
-            )
+        await self.serving.stop()
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
         await self.admin.stop()
         await self.pools.stop()
-        for access_log in (self.access_log, *self._old_access_logs):
-            access_log.close()
         await self.tasks.close()  # what is left: reloads, drains, VRRP instances on their way out
         _remove_pidfile(self.config.global_.pidfile)
         log.info("stopped")
@@ -373,7 +309,7 @@ class Daemon:
             started=self.started,
             reloads=dict(self.reloads),
             last_reload_success=self.last_reload_success,
-            listeners=[listener.stats() for listener in self.listeners.values()],
+            listeners=self.serving.listener_stats(),
         )
 
     def snapshot(self) -> dict[str, Any]:
@@ -420,7 +356,7 @@ class Daemon:
                         "target": f"pool:{section.config.pool}",
                     }
                 )
-        listeners = [listener.stats() for listener in self.listeners.values()]
+        listeners = self.serving.listener_stats()
         if self.config.global_.metrics is not None:
             listeners.append({"kind": "admin", "address": str(self.config.global_.metrics)})
         return {
@@ -480,10 +416,6 @@ def _admin_policy(config: conf.Config) -> AdminPolicy:
     for warning in (*warnings, *exposure_warnings(config.global_)):
         log.warning("%s", warning)
     return policy
-
-
-def _access_log(settings: conf.GlobalSettings) -> AccessLog:
-    return AccessLog(settings.access_log, settings.log_format)
 
 
 async def serve(config_path: str, config: conf.Config) -> int:

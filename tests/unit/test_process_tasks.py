@@ -105,12 +105,12 @@ async def test_daemon_logs_a_failed_drain(
 ) -> None:
     caplog.set_level(logging.ERROR, logger="sekisho")
     daemon = _daemon(tmp_path, monkeypatch)
-    daemon._retire(_BrokenFrontend())  # type: ignore[arg-type]
+    daemon.serving._retire(_BrokenFrontend())  # type: ignore[arg-type]
     await _settle(daemon.tasks)
     (record,) = _failures(caplog)
     assert "'drain' failed" in record.getMessage()
     assert record.exc_info is not None and "drain broke" in str(record.exc_info[1])
-    assert not daemon.retired  # the drain's own clean-up still ran
+    assert not daemon.serving.retired  # the drain's own clean-up still ran
     await daemon.shutdown()
 
 
