@@ -23,7 +23,8 @@ from typing import Any
 
 import conf
 from proxy.process.cli import setup_logging
-from proxy.process.daemon import Daemon, StartupError
+from proxy.process.daemon import Daemon
+from proxy.process.serving import StartupError
 
 log = logging.getLogger("sekisho.demo")
 PREFERRED = {"http": 8080, "tcp": 8088, "smtp": 8025, "metrics": 9100}
