@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from conf.access import AccessEntry, parse_entry
 from conf.errors import ConfigIssue
 from conf.model import Address, IPAddress, IPInterface, IPNetwork
 
@@ -242,6 +243,22 @@ def network_item(issues: Issues) -> Callable[[object, str], IPNetwork | None]:
             return None
         try:
             return ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            issues.add(path, f"bad CIDR {value!r}: {exc}")
+            return None
+
+    return convert
+
+
+def access_item(issues: Issues) -> Callable[[object, str], AccessEntry | None]:
+    """An `allow` entry: "CIDR" admits, "!CIDR" refuses (conf.access)."""
+
+    def convert(value: object, path: str) -> AccessEntry | None:
+        if not isinstance(value, str):
+            issues.add(path, f'expected a CIDR string ("10.0.0.0/8", "!10.1.2.3"), got {_toml_type(value)}')
+            return None
+        try:
+            return parse_entry(value)
         except ValueError as exc:
             issues.add(path, f"bad CIDR {value!r}: {exc}")
             return None

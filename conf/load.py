@@ -16,10 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from conf.access import AccessEntry
+from conf.access import problems as access_problems
 from conf.errors import ConfigError, ConfigIssue
 from conf.fields import (
     Issues,
     Table,
+    access_item,
     address_item,
     interface_item,
     ip_item,
@@ -324,7 +327,7 @@ def _http(t: Table, issues: Issues) -> HttpListener:
         listen=_listen(t),
         routes=tuple(routes),
         tls=t.get_list("tls", _tls_item(issues), (), allow_scalar=True),
-        allow=t.get_list("allow", network_item(issues), d.allow),
+        allow=_allow(t, d.allow),
         trusted_proxies=t.get_list("trusted_proxies", network_item(issues), ()),
         forwarded_headers=lowered,
         max_connections=t.get_int("max_connections", d.max_connections, lo=1),
@@ -419,6 +422,15 @@ def _check_shadowed_routes(listener: HttpListener, t: Table) -> None:
                 break
 
 
+def _allow(t: Table, default: tuple[AccessEntry, ...]) -> tuple[AccessEntry, ...]:
+    """A listener's `allow` (conf.access): entries in order, first match wins."""
+    entries: tuple[AccessEntry, ...] = t.get_list("allow", access_item(t.issues), default)
+    if t.has("allow") and isinstance(t.raw["allow"], list) and len(entries) == len(t.raw["allow"]):
+        for i, reason in access_problems(entries):
+            t.issues.add(f"{t.key('allow')}[{i}]", f"{entries[i]} {reason}")
+    return entries
+
+
 # ----------------------------------------------------------------------- smtp
 
 
@@ -476,7 +488,7 @@ def _smtp(t: Table, issues: Issues) -> SmtpListener:
         max_unknown_commands=t.get_int("max_unknown_commands", d.max_unknown_commands, lo=1),
         bare_line_endings=t.get_choice("bare_line_endings", ("reject", "normalize"), d.bare_line_endings),
         tls=tls,
-        allow=t.get_list("allow", network_item(issues), d.allow),
+        allow=_allow(t, d.allow),
         max_connections=t.get_int("max_connections", d.max_connections, lo=1),
         timeouts=timeouts,
     )
@@ -501,6 +513,7 @@ def _tcp(t: Table, issues: Issues) -> TcpService:
         pool=t.get_str("pool") or "",
         max_connections=t.get_int("max_connections", 10000, lo=1),
         timeouts=timeouts,
+        allow=_allow(t, TcpService((), "").allow),
     )
     t.done()
     return service

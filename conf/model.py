@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from conf.access import EVERYONE, AccessEntry
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -137,10 +139,8 @@ class HttpListener:
     listen: tuple[Address, ...]
     routes: tuple[HttpRoute, ...] = ()
     tls: tuple[TlsCert, ...] = ()
-    allow: tuple[IPNetwork, ...] = (
-        ipaddress.IPv4Network("0.0.0.0/0"),
-        ipaddress.IPv6Network("::/0"),
-    )
+    # Who may connect, first match wins: "CIDR" admits, "!CIDR" refuses, none: refused (conf.access).
+    allow: tuple[AccessEntry, ...] = EVERYONE
     trusted_proxies: tuple[IPNetwork, ...] = ()
     forwarded_headers: tuple[str, ...] = (
         "x-forwarded-for",
@@ -186,10 +186,7 @@ class SmtpListener:
     max_unknown_commands: int = 20  # Postfix smtpd_hard_error_limit
     bare_line_endings: Literal["reject", "normalize"] = "reject"  # SMTP smuggling defence
     tls: TlsCert | None = None
-    allow: tuple[IPNetwork, ...] = (
-        ipaddress.IPv4Network("0.0.0.0/0"),
-        ipaddress.IPv6Network("::/0"),
-    )
+    allow: tuple[AccessEntry, ...] = EVERYONE  # as [[http]] allow
     max_connections: int = 1000
     timeouts: SmtpTimeouts = field(default_factory=SmtpTimeouts)
 
@@ -206,6 +203,7 @@ class TcpService:
     pool: str
     max_connections: int = 10000
     timeouts: TcpTimeouts = field(default_factory=TcpTimeouts)
+    allow: tuple[AccessEntry, ...] = EVERYONE  # as [[http]] allow; others are reset at accept
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from lb.dial import Attempts, connect_start
 from lb.fdrelay import FdRelay
 from lb.poller import BUF_SIZE, ERR, IN, OUT, TICK, Poller, poller
 from lb.pool import Backend, PoolSet
+from proxy.access import ClientFilter
 
 log = logging.getLogger("sekisho.tcp")
 
@@ -67,6 +68,7 @@ class TcpStats:
     errors: int = 0  # relays ended by a reset or an error
     idle_timeouts: int = 0
     retries: int = 0  # a server reset before answering; replayed on another
+    denied: int = 0  # the client is not in `allow`: reset at accept
 
     def stats(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -285,6 +287,8 @@ class TcpFrontend:
         self.stats_ = stats if stats is not None else TcpStats()
         self.max_connections = config.max_connections
         self.splice = splice
+        access = ClientFilter(config.allow)
+        self.access = None if access.everyone else access  # None: nothing to check per accept
         self.idle_timeout = config.timeouts.idle
         # Idle timeouts are polled (FdRelay.idle_check) a few times per timeout,
         # at least once a second: a relay is closed within idle .. idle + this.
@@ -303,6 +307,15 @@ class TcpFrontend:
     def take_socket(self, sock: socket.SocketType, peer: Any, on_close: Callable[[], None]) -> None:
         """An accepted client socket, left blocking (the relay passes MSG_DONTWAIT,
         which saves an ioctl per connection); `on_close` is called once when it is done."""
+        access = self.access
+        if access is not None and not access.admits(peer[0] if type(peer) is tuple else ""):
+            # As nginx's stream `deny` and HAProxy's `tcp-request connection reject`: closed
+            # before anything is read or any server is picked; a reset, as when no server can.
+            self.stats_.denied += 1
+            log.debug("tcp %s: %s is not in allow", self.config.listen[0], peer)
+            _refuse(sock)
+            on_close()
+            return
         conn = _Conn(self, sock, peer, on_close)
         s = self.stats_
         s.accepted += 1

@@ -7,7 +7,10 @@ The output is checked with `conf.load_text` before it is printed: a
 converter bug never hands the operator a file `sekisho check` rejects.
 
 Exit status: 0 converted (warnings or not), 1 the input could not be read or
-parsed, 2 the result failed validation (a bug: please report it).
+parsed, or holds a construct that cannot be translated without the result
+admitting more than the original did (each is named on stderr as
+`FILE:LINE: error: ...` with what to do; nothing is written), 2 the result
+failed validation (a bug: please report it).
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ def convert_text(kind: str, text: str, source: str) -> tuple[str, Warnings]:
     ]
     if warnings.items:
         doc.header.append("")
-        doc.header.extend(n.format(os.path.basename(source)).replace(": warning", "") for n in warnings.items)
+        doc.header.extend(
+            n.format(os.path.basename(source)).replace(": warning", "", 1) for n in warnings.items
+        )
     return doc.render(), warnings
 
 
@@ -74,6 +79,13 @@ def main(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None = 
         return 1
     for note in warnings.items:
         print(note.format(source), file=err)
+    if warnings.errors:
+        print(
+            f"sekisho convert: {len(warnings.errors)} construct(s) cannot be translated without "
+            "admitting more than the original did; nothing written",
+            file=err,
+        )
+        return 1
     try:
         conf.load_text(toml, source=f"converted {source}")
     except conf.ConfigError as exc:

@@ -25,6 +25,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from conf.access import AccessEntry, parse_entry, without_idle_entries
 from proxy.convert.common import host_port, is_ip, pool_name
 from proxy.convert.output import Document, Section, Warnings
 
@@ -39,7 +40,6 @@ _NOTES = {
     "DGROOT": "sekisho keeps no work directory",
     "TIMEOUT": "set http timeouts (header, idle, connect, response) instead",
     "MAXIMA": "set http max_connections instead",
-    "PERMIT": "use allow (clients) and pool servers (destinations)",
     "STLS": "set tls on the listener (certificates) instead",
     "CERTDIR": "set tls on the listener (certificates) instead",
     "DGPATH": "sekisho reads one configuration file",
@@ -48,6 +48,24 @@ _NOTES = {
     "ERRORLOG": "sekisho logs errors to stderr (the journal under systemd)",
     "PROTOLOG": "set global.access_log instead",
 }
+# Parameters that refuse clients or requests: dropping one would admit what the original refused.
+_REFUSED = {
+    "PERMIT": (
+        "DeleGate admitted only the protocol/server/client combinations listed; sekisho cannot "
+        "translate PERMIT. Write who may connect as RELIABLE (the servers are the MOUNTs), then convert again"
+    ),
+    "REJECT": (
+        "DeleGate refused these protocol/server/client combinations; sekisho cannot translate REJECT. "
+        'Write the refused clients as RELIABLE exclusions (RELIABLE="*,!192.0.2.7"), then convert again'
+    ),
+    "AUTHORIZER": (
+        "DeleGate asked these clients for a password; sekisho has no client authentication and would "
+        "serve them without one. Put the authentication on the servers, or limit the clients with "
+        "RELIABLE, remove AUTHORIZER from a copy of the file and convert the copy"
+    ),
+}
+# MountOptions that make a MOUNT conditional: without the condition the route serves everyone.
+_CONDITIONS = ("from", "via", "path", "auth", "withssl", "sni", "odst", "dst", "udst")
 _HEADERS = {"x-forwarded-for": "%a", "x-real-ip": "%a", "forwarded": "for=%a"}
 
 
@@ -76,6 +94,7 @@ class State:
     headers: list[str] = field(default_factory=list)
     httpconf_seen: bool = False
     allow: list[str] | None = None
+    allow_line: int = 0
     reachable: list[tuple[str, int]] = field(default_factory=list)
     access_log: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -137,7 +156,10 @@ def _param(word: str, line: int, st: State) -> None:
     elif name == "HTTPCONF":
         _httpconf(value, line, st)
     elif name == "RELIABLE":
-        st.allow = _host_list(value, line, st.w, "RELIABLE")
+        st.allow = _reliable(value, line, st.w)
+        st.allow_line = line
+    elif name in _REFUSED:
+        w.refuse(line, f"{name}={value}: {_REFUSED[name]}")
     elif name == "REACHABLE":
         st.reachable.extend((item, line) for item in _split_list(value))
     elif name == "LOGFILE":
@@ -245,9 +267,17 @@ def _mount(value: str, line: int, st: State) -> None:
         w.add(line, f"rcode={rcode_text}: not an HTTP status; ignored")
         rcode = None
     for key, arg in options.items():
-        w.add(
-            line, f"MOUNT option {key}{'=' + arg if arg else ''}: no equivalent; the route applies without it"
-        )
+        shown = f"{key}{'=' + arg if arg else ''}"
+        if key in _CONDITIONS:
+            w.refuse(
+                line,
+                f"MOUNT option {shown}: DeleGate applied this MOUNT only when the condition held; a "
+                "sekisho route applies to every client and request. Give these clients a listener "
+                "of their own (its allow list) or drop the condition from a copy of the file and "
+                "convert the copy",
+            )
+        else:
+            w.add(line, f"MOUNT option {shown}: no equivalent; the route applies without it")
     if exact and path != "/":
         w.add(
             line,
@@ -346,19 +376,51 @@ def _httpconf(value: str, line: int, st: State) -> None:
         )
 
 
-def _host_list(value: str, line: int, w: Warnings, what: str) -> list[str]:
-    nets: list[str] = []
-    for item in _split_list(value):
-        for entry in _unbrace(item):
-            if entry.startswith("!"):
-                w.add(line, f"{what} {entry}: sekisho has no exclusions in allow; ignored")
-                continue
-            net = _network(entry)
-            if net is None:
-                w.add(line, f"{what} {entry}: sekisho takes addresses and CIDR ranges, not names; ignored")
-            else:
-                nets.extend(n for n in net if n not in nets)
-    return nets
+def _reliable(value: str, line: int, w: Warnings) -> list[str]:
+    """RELIABLE as a sekisho allow list.
+
+    DeleGate reads a HostList from the first entry to the last and the last one that holds
+    the client decides ("*.dom,!*.xx.dom,*.yy.xx.dom": host.yy.xx.dom is in); a list that
+    starts with "!" starts from everyone ("!h" is "*,!h"). sekisho's allow is first match
+    wins, so the same entries in reverse order decide the same. An admitting entry that
+    sekisho cannot match (a name, user@host) is left out, which refuses those clients (never
+    admits more); an excluding one that it cannot match is an error, unless no entry before it
+    admits anything sekisho can match.
+    """
+    items: list[tuple[bool, list[str]]] = []  # (admits, CIDRs) in DeleGate's order
+    entries = [e for item in _split_list(value) for e in _unbrace(item)]
+    if entries and entries[0].startswith("!"):
+        items.append((True, ["0.0.0.0/0", "::/0"]))
+    for entry in entries:
+        deny = entry.startswith("!")
+        spec = entry[1:] if deny else entry
+        nets = None if "@" in spec else _network(spec)
+        if nets is not None:
+            items.append((not deny, nets))
+        elif deny and not any(admits for admits, _ in items):
+            w.add(line, f"RELIABLE {entry}: no entry before it admits anyone sekisho can match; left out")
+        elif deny:
+            what = "a user (Ident)" if "@" in spec else "a name"
+            w.refuse(
+                line,
+                f"RELIABLE {entry}: excludes {what}; sekisho matches client addresses only and "
+                f"cannot exclude it. Replace {spec} with its address or network (!192.0.2.7, "
+                "!192.0.2.0/24) and convert again",
+            )
+        else:
+            w.add(
+                line,
+                f"RELIABLE {entry}: sekisho matches client addresses, not names or users; left "
+                "out (those clients are refused unless another entry admits them)",
+            )
+    allow: list[AccessEntry] = []
+    # Without exclusions the order decides nothing: kept as written.
+    for admits, nets in reversed(items) if not all(a for a, _ in items) else items:
+        allow.extend(parse_entry(n if admits else f"!{n}") for n in nets)
+    kept = [str(e) for e in without_idle_entries(allow)]
+    if not kept:
+        w.add(line, "RELIABLE admits no client sekisho can match: allow = [] refuses every client")
+    return list(dict.fromkeys(kept))
 
 
 def _network(entry: str) -> list[str] | None:
@@ -367,6 +429,8 @@ def _network(entry: str) -> list[str] | None:
     if entry.lower() in ("localhost", "127.0.0.1"):
         return ["127.0.0.1/32", "::1/128"] if entry.lower() == "localhost" else ["127.0.0.1/32"]
     octets = entry.split(".")
+    if any(o.startswith("[") for o in octets):
+        return _octet_range(octets)
     if octets[-1] == "*" and 1 < len(octets) < 4:
         octets += ["*"] * (4 - len(octets))  # "192.168.*" is "192.168.*.*"
     if len(octets) == 4 and "*" in octets:
@@ -386,6 +450,24 @@ def _network(entry: str) -> list[str] | None:
         return [str(ipaddress.ip_network(entry, strict=False))]
     except ValueError:
         return None
+
+
+def _octet_range(octets: list[str]) -> list[str] | None:
+    """192.168.1.[32-63] or 10.[0-3].* (fixed octets, one range, then wildcards) as CIDRs."""
+    octets = octets + ["*"] * (4 - len(octets))
+    if len(octets) != 4:
+        return None
+    at = next(i for i, o in enumerate(octets) if o.startswith("["))
+    m = re.fullmatch(r"\[(\d{1,3})-(\d{1,3})\]", octets[at])
+    fixed, rest = octets[:at], octets[at + 1 :]
+    if m is None or not all(o.isdigit() for o in fixed) or not all(o in ("*", "[0-255]") for o in rest):
+        return None
+    lo, hi = int(m[1]), int(m[2])
+    if not 0 <= lo <= hi <= 255 or any(int(o) > 255 for o in fixed):
+        return None
+    first = ipaddress.IPv4Address(".".join([*fixed, str(lo)] + ["0"] * len(rest)))
+    last = ipaddress.IPv4Address(".".join([*fixed, str(hi)] + ["255"] * len(rest)))
+    return [str(n) for n in ipaddress.summarize_address_range(first, last)]
 
 
 def _covers(earlier: Mount, later: Mount) -> bool:
@@ -470,7 +552,12 @@ def _build(st: State) -> Document:
     http.comments.extend(st.notes)
     http.set("listen", st.listen)
     if st.allow is not None:
-        http.set("allow", st.allow)
+        http.set(
+            "allow",
+            st.allow,
+            f"{st.source}:{st.allow_line} RELIABLE"
+            + (", last entry first (first match wins)" if any(a.startswith("!") for a in st.allow) else ""),
+        )
     else:
         w.add(0, "no RELIABLE: sekisho serves every client (allow = 0.0.0.0/0, ::/0)")
     if not st.headers:

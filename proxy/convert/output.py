@@ -21,10 +21,11 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 class Note:
     line: int  # 0: about the whole file
     message: str
+    error: bool = False  # cannot be translated without the result admitting or doing more
 
     def format(self, source: str) -> str:
         where = f"{source}:{self.line}" if self.line else source
-        return f"{where}: warning: {self.message}"
+        return f"{where}: {'error' if self.error else 'warning'}: {self.message}"
 
 
 @dataclass
@@ -33,6 +34,16 @@ class Warnings:
 
     def add(self, line: int, message: str) -> None:
         self.items.append(Note(line, message))
+
+    def refuse(self, line: int, message: str) -> None:
+        """A construct the converter cannot translate without a silent widening (the result
+        would admit clients or requests the original refused): `convert` writes nothing and
+        exits 1. `message` says what to do."""
+        self.items.append(Note(line, message, error=True))
+
+    @property
+    def errors(self) -> list[Note]:
+        return [n for n in self.items if n.error]
 
 
 @dataclass

@@ -12,7 +12,6 @@ transport and an `H1Connection` (`hand_over`); a TLS one gets them at once.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import ssl
@@ -22,6 +21,7 @@ from typing import Any
 import conf
 from lb.poller import poller
 from lb.pool import PoolSet
+from proxy.access import ClientFilter
 from proxy.accesslog import AccessLog
 from proxy.http.exchange import Site
 from proxy.http.h1 import H1Connection
@@ -55,8 +55,8 @@ class HttpFrontend:
         self._setups: set[asyncio.Task[None]] = set()  # transports being made (hand_over)
         self._empty = asyncio.Event()
         self._empty.set()
-        self._allow = _NetSet(config.allow)
-        self._trusted = _NetSet(config.trusted_proxies)
+        self._allow = ClientFilter(config.allow)
+        self._trusted = ClientFilter(config.trusted_proxies)
         alpn = ("h2", "http/1.1") if config.http2 else ("http/1.1",)
         self._ssl = build_server_context(config.tls, alpn) if config.tls else None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -130,7 +130,7 @@ class HttpFrontend:
 
     def classify(self, ip: str) -> tuple[bool, bool]:
         """(allowed, trusted proxy) for a peer address."""
-        return self._allow.contains(ip), self._trusted.contains(ip)
+        return self._allow.admits(ip), self._trusted.admits(ip)
 
     def conn_opened(self, conn: H1Connection | H2Connection) -> None:
         if conn in self.connections:
@@ -189,34 +189,6 @@ class HttpFrontend:
         self.counters.connections_active -= 1
         if not self.connections and not self.intake:
             self._empty.set()
-
-
-class _NetSet:
-    """Membership of an address in a set of networks, cached per address string."""
-
-    def __init__(self, nets: tuple[conf.model.IPNetwork, ...]) -> None:
-        self.nets = nets
-        self.everything = any(n.prefixlen == 0 for n in nets) and {
-            n.version for n in nets if n.prefixlen == 0
-        } == {4, 6}
-        self._cache: dict[str, bool] = {}
-
-    def contains(self, ip: str) -> bool:
-        if self.everything:
-            return True
-        hit = self._cache.get(ip)
-        if hit is None:
-            try:
-                addr = ipaddress.ip_address(ip)
-            except ValueError:
-                return False
-            if addr.version == 6 and addr.ipv4_mapped is not None:
-                addr = addr.ipv4_mapped
-            hit = any(addr in n for n in self.nets)
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            self._cache[ip] = hit
-        return hit
 
 
 def _once(fn: Callable[[], None]) -> Callable[[], None]:

@@ -11,7 +11,6 @@ part is plain `transport.write` with backpressure both ways.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import ssl
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any, cast
 
 import conf
 from lb.pool import PoolSet
+from proxy.access import ClientFilter
 from proxy.http.tls import server_context
 from proxy.linger import linger_close
 from proxy.smtp.backend import (
@@ -69,6 +69,7 @@ class SmtpFrontend:
         self.pools = pools
         self.stats_ = stats
         self.policy = Policy.from_config(config)
+        self.access = ClientFilter(config.allow)
         self.max_connections = config.max_connections
         self.sessions: set[SmtpSession] = set()
         self.retired = False
@@ -87,13 +88,7 @@ class SmtpFrontend:
         return None  # TLS is STARTTLS inside the session, never on accept
 
     def allowed(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip.split("%", maxsplit=1)[0])
-        except ValueError:
-            return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return any(addr in net for net in self.config.allow)
+        return self.access.admits(ip)
 
     def stats(self) -> dict[str, Any]:
         snap = self.stats_.snapshot()

@@ -81,6 +81,7 @@ _TCP = [
     ("sekisho_tcp_bytes_out", "Bytes from servers to clients", "c", "bytes_out"),
     ("sekisho_tcp_errors", "Relays ended by a reset or an error", "c", "errors"),
     ("sekisho_tcp_idle_timeouts", "Relays closed for idleness", "c", "idle_timeouts"),
+    ("sekisho_tcp_denied", "Connections reset at accept: the client is not in `allow`", "c", "denied"),
 ]
 
 
