@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from proxy.process.tasks import Background
 log = logging.getLogger("sekisho")
 
 Key = tuple[str, conf.Address]  # (kind, listen address)
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython default 700)
 
 
 class StartupError(Exception):
@@ -45,6 +47,7 @@ class Prepared:
     config: conf.Config
     frontends: dict[Key, Frontend]
     access_log: AccessLog | None
+    text: str | None = None  # the config file's text, for worker processes
 
 
 def listen_keys(config: conf.Config) -> list[Key]:
@@ -152,5 +155,18 @@ class LocalServing:
     def listener_stats(self) -> list[dict[str, Any]]:
         return [listener.stats() for listener in self.listeners.values()]
 
+    async def refresh(self) -> None:
+        """Counters are read live in one process (workers gather theirs here)."""
+
     def connections(self) -> int:
         return sum(listener.active for listener in self.listeners.values())
+
+
+def tune_gc() -> None:
+    """Per-connection objects die by reference counting; the cyclic collector only
+    needs to run now and then. Freezing what start-up built (config, pools, modules)
+    keeps full collections from walking it again, and a larger first threshold runs
+    young collections less often on the request path (about 4% of its CPU)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)

@@ -1,0 +1,367 @@
+"""The supervisor's side of the workers: N processes serving the front ends.
+
+With `global.workers` > 1 the daemon becomes the supervisor (nginx's master, HAProxy's
+master-worker): it loads the config, binds every listener once, runs the health checks,
+VRRP and the admin listener, and this object stands in for `LocalServing` with the same
+methods (prepare, commit, close, stop). Each worker (proxy.process.worker) runs a
+LocalServing of its own on the sockets it inherits.
+
+- Sockets: one per address, bound here and inherited by every worker (not one
+  SO_REUSEPORT socket per worker). The accept queue is shared, so a connection queued
+  when a worker dies or drains is accepted by another: nothing queued is lost on a
+  reload or a crash, with no need for `tcp_migrate_req`. Which worker accepts is left
+  to the kernel's wake-up (idle workers wake first); the bench shows how even it is.
+- One health view: the pools here run the checks; every change (up, down, weight,
+  slow-start, addresses) is sent to every worker at the next loop turn ("view").
+  Connection counts are shared through lb.shared; a worker's failed connect comes
+  back here as a failed check.
+- Reload: a new generation of workers on the new config takes the same sockets; once
+  every one of them listens, the old generation drains (finishes in-flight work up to
+  `drain_timeout`) and exits. If the new workers do not start, the old ones go on.
+- A worker that dies unasked is logged, counted (`sekisho_worker_restarts_total`) and
+  started again at once (after a second if it died within a second of its start);
+  its counters so far stay in the totals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import conf
+from lb.pool import PoolSet
+from lb.shared import Columns, SharedCounts
+from proxy.process import control, totals
+from proxy.process.frontends import StatsBook, sections
+from proxy.process.serving import Key, LocalServing, Prepared, StartupError
+from proxy.process.tasks import Background
+from proxy.process.worker import SUPERVISOR_ENV, WorkerInit
+
+log = logging.getLogger("sekisho")
+
+START_TIMEOUT = 20.0  # a worker imports, builds its front ends and says "ready" within this
+SNAPSHOT_TIMEOUT = 1.0
+CRASH_LOOP = 1.0  # a worker that dies sooner than this after its start is restarted after this
+SERVER_COLUMNS = 4096
+
+
+def count_for(setting: int | str) -> int:
+    """`global.workers` as a number: "auto" is the CPUs this process may run on (nginx)."""
+    if setting == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    return int(setting)
+
+
+class WorkerProcess:
+    def __init__(self, index: int, generation: int, row: int) -> None:
+        self.index = index
+        self.generation = generation
+        self.row = row
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.started = time.time()
+        self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.draining = False
+        self.last: dict[str, Any] | None = None  # its latest counters
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._closed: dict[Key, asyncio.Future[None]] = {}
+        self._seq = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    def send(self, *message: Any) -> None:
+        if self.writer is not None:
+            control.send(self.writer, *message)
+
+    async def snapshot(self) -> dict[str, Any] | None:
+        if not self.ready.done() or self.exited.done():
+            return self.last
+        self._seq += 1
+        reply = asyncio.get_running_loop().create_future()
+        self._replies[self._seq] = reply
+        self.send("snapshot", self._seq)
+        try:
+            self.last = await asyncio.wait_for(reply, SNAPSHOT_TIMEOUT)
+        except TimeoutError:
+            log.warning("worker %d (pid %d): no counters in %.0fs", self.index, self.pid, SNAPSHOT_TIMEOUT)
+        finally:
+            self._replies.pop(self._seq, None)
+        return self.last
+
+    async def close(self, key: Key) -> None:
+        if self.exited.done():
+            return
+        done = self._closed.setdefault(key, asyncio.get_running_loop().create_future())
+        self.send("close", key)
+        await asyncio.wait_for(asyncio.shield(done), START_TIMEOUT)
+
+    def status(self) -> dict[str, Any]:
+        last = self.last or {}
+        return {
+            "index": self.index,
+            "pid": self.pid,
+            "generation": self.generation,
+            "state": "draining" if self.draining else "serving" if self.ready.done() else "starting",
+            "connections": last.get("connections", 0),
+            "requests": last.get("requests", 0),
+            "uptime": round(time.time() - self.started, 1),
+        }
+
+
+class Workers:
+    def __init__(self, count: int, pools: PoolSet, tasks: Background) -> None:
+        self.count = count
+        self.pools = pools
+        self.tasks = tasks
+        rows = 4 * count + 4  # two generations during a reload, and restarts, with room
+        self.counts = SharedCounts.create(rows, SERVER_COLUMNS)
+        self._free_rows = list(range(rows))
+        pools.share_counts(self.counts, Columns(self.counts))
+        pools.watch(self._view_changed)
+        self.current: list[WorkerProcess] = []
+        self.draining: set[WorkerProcess] = set()
+        self.generation = 0
+        self.restarts = 0
+        self.stats = StatsBook()  # the totals of every worker, refreshed before each scrape
+        self._listeners: list[dict[str, Any]] = []
+        self._gone: dict[str, Any] | None = None  # counters of workers that have exited
+        self._config_text = ""
+        self._config: conf.Config | None = None
+        self._sockets: dict[Key, socket.socket] = {}
+        self._view_pending = False
+        self._stopping = False
+        self.drain_timeout = conf.GlobalSettings().drain_timeout
+
+    # ------------------------------------------------------- serving's methods
+    def prepare(self, config: conf.Config) -> Prepared:
+        """Check that the front ends build here (certificates, ...), and keep the exact
+        text of the config for the workers: they never read the file themselves."""
+        check = LocalServing(self.pools, self.tasks)
+        check.abandon(check.prepare(config))
+        try:
+            text = Path(config.source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise StartupError(f"cannot read {config.source} again: {exc.strerror}") from None
+        try:
+            same = conf.load_text(text, source=config.source) == config
+        except conf.ConfigError:
+            same = False
+        if not same:
+            raise StartupError(f"{config.source} changed while it was loaded; load it again")
+        return Prepared(config, {}, None, text)
+
+    def abandon(self, prepared: Prepared) -> None:
+        pass
+
+    async def commit(self, prepared: Prepared, sockets: Mapping[Key, socket.socket]) -> bool:
+        """Start a generation on this config; once it listens, the previous one drains."""
+        config = prepared.config
+        self.count = count_for(config.global_.workers) if config.global_.workers != 1 else self.count
+        self.generation += 1
+        self._config, self._config_text = config, prepared.text or ""
+        self._sockets = dict(sockets)
+        self.drain_timeout = config.global_.drain_timeout
+        fresh = [self._spawn(i, self.generation) for i in range(self.count)]
+        results = await asyncio.gather(*(self._wait_ready(w) for w in fresh))
+        if not all(results):
+            for w in fresh:
+                self._kill(w)
+            self.generation -= 1
+            return False
+        old, self.current = self.current, fresh
+        for w in old:
+            self._drain(w)
+        return True
+
+    async def close(self, key: Key) -> None:
+        live = [w for w in (*self.current, *self.draining) if w.ready.done()]
+        await asyncio.gather(*(w.close(key) for w in live), return_exceptions=True)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        workers = [*self.current, *self.draining]
+        for w in list(self.current):
+            self._drain(w)
+        waits = [asyncio.shield(w.exited) for w in workers]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=self.drain_timeout + 5)
+            for w in workers:
+                if not w.exited.done():
+                    self._kill(w)
+            if late:
+                await asyncio.wait(waits, timeout=5)
+        self.counts.close()
+        os.close(self.counts.fd)
+
+    def listener_stats(self) -> list[dict[str, Any]]:
+        return self._listeners
+
+    async def stop_accepting(self) -> None:
+        for w in list(self.current):
+            self._drain(w)
+
+    # --------------------------------------------------------------- workers
+    def _spawn(self, index: int, generation: int) -> WorkerProcess:
+        row = self._free_rows.pop(0) if self._free_rows else -1
+        if row >= 0:
+            self.counts.clear_row(row)
+        w = WorkerProcess(index, generation, row)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = [theirs.fileno(), self.counts.fd, *(s.fileno() for s in self._sockets.values())]
+        env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+        if self._config is not None:
+            env["SEKISHO_LOG_LEVEL"] = self._config.global_.log_level
+        w.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy.process.worker", str(theirs.fileno())],
+            pass_fds=fds,
+            env=env,
+        )
+        theirs.close()
+        init = WorkerInit(
+            index=index,
+            generation=generation,
+            config_text=self._config_text,
+            config_source=self._config.source if self._config else "",
+            sockets=tuple((k[0], k[1], s.fileno()) for k, s in self._sockets.items()),
+            counts=(self.counts.fd, self.counts.rows, self.counts.columns, row),
+            view=self.pools.view(),
+        )
+        self.tasks.spawn(self._talk(w, ours, init), name=f"worker {index} pid {w.pid}")
+        return w
+
+    async def _wait_ready(self, w: WorkerProcess) -> bool:
+        done, _ = await asyncio.wait(
+            (w.ready, w.exited), timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+        if w.ready in done and not w.exited.done():
+            return True
+        log.error("worker %d (pid %d) did not start", w.index, w.pid)
+        return False
+
+    async def _talk(self, w: WorkerProcess, channel: socket.socket, init: WorkerInit) -> None:
+        """Everything the worker says, until it exits; then what its exit means."""
+        reader, w.writer = await asyncio.open_unix_connection(sock=channel)
+        w.send("init", init)
+        try:
+            while (message := await control.receive(reader)) is not None:
+                self._heard(w, message)
+        finally:
+            w.writer.close()
+            code = await asyncio.to_thread(w.proc.wait) if w.proc is not None else 0
+            w.exited.set_result(code)
+            self._exited(w, code)
+
+    def _heard(self, w: WorkerProcess, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "ready" and not w.ready.done():
+            w.ready.set_result(True)
+        elif kind == "snapshot":
+            reply = w._replies.get(message[1])
+            if reply is not None and not reply.done():
+                reply.set_result(message[2])
+        elif kind == "closed":
+            done = w._closed.get(message[1])
+            if done is not None and not done.done():
+                done.set_result(None)
+        elif kind == "connect_failed":
+            pool = self.pools.get(message[1])
+            for backend in pool.find(message[2]) if pool is not None else ():
+                pool.failed_in_worker(backend)  # type: ignore[union-attr]
+        elif kind == "bye":
+            w.last = message[1]
+
+    def _exited(self, w: WorkerProcess, code: int) -> None:
+        if w.last is not None:
+            self._gone = totals.retire(self._gone, w.last)
+        if w.row >= 0:
+            self.counts.clear_row(w.row)  # its connections are gone with it
+            self._free_rows.append(w.row)
+        self.draining.discard(w)
+        if w not in self.current:
+            log.info("worker %d (pid %d, generation %d) exited", w.index, w.pid, w.generation)
+            return
+        self.current.remove(w)
+        if self._stopping:
+            return
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        self.restarts += 1
+        log.error("worker %d (pid %d) died (%s); starting another", w.index, w.pid, how)
+        delay = CRASH_LOOP if time.time() - w.started < CRASH_LOOP else 0.0
+        self.tasks.spawn(self._replace(w, delay), name=f"restart worker {w.index}")
+
+    async def _replace(self, dead: WorkerProcess, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        if self._stopping or dead.generation != self.generation:
+            return  # a reload started a new generation meanwhile
+        w = self._spawn(dead.index, dead.generation)
+        self.current.append(w)
+        await self._wait_ready(w)
+
+    def _drain(self, w: WorkerProcess) -> None:
+        if not w.draining:
+            w.draining = True
+            self.draining.add(w)
+            if w in self.current:
+                self.current.remove(w)
+            w.send("drain")
+
+    def _kill(self, w: WorkerProcess) -> None:
+        if w.proc is not None and w.proc.poll() is None:
+            w.proc.kill()
+
+    # ------------------------------------------------------------ the view
+    def _view_changed(self) -> None:
+        if not self._view_pending:
+            self._view_pending = True
+            asyncio.get_running_loop().call_soon(self._send_view)
+
+    def _send_view(self) -> None:
+        self._view_pending = False
+        view = self.pools.view()
+        for w in (*self.current, *self.draining):
+            w.send("view", view)
+
+    # ------------------------------------------------------------ the totals
+    async def refresh(self) -> None:
+        """Ask every worker for its counters and add them up (before a scrape or status)."""
+        live = [*self.current, *self.draining]
+        reports = await asyncio.gather(*(w.snapshot() for w in live))
+        total = copy.deepcopy(self._gone)
+        for report in reports:
+            if report is not None:
+                total = totals.add(total, report)
+        if total is None:
+            return
+        names = {(s.kind, s.name) for s in sections(self._config)} if self._config else set()
+        for kind in ("http", "smtp", "tcp"):
+            book = total["stats"].get(kind, {})
+            self.stats.by_kind[kind] = {n: v for n, v in book.items() if (kind, n) in names}
+        self._listeners = [{"active": 0, **s} for s in total["listeners"].values()]
+        wanted = {f"{k} {a}" for k, a in self._sockets}
+        self._listeners = [s for s in self._listeners if f"{s['kind']} {s['address']}" in wanted]
+        for name, report in total["pools"].items():
+            pool = self.pools.get(name)
+            if pool is None:
+                continue
+            pool.picks_none = report["picks_none"]
+            for key, counters in report["servers"].items():
+                for backend in pool.find(key):
+                    for field, value in counters.items():
+                        setattr(backend, field, value)
+
+    def status(self) -> list[dict[str, Any]]:
+        workers = sorted((*self.current, *self.draining), key=lambda w: (w.generation, w.index))
+        return [w.status() for w in workers]
