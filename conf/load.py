@@ -188,6 +188,7 @@ def _pool(name: str, t: Table, issues: Issues) -> Pool | None:
         resolve_interval=t.get_float("resolve_interval", d.resolve_interval, positive=True),
         slow_start=t.get_float("slow_start", d.slow_start, lo=0.0),
     )
+    _script_commands(pool, t)
     seen: dict[Address, int] = {}
     for i, server in enumerate(servers):
         if server.address in seen:
@@ -210,6 +211,7 @@ def _server(value: object, path: str, issues: Issues) -> Server | None:
         address=address or Address("invalid", 1),
         weight=t.get_int("weight", 1, lo=0, hi=65535),
         max_connections=t.get_int("max_connections", 0, lo=0),
+        health_command=_command(t, "health_command"),
     )
     t.done()
     return server if address is not None else None
@@ -240,8 +242,6 @@ def _health(t: Table) -> HealthCheck:
             command = tuple(raw)
         else:
             t.error("command", "expected a string or an array of strings")
-    elif kind == "script":
-        t.error("command", "required for kind = 'script'")
     path = t.get_str("path", d.path)
     if isinstance(path, str) and not path.startswith("/"):
         t.error("path", "must start with '/'")
@@ -261,6 +261,16 @@ def _health(t: Table) -> HealthCheck:
     )
     t.done()
     return check
+
+
+def _script_commands(pool: Pool, t: Table) -> None:
+    """A `script` check needs a command for every server: the pool's, or the server's own."""
+    for i, server in enumerate(pool.servers):
+        if server.health_command and pool.health.kind != "script":
+            t.error(f"servers[{i}].health_command", "only for health.kind = 'script'")
+    every = bool(pool.servers) and all(s.health_command for s in pool.servers)
+    if pool.health.kind == "script" and not pool.health.command and not every:
+        t.error("health.command", "required for kind = 'script'")
 
 
 def _status_item(t: Table) -> Any:

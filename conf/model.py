@@ -64,6 +64,9 @@ class Server:
     address: Address
     weight: int = 1  # 0 = quiesced (ipvsadm -w 0): never picked
     max_connections: int = 0  # 0 = unlimited
+    # This server's own `script` check command (keepalived: MISC_CHECK per real_server);
+    # empty: the pool's health.command. Placeholders as in health.command.
+    health_command: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class HealthCheck:
     expect_status: tuple[int, ...] = (200,)
     expect_body: str | None = None
     host: str | None = None  # Host header; default the server address
-    # script
+    # script: argv; "{host}" "{port}" "{server}" "{pool}" in it are replaced per server (lb.health)
     command: tuple[str, ...] = ()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -122,13 +123,65 @@ async def _smtp(host: str, port: int) -> str:
             await writer.wait_closed()
 
 
-async def _script(check: conf.HealthCheck, timeout: float) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        *check.command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+@dataclass(frozen=True)
+class ScriptCommand:
+    """A `script` check as one server runs it: argv with the placeholders filled in, and
+    the environment that names the server (keepalived's MISC_CHECK has one command line per
+    real server; HAProxy's external-check passes the server in arguments and HAPROXY_*)."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+
+
+PLACEHOLDERS = ("{host}", "{port}", "{server}", "{pool}")
+
+
+def script_command(
+    check: conf.HealthCheck, server: conf.Server | None, pool: str, host: str, port: int
+) -> ScriptCommand:
+    """The command for one server: its own `health_command`, else the pool's `command`;
+    {host} is the address sekisho connects to, {port} the port checked (health.port or the
+    server's), {server} the server as configured, {pool} the pool's name."""
+    argv = server.health_command if server is not None and server.health_command else check.command
+    configured = str(server.address) if server is not None else f"{host}:{port}"
+    port = check.port or port
+    values = {"{host}": host, "{port}": str(port), "{server}": configured, "{pool}": pool}
+    filled = []
+    for arg in argv:
+        text = arg
+        for name, value in values.items():
+            text = text.replace(name, value)
+        filled.append(text)
+    env = {
+        "SEKISHO_POOL": pool,
+        "SEKISHO_SERVER": configured,
+        "SEKISHO_SERVER_HOST": host,
+        "SEKISHO_SERVER_PORT": str(port),
+    }
+    return ScriptCommand(tuple(filled), env)
+
+
+async def _script(command: ScriptCommand, timeout: float) -> str:
+    spawn = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            *command.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ, **command.env},
+        )
     )
+    try:
+        proc = await asyncio.shield(spawn)
+    except BaseException:
+        # Cancelled (timeout, pool stopped) while the process was being started: it still
+        # starts; kill and reap it rather than leave its exit to a loop that may be gone.
+        with contextlib.suppress(Exception):
+            started = await spawn
+            with contextlib.suppress(ProcessLookupError):
+                started.kill()
+            await started.wait()
+        raise
     try:
         async with asyncio.timeout(timeout):
             rc = await proc.wait()
@@ -140,8 +193,11 @@ async def _script(check: conf.HealthCheck, timeout: float) -> str:
     return "" if rc == 0 else f"exit status {rc}"
 
 
-async def probe(check: conf.HealthCheck, host: str, port: int, server_key: str) -> CheckResult:
-    """Run one check; never raises for a failing server."""
+async def probe(
+    check: conf.HealthCheck, host: str, port: int, server_key: str, script: ScriptCommand | None = None
+) -> CheckResult:
+    """Run one check; never raises for a failing server. `script`: this server's command
+    for kind "script" (script_command; default: the pool's, placeholders filled for it)."""
     start = time.monotonic()
     port = check.port or port
     try:
@@ -153,7 +209,8 @@ async def probe(check: conf.HealthCheck, host: str, port: int, server_key: str) 
             elif check.kind == "smtp":
                 reason = await _smtp(host, port)
             elif check.kind == "script":
-                reason = await _script(check, check.timeout)
+                command = script or script_command(check, None, "", host, port)
+                reason = await _script(command, check.timeout)
             else:
                 reason = ""
     except TimeoutError:
@@ -180,6 +237,10 @@ class Checker:
         self.check = pool.config.health
         self.rng = rng or random.Random()
         self.clock = clock
+        self.script: ScriptCommand | None = None
+        if self.check.kind == "script":
+            server = next((s for s in pool.config.servers if str(s.address) == backend.configured), None)
+            self.script = script_command(self.check, server, pool.name, backend.host, backend.port)
 
     def first_delay(self) -> float:
         """Spread the first checks of a pool's servers over one interval."""
@@ -196,6 +257,6 @@ class Checker:
             if self.check.kind == "none":
                 result = CheckResult(True, "", 0.0)
             else:
-                result = await probe(self.check, b.host, b.port, b.configured)
+                result = await probe(self.check, b.host, b.port, b.configured, self.script)
             self.pool.check_result(b, result.ok, result.reason, result.duration)
             await asyncio.sleep(self.next_delay(result.duration))

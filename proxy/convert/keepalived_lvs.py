@@ -6,12 +6,16 @@ client's connection and opens its own to the real server, so lb_kind (NAT, DR,
 TUN) has no equivalent and the real server sees sekisho's address (a pool's
 proxy_protocol can pass the client's). And sekisho checks the servers of a
 pool alike (one health check per pool), where keepalived configures a checker
-per real server.
+per real server: a MISC_CHECK whose misc_path names its server becomes one pool
+command with "{host}"/"{port}" placeholders, and one that differs otherwise is
+carried as that server's own `health_command`.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
+import shlex
 from typing import Any
 
 from proxy.convert.common import host_port, is_ip, pool_name, positive, to_float, to_int
@@ -200,9 +204,12 @@ def virtual_server(
         | ({"max_connections": rs["max_connections"]} if rs.get("max_connections") else {})
         for _, rs in servers
     ]
-    health = _pool_health(servers, defaults, interval, w)
+    health, own_commands = _pool_health(servers, defaults, interval, w)
     if health is not None:
         pool["health"] = health
+    for entry in pool["servers"]:
+        if entry["address"] in own_commands:
+            entry["health_command"] = own_commands[entry["address"]]
     flags = {bool(rs.get("inhibit")) or inhibit_all for _, rs in servers}
     if len(flags) > 1:
         w.add(
@@ -249,7 +256,7 @@ def _real_server(node: Node, w: Warnings, vs_port: int | None) -> dict[str, Any]
             if limit:
                 rs["max_connections"] = limit
         elif kw in _CHECKERS:
-            rs["checks"].append(_checker(child, w, port) | {"server_ip": a[0]})
+            rs["checks"].append(_checker(child, w, port) | {"server_ip": a[0], "server_port": port})
         elif kw in ("notify_up", "notify_down"):
             w.add(
                 line,
@@ -349,9 +356,13 @@ def _pool_health(
     defaults: dict[str, Any],
     interval: float | None,
     w: Warnings,
-) -> dict[str, Any] | None:
+) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """The pool's check, and the MISC_CHECK command lines of the servers that run their own
+    (keepalived has one checker per real server; sekisho one per pool, plus a server's own
+    `health_command` for a script check)."""
     first: dict[str, Any] | None = None
     first_line = 0
+    own: dict[str, str] = {}
     for rs_node, rs in servers:
         checks = rs["checks"]
         for extra in checks[1:]:
@@ -371,6 +382,8 @@ def _pool_health(
         candidate = _health(checks[0], defaults, interval, w)
         if first is None:
             first, first_line = candidate, checks[0]["line"]
+        elif candidate != first and _only_command_differs(candidate, first):
+            own[rs["address"]] = checks[0]["command"]  # its own misc_path, as written
         elif candidate != first:
             w.add(
                 checks[0]["line"],
@@ -378,8 +391,35 @@ def _pool_health(
                 f"line {first_line}; sekisho checks a pool's servers alike, with that one",
             )
     if first is None and interval is not None:
-        return None  # delay_loop without checkers: keepalived never checks either
-    return first
+        return None, own  # delay_loop without checkers: keepalived never checks either
+    return first, own
+
+
+def _only_command_differs(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["kind"] == b["kind"] == "script" and {**a, "command": None} == {**b, "command": None}
+
+
+def _generalise(command: str, ip: str | None, port: int | None) -> list[str] | None:
+    """misc_path with the real server's address and port as sekisho's placeholders ("{host}",
+    "{port}"), so that one pool command checks each server as its own misc_path did; None
+    when the command names neither (or cannot be split)."""
+    if ip is None:
+        return None
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    address = re.compile(rf"(?<![\w.:]){re.escape(ip)}(?![\w.])")
+    out, changed = [], False
+    for word in words:
+        new = address.sub("{host}", word)
+        if port is not None:
+            new = new.replace("{host}:" + str(port), "{host}:{port}")
+            if new == str(port):
+                new = "{port}"
+        changed |= new != word
+        out.append(new)
+    return out if changed else None
 
 
 def _health(
@@ -405,13 +445,8 @@ def _health(
             w.add(check["line"], "MISC_CHECK without misc_path; checked as a TCP connect")
             health["kind"] = "tcp"
         else:
-            health["command"] = check["command"]
-            if check.get("server_ip") and check["server_ip"] in check["command"].split():
-                w.add(
-                    check["line"],
-                    f"misc_path names {check['server_ip']}: sekisho runs the pool's one "
-                    "command for every server of the pool",
-                )
+            general = _generalise(check["command"], check.get("server_ip"), check.get("server_port"))
+            health["command"] = general if general is not None else check["command"]
     if "port" in check and kind != "script":
         health["port"] = check["port"]
     health["interval"] = interval or 60.0  # keepalived's default delay_loop

@@ -111,7 +111,8 @@ def test_everything_else() -> None:
     assert config.pools["vs-198.51.100.10-25"].scheduler == "wlc"  # sed -> closest
     mysql = config.pools["vs-198.51.100.10-3306"]
     assert mysql.health.kind == "script"
-    assert mysql.health.command == ("/usr/local/bin/check_mysql", "192.0.2.31")
+    # misc_path named its server: one command with a placeholder checks each server as its own did
+    assert mysql.health.command == ("/usr/local/bin/check_mysql", "{host}")
     assert mysql.health.fall == 1  # MISC_CHECK retries 0 times by default
     assert not any("53" in str(a) for t in config.tcp for a in t.listen)  # UDP: not converted
 
@@ -290,3 +291,56 @@ def test_cli_output_file(tmp_path: Path) -> None:
     assert main(["keepalived", str(DATA / "keepalived.conf"), "-o", str(target)], out, err) == 0
     assert out.getvalue() == ""
     assert target.read_text() == (DATA / "keepalived.expected.toml").read_text()
+
+
+MISC = """
+virtual_server 192.0.2.160 3306 {
+    delay_loop 5
+    lb_algo rr
+    protocol TCP
+    real_server 10.0.0.1 3306 {
+        MISC_CHECK {
+            misc_path "/usr/local/bin/check_db --host 10.0.0.1 --port 3306"
+            misc_timeout 4
+        }
+    }
+    real_server 10.0.0.2 3306 {
+        MISC_CHECK {
+            misc_path "/usr/local/bin/check_db --host 10.0.0.2 --port 3306"
+            misc_timeout 4
+        }
+    }
+    real_server 10.0.0.3 3306 {
+        MISC_CHECK {
+            misc_path "/opt/legacy/ping_db.sh replica"
+            misc_timeout 4
+        }
+    }
+}
+"""
+
+
+def test_misc_check_per_real_server() -> None:
+    """keepalived runs each real server's own misc_path (issue 20): the converted pool does too."""
+    toml, warnings = convert_text("keepalived", MISC, "keepalived.conf")
+    pool = conf.load_text(toml).pools["vs-192.0.2.160-3306"]
+    assert pool.health.kind == "script" and pool.health.timeout == 4.0
+    assert pool.health.command == ("/usr/local/bin/check_db", "--host", "{host}", "--port", "{port}")
+    own = {str(s.address): s.health_command for s in pool.servers}
+    assert own == {
+        "10.0.0.1:3306": (),
+        "10.0.0.2:3306": (),
+        "10.0.0.3:3306": ("/opt/legacy/ping_db.sh", "replica"),
+    }
+    assert not [n for n in warnings.items if "check" in n.message.lower()]
+
+    from lb.health import script_command
+
+    argv = [
+        script_command(pool.health, s, pool.name, s.address.host, s.address.port).argv for s in pool.servers
+    ]
+    assert argv == [
+        ("/usr/local/bin/check_db", "--host", "10.0.0.1", "--port", "3306"),
+        ("/usr/local/bin/check_db", "--host", "10.0.0.2", "--port", "3306"),
+        ("/opt/legacy/ping_db.sh", "replica"),
+    ]
