@@ -16,6 +16,17 @@ weight 0, marked down, excluded or at its `max_connections` is never picked.
     mh    Maglev consistent hashing; table of prime size >= 100 x servers
     lblc  the same client to the same server unless it is unusable or holds
           more than twice its weighted share of the connections; else wlc
+
+lblc differs from IPVS's on purpose. IPVS keys its table on the *destination*
+address (it was made for transparent cache clusters, where each client asks for
+many origin servers and one cache should hold each origin); behind a reverse
+proxy every connection has the same destination, the VIP, so that key would send
+everything to one server. sekisho keys on the *client* address: a client stays on
+its server, which keeps a cache warm for it. Also unlike IPVS: "overloaded" is
+twice the server's weighted share of the pool's active connections (IPVS: more
+active connections than its weight while another server is at half its own), and
+the table is the 65,536 most recent clients (IPVS expires entries after
+lblc_expiration, 24 h). `sekisho convert keepalived` says so for lblc and lblcr.
 """
 
 from __future__ import annotations

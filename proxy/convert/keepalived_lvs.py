@@ -33,6 +33,11 @@ _CLOSEST = {  # ipvs schedulers sekisho lacks -> the nearest it has
     "ovf": "wlc",
     "twos": "wlc",
 }
+_LBLC = (
+    "IPVS keys lblc on the destination address (cache clusters); sekisho keys it on the "
+    "client's address (behind a VIP every destination is the same): a client stays on its "
+    "server unless that one holds more than twice its weighted share of the connections"
+)
 _LB_KIND = {
     "DR": "direct routing has no equivalent: sekisho is a full proxy, so replies pass back "
     "through it and real servers need no VIP on a loopback nor arp_ignore",
@@ -165,6 +170,8 @@ def virtual_server(
             else:
                 scheduler = _CLOSEST.get(algo, "wlc")
                 w.add(line, f"{kw} {a[0]}: sekisho has no such scheduler; using {scheduler}")
+            if scheduler == "lblc":
+                w.add(line, f"{kw} {a[0]}: {_LBLC}")
         elif kw in ("lb_kind", "lvs_method") and a:
             w.add(line, f"{kw} {a[0]}: {_LB_KIND.get(a[0].upper(), 'no equivalent')}")
         elif kw == "protocol" and a:

@@ -344,3 +344,12 @@ def test_misc_check_per_real_server() -> None:
         ("/usr/local/bin/check_db", "--host", "10.0.0.2", "--port", "3306"),
         ("/opt/legacy/ping_db.sh", "replica"),
     ]
+
+
+@pytest.mark.parametrize("algo", ["lblc", "lblcr"])
+def test_lblc_says_what_it_keys_on(algo: str) -> None:
+    text = MISC.replace("lb_algo rr", f"lb_algo {algo}")
+    toml, warnings = convert_text("keepalived", text, "keepalived.conf")
+    assert conf.load_text(toml).pools["vs-192.0.2.160-3306"].scheduler == "lblc"
+    (note,) = [n for n in warnings.items if "destination address" in n.message]
+    assert note.line == 4 and "client's address" in note.message
