@@ -33,12 +33,14 @@ from conf.fields import (
 from conf.model import (
     SCHEDULERS,
     Address,
+    AnycastGroup,
     Config,
     GlobalSettings,
     HealthCheck,
     HttpListener,
     HttpRoute,
     HttpTimeouts,
+    IPInterface,
     Pool,
     Server,
     SmtpListener,
@@ -97,9 +99,11 @@ def _build(raw: dict[str, Any], issues: Issues, source: str) -> Config:
     tcp = tuple(_array_of_tables(top, "tcp", issues, lambda t: _tcp(t, issues)))
     scripts = _vrrp_scripts(top.get_table("vrrp_script"), issues)
     vrrp = tuple(_array_of_tables(top, "vrrp", issues, lambda t: _vrrp(t, issues, scripts)))
+    anycast = tuple(_array_of_tables(top, "anycast", issues, lambda t: _anycast(t, issues)))
     top.done()
-    config = Config(glob, pools, http, smtp, tcp, vrrp, source)
+    config = Config(glob, pools, http, smtp, tcp, vrrp, source, anycast=anycast)
     _cross_checks(config, issues)
+    _anycast_checks(config, issues)
     return config
 
 
@@ -738,6 +742,65 @@ def _track_scripts(
             )
         out.append(VrrpTrackScript(script, weight, reverse))
     return tuple(out)
+
+
+# -------------------------------------------------------------------- anycast
+
+_IFNAMSIZ = 15  # longest Linux interface name
+
+
+def _anycast(t: Table, issues: Issues) -> AnycastGroup:
+    d = AnycastGroup("", ())
+    name = t.get_str("name") or ""
+    if name and not _POOL_NAME.match(name):
+        t.error("name", "a name is letters, digits, '_', '.', '-'")
+    vips = t.get_list("vips", interface_item(issues))
+    if t.has("vips") and isinstance(t.raw["vips"], list) and not t.raw["vips"]:
+        t.error("vips", "needs at least one address")
+    for i, vip in enumerate(vips):
+        if vip.network.prefixlen != vip.max_prefixlen:
+            issues.add(f"{t.key('vips')}[{i}]", f"{vip} is not a host address (/32 or /128)")
+    device = t.get_str("device", "")
+    if not device and name:
+        device = f"sk-{name}"[:_IFNAMSIZ]
+    if device and (len(device) > _IFNAMSIZ or "/" in device or device.strip() != device):
+        t.error("device", f"{device!r} is not a Linux interface name (at most {_IFNAMSIZ} characters)")
+    group = AnycastGroup(
+        name=name,
+        vips=vips,
+        pools=t.get_list("pools", string_item(issues), ()),
+        interface=t.get_str("interface", d.interface),
+        table=t.get_int("table", d.table, lo=1, hi=2**32 - 1),
+        route_protocol=t.get_int("route_protocol", d.route_protocol, lo=5, hi=255),
+        device=device,
+        hold_down=t.get_float("hold_down", d.hold_down, lo=0.0, hi=3600.0),
+        withdraw_grace=t.get_float("withdraw_grace", d.withdraw_grace, lo=0.0, hi=600.0),
+        check_interval=t.get_float("check_interval", d.check_interval, lo=0.01, hi=60.0),
+    )
+    if group.table in (253, 254, 255):
+        t.error("table", "253-255 are the kernel's default, main and local tables: use a table of its own")
+    t.done()
+    return group
+
+
+def _anycast_checks(config: Config, issues: Issues) -> None:
+    names: dict[str, int] = {}
+    devices: dict[str, int] = {}
+    vips: dict[IPInterface, int] = {}
+    for i, g in enumerate(config.anycast):
+        for j, pool in enumerate(g.pools):
+            if pool not in config.pools:
+                issues.add(f"anycast[{i}].pools[{j}]", f"no pool named {pool!r}")
+        if g.name in names:
+            issues.add(f"anycast[{i}].name", f"{g.name!r} is also anycast[{names[g.name]}]")
+        names.setdefault(g.name, i)
+        if g.device in devices:
+            issues.add(f"anycast[{i}].device", f"{g.device!r} is also anycast[{devices[g.device]}]")
+        devices.setdefault(g.device, i)
+        for j, vip in enumerate(g.vips):
+            if vip in vips and vips[vip] != i:
+                issues.add(f"anycast[{i}].vips[{j}]", f"{vip.ip} is also announced by anycast[{vips[vip]}]")
+            vips.setdefault(vip, i)
 
 
 # --------------------------------------------------------------- cross checks

@@ -285,6 +285,27 @@ class VrrpInstance:
 
 
 @dataclass(frozen=True)
+class AnycastGroup:
+    """VIPs this node announces over BGP (through the host's BGP daemon) while healthy.
+
+    sekisho keeps a host route per VIP in kernel table `table` through `device`, a TUN
+    device that lives exactly as long as the process: the routes vanish with it, however
+    it dies. The BGP daemon (BIRD's kernel protocol with `learn`) exports that table.
+    """
+
+    name: str
+    vips: tuple[IPInterface, ...]  # host addresses (/32 or /128)
+    pools: tuple[str, ...] = ()  # each needs at least one server up
+    interface: str = "lo"  # where the VIP is kept locally, so this node accepts it
+    table: int = 100  # kernel routing table the BGP daemon learns from
+    route_protocol: int = 252  # rtm_protocol of our routes ("proto 252" in `ip route`)
+    device: str = ""  # the TUN device owning the routes; "" = "sk-" + name
+    hold_down: float = 10.0  # healthy this long before announcing again after a withdrawal
+    withdraw_grace: float = 2.0  # stop: the route is withdrawn this long before listeners close
+    check_interval: float = 0.2  # how often pool health and listeners are looked at
+
+
+@dataclass(frozen=True)
 class Config:
     global_: GlobalSettings = field(default_factory=GlobalSettings)
     pools: Mapping[str, Pool] = field(default_factory=dict)
@@ -293,6 +314,7 @@ class Config:
     tcp: tuple[TcpService, ...] = ()
     vrrp: tuple[VrrpInstance, ...] = ()
     source: str = "<string>"
+    anycast: tuple[AnycastGroup, ...] = ()
 
     def summary(self) -> str:
         routes = sum(len(h.routes) for h in self.http) + sum(len(s.routes) for s in self.smtp)

@@ -39,8 +39,10 @@ from proxy.process.admin import (
     admin_policy,
     exposure_warnings,
 )
+from proxy.process.anycast import Anycast
 from proxy.process.frontends import check_runtimes, sections
 from proxy.process.metrics import Exposition
+from proxy.process.metrics import anycast as anycast_metrics
 from proxy.process.metrics import http as http_metrics
 from proxy.process.metrics import lb as lb_metrics
 from proxy.process.metrics import smtp as smtp_metrics
@@ -50,6 +52,7 @@ from proxy.process.sdnotify import Notifier
 from proxy.process.serving import Key, LocalServing, StartupError, listen_keys
 from proxy.process.status import render_html
 from proxy.process.tasks import Background
+from vrrp.errors import VrrpIOError
 from vrrp.service import VrrpService
 
 log = logging.getLogger("sekisho")
@@ -72,6 +75,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self.tasks = Background(log)  # every background task: tracked, failures logged
         self.notifier = Notifier.from_env()
+        self.anycast = Anycast(self.tasks, lambda: self.pools, lambda: [key[1] for key in self.sockets])
         self.serving = LocalServing(self.pools, self.tasks)
 
     # ------------------------------------------------------------------ start
@@ -92,6 +96,10 @@ class Daemon:
         await self._start_admin()
         for instance in self.config.vrrp:
             self._start_vrrp(instance)
+        try:
+            self.anycast.start(self.config.anycast)  # listeners are up: may announce
+        except VrrpIOError as exc:
+            raise StartupError(f"anycast: {exc}") from None
         self._register_metrics()
         self._write_pidfile()
         log.info("sekisho %s started: %s", VERSION, self.config.summary())
@@ -162,6 +170,7 @@ class Daemon:
         ex.add_source("tcp", lambda: lb_metrics.tcp_families(by_kind["tcp"]))
         ex.add_source("smtp", lambda: smtp_metrics.families(by_kind["smtp"]))
         ex.add_source("vrrp", lambda: vrrp_metrics.families(s for _, s, _ in self.vrrp.values()))
+        ex.add_source("anycast", lambda: anycast_metrics.families(self.anycast.stats()))
 
     def _write_pidfile(self) -> None:
         path = self.config.global_.pidfile
@@ -229,6 +238,7 @@ class Daemon:
         for key in [k for k in self.sockets if k not in wanted]:
             self.sockets.pop(key).close()
         self._reconcile_vrrp(new.vrrp)
+        self.anycast.reconcile(new.anycast)
         self.admin.policy = admin
         self.config = new
         log.info("reloaded: %s", new.summary())
@@ -285,6 +295,7 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.notifier.stopping()
+        await self.anycast.withdraw()  # BGP moves new flows to the other nodes first
         # Hand the VIP to the peer first: it takes new connections while we drain ours.
         for _, _, task in self.vrrp.values():
             task.cancel()
@@ -296,6 +307,7 @@ class Daemon:
         self.sockets.clear()
         await self.admin.stop()
         await self.pools.stop()
+        await self.anycast.stop()
         await self.tasks.close()  # what is left: reloads, drains, VRRP instances on their way out
         _remove_pidfile(self.config.global_.pidfile)
         log.info("stopped")
@@ -368,6 +380,7 @@ class Daemon:
             "routes": routes,
             "pools": self.pools.stats(),
             "vrrp": [service.stats() for _, service, _ in self.vrrp.values()],
+            "anycast": self.anycast.stats(),
         }
 
     async def _metrics(self, request: AdminRequest) -> AdminResponse:

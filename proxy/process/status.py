@@ -296,7 +296,27 @@ def render_text(snapshot: Mapping[str, Any], now: float | None = None) -> str:
         if rows
         else ["  (none)"]
     )
+    lines += anycast_lines(_list(snapshot, "anycast"), now)
     return "\n".join(lines) + "\n"
+
+
+def anycast_lines(groups: Sequence[Mapping[str, Any]], now: float) -> list[str]:
+    """The ANYCAST table (none when no group is configured): announced or not, why, since."""
+    rows = anycast_rows(groups, now)
+    return ["", "ANYCAST", *_table(["GROUP", "VIPS", "STATE", "WHY", "SINCE"], rows)] if rows else []
+
+
+def anycast_rows(groups: Sequence[Mapping[str, Any]], now: float) -> list[list[str]]:
+    return [
+        [
+            str(g.get("name", "?")),
+            " ".join(g.get("vips", ())),
+            "announced" if g.get("announced") else "withdrawn",
+            str(g.get("reason", "")),
+            f"{duration(now - g['since'])} ago" if isinstance(g.get("since"), int | float) else "-",
+        ]
+        for g in groups
+    ]
 
 
 def _opt(d: Mapping[str, Any], key: str) -> str:
@@ -368,6 +388,11 @@ def render_html(snapshot: dict[str, Any], now: float | None = None) -> str:
     if not vrrp:
         out.append('<tr><td colspan="7">no VRRP instance</td></tr>')
     out.append("</table>")
+    if anycast := anycast_rows(_list(snapshot, "anycast"), now):
+        out.append('<h2>Anycast</h2><table id="anycast"><tr><th>Group</th><th>VIPs</th><th>State</th>')
+        out.append("<th>Why</th><th>Since</th></tr>")
+        out += ["<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in anycast]
+        out.append("</table>")
 
     out.append("<h2>Pools</h2>")
     pools = _list(snapshot, "pools")

@@ -1,0 +1,120 @@
+"""The anycast decision core (vrrp.anycast) against a fake clock: no sockets, no sleeps."""
+
+from __future__ import annotations
+
+from vrrp.anycast import (
+    HEALTHY,
+    LISTENERS_DOWN,
+    Announce,
+    Announcer,
+    ArmTimer,
+    Drain,
+    Observed,
+    StateChanged,
+    TimerFired,
+    Undrain,
+    Withdraw,
+)
+
+UP = Observed(True, {"web": True, "api": True})
+
+
+def kinds(actions: list[object]) -> list[type]:
+    return [type(a) for a in actions]
+
+
+def test_first_healthy_look_announces_at_once() -> None:
+    core = Announcer(("web", "api"), hold_down=10.0)
+    assert core.reason == "starting" and not core.announced
+    actions = core.handle(UP, now=100.0)
+    assert kinds(actions) == [Announce, StateChanged]
+    assert actions[1] == StateChanged(True, HEALTHY, 100.0)
+    assert core.announced and core.since == 100.0
+    assert core.handle(UP, now=100.2) == []  # nothing new: nothing to do
+
+
+def test_not_announced_until_listeners_and_every_named_pool_are_up() -> None:
+    core = Announcer(("web", "api"), hold_down=10.0)
+    assert core.handle(Observed(False, {"web": True, "api": True}), 0.0) == [
+        StateChanged(False, LISTENERS_DOWN, 0.0)
+    ]
+    actions = core.handle(Observed(True, {"web": True, "api": False}), 1.0)
+    assert actions == [StateChanged(False, "pool api: no server up", 1.0)]
+    assert core.handle(Observed(True, {"web": True}), 2.0) == []  # a pool not reported counts as down
+    assert kinds(core.handle(UP, 3.0)) == [Announce, StateChanged]
+
+
+def test_a_pool_down_withdraws_at_once_and_the_hold_down_delays_the_return() -> None:
+    core = Announcer(("web",), hold_down=5.0)
+    core.handle(Observed(True, {"web": True}), 0.0)
+    actions = core.handle(Observed(True, {"web": False}), 10.0)
+    assert actions == [
+        Withdraw("pool web: no server up"),
+        StateChanged(False, "pool web: no server up", 10.0),
+    ]
+    # Healthy again at 12: held until 17.
+    actions = core.handle(Observed(True, {"web": True}), 12.0)
+    assert actions[0] == ArmTimer(17.0)
+    assert not core.announced and core.reason.startswith("hold-down")
+    assert [a for a in core.handle(Observed(True, {"web": True}), 16.9) if not isinstance(a, ArmTimer)] == []
+    actions = core.handle(TimerFired(), 17.0)
+    assert kinds(actions) == [Announce, StateChanged]
+    assert core.since == 17.0 and core.announcements == 2 and core.withdrawals == 1
+
+
+def test_flapping_restarts_the_hold_down() -> None:
+    core = Announcer(("web",), hold_down=5.0)
+    up, down = Observed(True, {"web": True}), Observed(True, {"web": False})
+    core.handle(up, 0.0)
+    core.handle(down, 1.0)
+    for t in (2.0, 4.0, 6.0, 8.0):  # up 1 s, down 1 s, ...: never healthy for 5 s
+        core.handle(up, t)
+        assert not core.announced
+        core.handle(down, t + 1.0)
+    assert core.withdrawals == 1  # one withdrawal, no route churn while it flaps
+    core.handle(up, 20.0)
+    assert not core.announced
+    assert kinds(core.handle(up, 25.0)) == [Announce, StateChanged]
+
+
+def test_drain_withdraws_whatever_the_health_and_stays_withdrawn() -> None:
+    core = Announcer(("web",), hold_down=5.0)
+    core.handle(Observed(True, {"web": True}), 0.0)
+    actions = core.handle(Drain("stopping"), 3.0)
+    assert actions == [Withdraw("drained: stopping"), StateChanged(False, "drained: stopping", 3.0)]
+    assert core.handle(Observed(True, {"web": True}), 4.0) == []
+    assert core.handle(Drain("stopping"), 5.0) == []  # a second drain changes nothing
+
+
+def test_undrain_announces_without_hold_down_when_healthy() -> None:
+    core = Announcer(("web",), hold_down=5.0)
+    core.handle(Observed(True, {"web": True}), 0.0)
+    core.handle(Drain("admin"), 1.0)
+    assert kinds(core.handle(Undrain(), 2.0)) == [Announce, StateChanged]
+
+
+def test_undrain_while_a_pool_is_down_waits_for_health() -> None:
+    core = Announcer(("web",), hold_down=5.0)
+    core.handle(Observed(True, {"web": True}), 0.0)
+    core.handle(Drain("admin"), 1.0)
+    core.handle(Observed(True, {"web": False}), 2.0)
+    assert core.handle(Undrain(), 3.0) == [StateChanged(False, "pool web: no server up", 1.0)]
+    assert kinds(core.handle(Observed(True, {"web": True}), 4.0)) == [Announce, StateChanged]
+
+
+def test_listeners_closing_withdraw() -> None:
+    core = Announcer((), hold_down=0.0)
+    core.handle(Observed(True), 0.0)
+    assert core.handle(Observed(False), 1.0)[0] == Withdraw(LISTENERS_DOWN)
+    assert kinds(core.handle(Observed(True), 1.5)) == [Announce, StateChanged]  # hold_down 0
+
+
+def test_reconfigure_keeps_the_announcement_or_withdraws_for_a_new_pool() -> None:
+    core = Announcer(("web",), hold_down=5.0)
+    core.handle(Observed(True, {"web": True}), 0.0)
+    assert core.reconfigure(("web",), 1.0, now=1.0) == []
+    assert core.announced and core.hold_down == 1.0
+    # A newly named pool has not been looked at yet: the next observation decides.
+    core.reconfigure(("web", "api"), 1.0, now=2.0)
+    actions = core.handle(Observed(True, {"web": True, "api": False}), 2.1)
+    assert actions[0] == Withdraw("pool api: no server up")
