@@ -86,10 +86,15 @@ def bind(address: Address, backlog: int = 1024) -> socket.socket:
 
 
 class Listener:
-    def __init__(self, kind: str, address: Address, sock: socket.socket, frontend: Frontend) -> None:
+    def __init__(
+        self, kind: str, address: Address, sock: socket.socket, frontend: Frontend, share: int = 1
+    ) -> None:
         self.kind = kind
         self.address = address
         self.sock = sock
+        # With N worker processes on one socket each takes 1/N of `max_connections`: a
+        # worker at its share leaves the queue to the others (the accept queue is shared).
+        self.share = share
         self.frontend = frontend
         self.active = 0
         self.accepted = 0
@@ -103,6 +108,15 @@ class Listener:
         self._pending: asyncio.Handle | None = None
         self._on_closed = self._closed  # bound once, handed to every accepted connection
         self._family = int(sock.family)  # the property builds an enum on every read
+
+    @property
+    def frontend(self) -> Frontend:
+        return self._frontend
+
+    @frontend.setter
+    def frontend(self, frontend: Frontend) -> None:
+        self._frontend = frontend
+        self.limit = -(-frontend.max_connections // self.share)
 
     @property
     def bound(self) -> tuple[str, int]:
@@ -141,9 +155,9 @@ class Listener:
     def _closed(self) -> None:
         self.active -= 1
         if self._poller is None:
-            if self.active < self.frontend.max_connections:
+            if self.active < self.limit:
                 self._room.set()  # the accept loop waits for it
-        elif self._full and self.active < self.frontend.max_connections:
+        elif self._full and self.active < self.limit:
             self._full = False
             self._accept_soon()
 
@@ -163,7 +177,7 @@ class Listener:
         make_socket, stream = socket.SocketType, socket.SOCK_STREAM
         for _ in range(_BURST):
             frontend = self.frontend
-            if self.active >= frontend.max_connections:
+            if self.active >= self.limit:
                 self._full = True  # the backlog waits; _closed() resumes
                 return
             try:
@@ -205,7 +219,7 @@ class Listener:
 
     async def _accept_loop(self) -> None:
         while True:
-            if self.active >= self.frontend.max_connections:
+            if self.active >= self.limit:
                 self._room.clear()
                 await self._room.wait()
             try:

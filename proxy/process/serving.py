@@ -65,6 +65,7 @@ class LocalServing:
         self.access_log: AccessLog | None = None
         self._old_access_logs: list[AccessLog] = []
         self.drain_timeout = conf.GlobalSettings().drain_timeout
+        self.share = 1  # in a worker: how many workers share each listener's max_connections
 
     def prepare(self, config: conf.Config) -> Prepared:
         access_log = AccessLog(config.global_.access_log, config.global_.log_format)
@@ -97,7 +98,7 @@ class LocalServing:
             if key in self.listeners:
                 self.listeners[key].frontend = frontend
             else:
-                listener = Listener(key[0], key[1], sockets[key], frontend)
+                listener = Listener(key[0], key[1], sockets[key], frontend, self.share)
                 self.listeners[key] = listener
                 listener.start()
                 log.info("listening: %s %s", key[0], key[1])

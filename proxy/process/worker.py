@@ -38,6 +38,7 @@ SUPERVISOR_ENV = "SEKISHO_SUPERVISOR_PID"
 class WorkerInit:
     index: int  # worker number, for logs and status (a restarted worker keeps it)
     generation: int  # which config it serves: one more at each reload
+    workers: int  # how many serve this generation (they share each listener's max_connections)
     config_text: str
     config_source: str
     sockets: tuple[tuple[str, conf.Address, int], ...]  # kind, address, inherited fd
@@ -95,6 +96,7 @@ class Worker:
         self.pools.apply_view(init.view)
         self.pools.report_failures(lambda pool, server: control.send(writer, "connect_failed", pool, server))
         self.serving = LocalServing(self.pools, self.tasks)
+        self.serving.share = init.workers
         self.drain = asyncio.Event()
 
     def snapshot(self) -> dict[str, Any]:

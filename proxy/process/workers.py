@@ -232,6 +232,7 @@ class Workers:
         init = WorkerInit(
             index=index,
             generation=generation,
+            workers=self.count,
             config_text=self._config_text,
             config_source=self._config.source if self._config else "",
             sockets=tuple((k[0], k[1], s.fileno()) for k, s in self._sockets.items()),
