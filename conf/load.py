@@ -14,7 +14,7 @@ import shlex
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from conf.access import AccessEntry
 from conf.access import problems as access_problems
@@ -149,9 +149,25 @@ def _global(t: Table | None, issues: Issues) -> GlobalSettings:
         log_format=t.get_choice("log_format", ("combined", "json"), d.log_format),
         log_level=t.get_choice("log_level", ("debug", "info", "warning", "error"), d.log_level),
         drain_timeout=t.get_float("drain_timeout", d.drain_timeout, positive=True),
+        workers=_workers(t),
     )
     t.done()
     return settings
+
+
+MAX_WORKERS = 1024
+
+
+def _workers(t: Table) -> int | Literal["auto"]:
+    if not t.has("workers") or t.raw["workers"] == "auto":
+        t.seen.add("workers")
+        return "auto"
+    if isinstance(t.raw["workers"], str):
+        t.seen.add("workers")
+        t.error("workers", f'expected a number of processes or "auto", got {t.raw["workers"]!r}')
+        return "auto"
+    n: int = t.get_int("workers", 1, lo=1, hi=MAX_WORKERS)
+    return n
 
 
 # ---------------------------------------------------------------------- pools

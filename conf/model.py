@@ -57,6 +57,9 @@ class GlobalSettings:
     log_format: Literal["combined", "json"] = "combined"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     drain_timeout: float = 30.0  # SIGTERM: in-flight work gets this long to finish
+    # Worker processes serving the front ends: a number, or "auto" (one per CPU this
+    # process may run on, as nginx's `worker_processes auto`). 1 = one process, no supervisor.
+    workers: int | Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True)
