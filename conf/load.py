@@ -388,6 +388,7 @@ def _http_route(t: Table) -> HttpRoute | None:
     redirect = t.get_str("redirect", None)
     status = t.get_int("status", None, lo=100, hi=599)
     strip = t.get_bool("strip_prefix", False)
+    rewrite = t.get_str("rewrite_prefix", None)
     upgrade = t.get_list("upgrade", _upgrade_item(t.issues), HttpRoute.upgrade)
     if pool is not None and redirect is not None:
         t.error("redirect", "a route has one target: pool or redirect, not both")
@@ -404,10 +405,19 @@ def _http_route(t: Table) -> HttpRoute | None:
             t.error("redirect", "expected an absolute URL (https://host/path) or a path")
     if strip and pool is None:
         t.error("strip_prefix", "only for routes with a pool")
+    if rewrite is not None:
+        if pool is None:
+            t.error("rewrite_prefix", "only for routes with a pool")
+        elif strip:
+            t.error("rewrite_prefix", 'strip_prefix = true is rewrite_prefix = "/": set one of them')
+        elif not rewrite.startswith("/") or any(c in rewrite for c in "?# \t"):
+            t.error("rewrite_prefix", "expected a path that starts with '/' (no query, no spaces)")
     if t.has("upgrade") and pool is None:
         t.error("upgrade", "only for routes with a pool")
     t.done()
-    return HttpRoute(host, path, pool, status, redirect, bool(strip), tuple(dict.fromkeys(upgrade)))
+    return HttpRoute(
+        host, path, pool, status, redirect, bool(strip), tuple(dict.fromkeys(upgrade)), rewrite_prefix=rewrite
+    )
 
 
 def _upgrade_item(issues: Issues) -> Callable[[object, str], str | None]:

@@ -130,6 +130,10 @@ class HttpRoute:
     # the request is answered as plain HTTP/1.1. h2c is never allowed (a tunnel of requests
     # that would bypass routing).
     upgrade: tuple[str, ...] = ("websocket",)
+    # The matched `path` prefix is replaced with this before the request goes to the pool
+    # (nginx `location /a/ { proxy_pass http://h/b/; }`, DeleGate MOUNT="/a/* http://h/b/*");
+    # strip_prefix = true is rewrite_prefix = "/".
+    rewrite_prefix: str | None = None
 
     @property
     def target(self) -> Literal["pool", "redirect", "status"]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the bench need (real peers:
-# keepalived, Postfix, HAProxy, nginx, wrk, iperf3, promtool, Chromium).
+# keepalived, Postfix, HAProxy, nginx, wrk, iperf3, promtool, Chromium, pebble).
 # Only when running as root; otherwise the tests that need them skip (or fail
 # under SEKISHO_REQUIRE_ALL=1). Debian starts system services on install:
 # we stop them so they never hold the ports or the VRRP group of the tests.
@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 pkgs=(keepalived postfix haproxy nginx-light libnginx-mod-stream wrk iperf3
-      prometheus chromium tcpdump iproute2 procps curl openssl nghttp2-client)
+      prometheus chromium tcpdump iproute2 procps curl openssl nghttp2-client pebble)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

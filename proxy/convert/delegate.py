@@ -8,6 +8,7 @@ command line (a start script) is read the same way.
 How MOUNT becomes routes:
     MOUNT="/* http://server/* vhost=-alpha"   host = "alpha", path = "/", pool = (server)
     MOUNT="/app/* http://server/*"            path = "/app/", strip_prefix = true
+    MOUNT="/a/* http://server/b/*"            path = "/a/", rewrite_prefix = "/b/"
     MOUNT="/-/* = rcode=404"                  path = "/-/", status = 404
     MOUNT="/old/* http://new/* rcode=301"     redirect = "http://new/"
 Status routes go first (they hide things: DeleGate's own /-/ pages), then
@@ -79,6 +80,7 @@ class Mount:
     status: int | None = None
     redirect: str | None = None
     strip_prefix: bool = False
+    rewrite_prefix: str | None = None
 
 
 @dataclass
@@ -318,11 +320,7 @@ def _mount(value: str, line: int, st: State) -> None:
             elif rpath == "/" and path.endswith("/"):
                 base.strip_prefix = True
             else:
-                w.add(
-                    line,
-                    f"MOUNT {vurl} -> {target.path}: sekisho forwards the path as it is or "
-                    "with the route's prefix stripped; this rewrite is not possible (path kept)",
-                )
+                base.rewrite_prefix = rpath  # "/a/x" reaches the server as "/b/x"
             if rpath != path:
                 w.add(
                     line,
@@ -341,7 +339,17 @@ def _mount(value: str, line: int, st: State) -> None:
                     )
     for host in hosts:
         st.mounts.append(
-            Mount(line, host, base.path, exact, base.pool, base.status, base.redirect, base.strip_prefix)
+            Mount(
+                line,
+                host,
+                base.path,
+                exact,
+                base.pool,
+                base.status,
+                base.redirect,
+                base.strip_prefix,
+                base.rewrite_prefix,
+            )
         )
 
 
@@ -577,6 +585,8 @@ def _build(st: State) -> Document:
             r.set("status", m.status)
         if m.strip_prefix:
             r.set("strip_prefix", True)
+        if m.rewrite_prefix:
+            r.set("rewrite_prefix", m.rewrite_prefix)
         http.children.append(r)
     doc.sections.append(http)
     return doc

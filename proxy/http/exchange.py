@@ -14,7 +14,7 @@ Tests drive it with plain values and a fake clock (tests/unit/test_http_exchange
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -86,6 +86,9 @@ class Site:
         self.head_limit = config.max_header_bytes
         self.retired = False  # reload or shutdown: every response closes its connection
         self._hosts: dict[bytes, str] = {}  # Host header -> normalised host name
+        # ACME HTTP-01 (proxy/acme/board.py), set by the frontend of a plain listener:
+        # (host, target) -> the answer's body, b"" for 404, None when not ours to answer.
+        self.challenges: Callable[[str, bytes], bytes | None] | None = None
 
     def host(self, raw: bytes) -> str:
         hosts = self._hosts
@@ -196,6 +199,10 @@ class Exchange:
             except BadRequest as exc:
                 return self.refuse(exc.status, str(exc))
         self.target = target
+        if site.challenges is not None and target.startswith(b"/.well-known/acme-challenge/"):
+            body = site.challenges(self.host, target)
+            if body is not None:  # a host we order for: never routed to a backend
+                return self._challenge_answer(body, method, keep_alive, chunked, content_length)
         self.route = route = site.routes.match(self.host, target)
         if not allowed:
             site.stats.denied += 1
@@ -230,6 +237,20 @@ class Exchange:
             upgrade=self.upgrade,
         )
         return Forward(pool)
+
+    def _challenge_answer(
+        self, body: bytes, method: bytes, keep_alive: bool, chunked: bool, content_length: int | None
+    ) -> Answer:
+        ended = not chunked and not content_length
+        close = not ended or not keep_alive or self.site.retired
+        self.status = 200 if body else 404
+        self.request_done = ended
+        self.response_done = True
+        self.resp_close = close
+        data = plain(self.status, body or None, close=close)
+        if method == b"HEAD":
+            data = data[: data.index(b"\r\n\r\n") + 4]
+        return Answer(self.status, data, close, "acme challenge")
 
     def refuse(self, status: int, reason: str) -> Answer:
         """A request we will not forward (400, 403, 408, 413, 414, 431): answer, then close."""

@@ -23,12 +23,14 @@ from lb.poller import poller
 from lb.pool import PoolSet
 from proxy.access import ClientFilter
 from proxy.accesslog import AccessLog
+from proxy.acme.board import BOARD
+from proxy.acme.listen import acme_cert_paths, context_for_hello, needs_hello
 from proxy.http.exchange import Site
 from proxy.http.h1 import H1Connection
 from proxy.http.h2 import H2Connection
 from proxy.http.intake import Intake
 from proxy.http.stats import HttpStats
-from proxy.http.tls import build_server_context
+from proxy.http.tls import SniSelector, build_server_context
 from proxy.http.upstream import UpstreamPool
 
 log = logging.getLogger("sekisho.http")
@@ -59,6 +61,12 @@ class HttpFrontend:
         self._trusted = ClientFilter(config.trusted_proxies)
         alpn = ("h2", "http/1.1") if config.http2 else ("http/1.1",)
         self._ssl = build_server_context(config.tls, alpn) if config.tls else None
+        self._acme_tls: SniSelector | None = None
+        if config.acme is not None:  # ACME: certificates from the state directory, by route host
+            self._acme_tls = SniSelector(config.tls, alpn, acme_cert_paths(config))
+            self._ssl = self._acme_tls.context
+        elif self._ssl is None:
+            self.site.challenges = BOARD.http01  # plain HTTP answers ACME HTTP-01 before routing
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -167,6 +175,10 @@ class HttpFrontend:
         ctx = self._ssl
         try:
             sock.setblocking(False)
+            if self._acme_tls is not None and needs_hello(self._acme_tls):
+                ctx = await context_for_hello(sock, self._acme_tls)  # TLS-ALPN-01? no cert yet?
+                if ctx is None:
+                    raise ConnectionRefusedError("no certificate yet for the name asked for")
             await self.loop.connect_accepted_socket(
                 lambda: conn, sock, ssl=ctx, ssl_handshake_timeout=10.0 if ctx else None
             )

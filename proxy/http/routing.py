@@ -33,8 +33,9 @@ class Route:
     pool: str | None = None
     status: int = 404
     redirect: str | None = None
-    strip_prefix: bool = False
+    strip_prefix: bool = False  # the matched path is replaced with `new_prefix` (rewrite_prefix)
     upgrade: frozenset[bytes] = frozenset()  # protocols that may be tunnelled (lower-case)
+    new_prefix: bytes = b"/"
 
     def matches(self, host: str) -> bool:
         if self.host is not None:
@@ -44,15 +45,20 @@ class Route:
         return True
 
     def upstream_target(self, target: bytes) -> bytes:
-        """The (normalised) request target for the backend: as matched unless strip_prefix.
+        """The (normalised) request target for the backend: as matched unless strip_prefix,
+        which replaces the matched path with `new_prefix` ("/" unless rewrite_prefix).
 
-        Stripping can make a dot segment ("/app.." less "/app" is "/.."), so the rest is
+        Replacing can make a dot segment ("/app.." less "/app" is "/.."), so the result is
         normalised again: the backend gets a normal path or the client a 400."""
         if not self.strip_prefix:
             return target
         rest = target[len(self.path) :]
-        rest = rest if rest.startswith(b"/") else b"/" + rest
-        return normalize_target(rest) if NEEDS_WORK.search(rest) is not None else rest
+        prefix = self.new_prefix
+        if prefix.endswith(b"/") and rest.startswith(b"/"):
+            rest = rest[1:]
+        out = prefix + rest
+        out = out if out.startswith(b"/") else b"/" + out
+        return normalize_target(out) if NEEDS_WORK.search(out) is not None else out
 
     def allowed_upgrade(self, offered: bytes) -> bytes | None:
         """The client's Upgrade list less what this route does not tunnel; None if nothing
@@ -133,8 +139,9 @@ class RouteTable:
                     pool=r.pool,
                     status=r.status if r.status is not None else (301 if r.redirect else 404),
                     redirect=r.redirect,
-                    strip_prefix=r.strip_prefix,
+                    strip_prefix=r.strip_prefix or r.rewrite_prefix is not None,
                     upgrade=frozenset(u.encode("ascii") for u in r.upgrade),
+                    new_prefix=_route_path(r.rewrite_prefix or "/"),
                 )
             )
         self.routes = tuple(compiled)

@@ -1,12 +1,21 @@
-"""The server-side TLS context of an HTTPS listener: SNI picks among the configured certificates."""
+"""The server-side TLS of an HTTPS listener: SNI picks the current context among the certificates,
+which are reloaded when their files change on disk (configured paths and ACME-managed ones)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import ssl
-from collections.abc import Sequence
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import conf
 from proxy.http.errors import HttpProxyError
+
+log = logging.getLogger("sekisho.tls")
+CERT_CHECK_INTERVAL = 2.0  # seconds between looks at the certificate files (one stat each)
 
 
 class TlsConfigError(HttpProxyError):
@@ -26,6 +35,14 @@ def _names(ctx: ssl.SSLContext, cert_path: str) -> list[str]:
                 if k == "commonName":
                     names.append(v.lower())
     return names
+
+
+def _not_after(cert_path: str) -> float | None:
+    try:
+        info = ssl._ssl._test_decode_cert(cert_path)  # type: ignore[attr-defined]
+        return float(ssl.cert_time_to_seconds(info["notAfter"]))
+    except (OSError, ssl.SSLError, AttributeError, KeyError, ValueError):
+        return None
 
 
 # TLS 1.2 suites: ECDHE key exchange and an AEAD cipher, nothing else. This is Mozilla's
@@ -56,49 +73,197 @@ def server_context() -> ssl.SSLContext:
     return ctx
 
 
-def _context(cert: conf.TlsCert, alpn: Sequence[str]) -> ssl.SSLContext:
-    ctx = server_context()
-    ctx.set_alpn_protocols(list(alpn))
-    try:
-        ctx.load_cert_chain(cert.cert, cert.key)
-    except (OSError, ssl.SSLError) as exc:
-        raise TlsConfigError(f"{cert.cert}: {exc}") from None
-    return ctx
+class CertFiles:
+    """One certificate served from files (cert and key; one path when the key is in the
+    certificate's file): loaded again when either file changes on disk, and swapped in only
+    once the new pair loads (load_cert_chain checks that the key is the certificate's). A
+    bad or half-written pair keeps the old one serving; the next change is tried again."""
+
+    def __init__(self, cert: str | Path, key: str | Path | None, alpn: Sequence[str], required: bool) -> None:
+        self.cert, self.key, self.alpn = str(cert), str(key) if key else None, list(alpn)
+        self.context: ssl.SSLContext | None = None
+        self.names: list[str] = []
+        self.not_after: float | None = None  # of the certificate in use (epoch seconds)
+        self.error = ""
+        self.reloads = 0
+        self._seen: tuple[tuple[int, int, int], ...] | None = None  # of the files last tried
+        if not self.refresh() and required:
+            raise TlsConfigError(self.error)
+
+    def _signature(self) -> tuple[tuple[int, int, int], ...] | None:
+        out = []
+        for path in (self.cert, self.key) if self.key else (self.cert,):
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def refresh(self) -> bool:
+        """Load the files again if they changed since last tried; True when a new
+        certificate was swapped in."""
+        signature = self._signature()
+        if signature is None:
+            if self.context is None:
+                self.error = f"{self.cert}: cannot read"
+            return False
+        if signature == self._seen:
+            return False
+        self._seen = signature
+        ctx = server_context()
+        ctx.set_alpn_protocols(self.alpn)
+        try:
+            ctx.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError) as exc:
+            self.error = f"{self.cert}: {exc}"
+            if self.context is not None:
+                log.error(
+                    "tls: %s changed but does not load, still serving the old certificate: %s", self.cert, exc
+                )
+            return False
+        if self.context is not None:
+            self.reloads += 1
+            log.info("tls: %s changed on disk: new certificate in use", self.cert)
+        self.context, self.names, self.error = ctx, _names(ctx, self.cert), ""
+        self.not_after = _not_after(self.cert)
+        return True
+
+
+class SniSelector:
+    """The TLS side of one HTTPS listener: SNI picks the current context of a certificate.
+
+    `certs`: files named in the config; the first is the default (no SNI, or a name no
+    certificate carries). `managed`: host -> the key+chain file the ACME service keeps for
+    it (it may not exist yet; a client asking for such a host then gets an
+    unrecognized_name alert at once rather than someone else's certificate). Every file is
+    watched (`refresh_all`), so a new certificate is served from the next handshake on;
+    connections already open keep theirs.
+    """
+
+    def __init__(
+        self,
+        certs: Sequence[conf.TlsCert],
+        alpn: Sequence[str] = ("http/1.1",),
+        managed: Mapping[str, str | Path] | None = None,
+    ) -> None:
+        self.files = [CertFiles(c.cert, c.key, alpn, required=True) for c in certs]
+        self.managed = {h: CertFiles(p, None, alpn, required=False) for h, p in (managed or {}).items()}
+        if not self.files and not self.managed:
+            raise TlsConfigError("no certificate configured")
+        self._exact: dict[str, CertFiles] = {}
+        self._wildcard: dict[str, CertFiles] = {}
+        self._index()
+        # The listener's context only dispatches: the callback always moves the connection
+        # to the context of the certificate it picked (same settings, same ALPN).
+        self.context = server_context()
+        self.context.set_alpn_protocols(list(alpn))
+        self.context.sni_callback = self._pick
+        if self.files:  # a client that never reaches the callback still gets the default
+            self.context.load_cert_chain(self.files[0].cert, self.files[0].key)
+        _LIVE.add(self)
+
+    def _index(self) -> None:
+        exact: dict[str, CertFiles] = {}
+        wildcard: dict[str, CertFiles] = {}
+        for files in self.files:
+            for name in files.names:
+                if name.startswith("*."):
+                    wildcard.setdefault(name[1:], files)
+                else:
+                    exact.setdefault(name, files)
+        self._exact, self._wildcard = exact, wildcard
+
+    def _pick(
+        self, sock: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> int | None:
+        files: CertFiles | None = None
+        if server_name is not None:
+            name = server_name.lower().rstrip(".")
+            files = self.managed.get(name)
+            if files is not None and files.context is None:
+                files = self._exact.get(name) or self._covering(name)
+                if files is None:
+                    return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME  # no certificate yet
+            if files is None:
+                files = self._exact.get(name) or self._covering(name)
+        if files is None:
+            files = self.files[0] if self.files else self._any_managed()
+            if files is None:
+                return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        ctx = files.context
+        if ctx is not None:
+            sock.context = ctx
+        return None
+
+    @property
+    def missing(self) -> bool:
+        """Some managed host has no certificate yet (its clients are refused)."""
+        return any(f.context is None for f in self.managed.values())
+
+    def refuses(self, name: str | None) -> bool:
+        """A handshake naming `name` would be refused (`_pick` returns an alert)."""
+        if name is None:
+            return not self.files and self._any_managed() is None
+        files = self.managed.get(name)
+        return (
+            files is not None
+            and files.context is None
+            and not (self._exact.get(name) or self._covering(name))
+        )
+
+    def _covering(self, name: str) -> CertFiles | None:
+        dot = name.find(".")
+        return self._wildcard.get(name[dot:]) if dot > 0 else None
+
+    def _any_managed(self) -> CertFiles | None:
+        return next((f for f in self.managed.values() if f.context is not None), None)
+
+    def refresh(self) -> int:
+        """Reload every file that changed; the number of certificates swapped."""
+        swapped = 0
+        for files in self.files:
+            swapped += files.refresh()
+        if swapped:
+            self._index()
+        for files in self.managed.values():
+            swapped += files.refresh()
+        return swapped
+
+
+_LIVE: weakref.WeakSet[SniSelector] = weakref.WeakSet()
+
+
+def served_certificates() -> dict[str, float]:
+    """name -> notAfter of the certificate each TLS listener serves for it (the expiry metric)."""
+    out: dict[str, float] = {}
+    for selector in list(_LIVE):
+        for files in selector.files:
+            for name in files.names:
+                if files.not_after is not None:
+                    out[name] = files.not_after
+        for host, files in selector.managed.items():
+            if files.not_after is not None:
+                out[host] = files.not_after
+    return out
+
+
+def refresh_all() -> int:
+    """Reload the changed certificate files of every TLS listener of this process."""
+    return sum(selector.refresh() for selector in list(_LIVE))
+
+
+async def watch_certificates(interval: float = CERT_CHECK_INTERVAL) -> None:
+    """Look for changed certificate files every `interval` seconds, forever (a stat per
+    file: certbot's renewals and the ACME service's, in every worker)."""
+    while True:
+        await asyncio.sleep(interval)
+        refresh_all()
 
 
 def build_server_context(
     certs: Sequence[conf.TlsCert], alpn: Sequence[str] = ("http/1.1",)
 ) -> ssl.SSLContext:
-    """A TLS 1.2+ context; its sni_callback switches to the certificate naming the server.
-
-    `alpn`: the protocols offered, in our order of preference ("h2" first when the
-    listener speaks HTTP/2). The first certificate is the default (no SNI, or a name no certificate
-    carries). Certificate files are read here, so building a new context (a
-    new frontend on reload) is what reloads certificates.
-    """
-    if not certs:
-        raise TlsConfigError("no certificate configured")
-    contexts = [_context(c, alpn) for c in certs]
-    default = contexts[0]
-    exact: dict[str, ssl.SSLContext] = {}
-    wildcard: dict[str, ssl.SSLContext] = {}
-    for cert, ctx in zip(certs, contexts, strict=True):
-        for name in _names(ctx, cert.cert):
-            if name.startswith("*."):
-                wildcard.setdefault(name[1:], ctx)
-            else:
-                exact.setdefault(name, ctx)
-
-    def pick(sock: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
-        if server_name is None:
-            return
-        name = server_name.lower().rstrip(".")
-        ctx = exact.get(name)
-        if ctx is None:
-            dot = name.find(".")
-            ctx = wildcard.get(name[dot:]) if dot > 0 else None
-        if ctx is not None and ctx is not default:
-            sock.context = ctx
-
-    default.sni_callback = pick
-    return default
+    """A TLS 1.2+ context whose sni_callback switches to the certificate naming the server
+    (see SniSelector; `alpn`: the protocols offered, in our order of preference)."""
+    return SniSelector(certs, alpn).context

@@ -28,6 +28,8 @@ from typing import Any
 import conf
 from lb.pool import PoolSet
 from proxy import VERSION
+from proxy.acme.service import AcmeService
+from proxy.http.tls import watch_certificates
 from proxy.listener import bind
 from proxy.process import pool_admin
 from proxy.process.admin import (
@@ -43,6 +45,7 @@ from proxy.process.anycast import Anycast
 from proxy.process.frontends import check_runtimes, sections
 from proxy.process.metrics import Exposition
 from proxy.process.metrics import anycast as anycast_metrics
+from proxy.process.metrics import acme as acme_metrics
 from proxy.process.metrics import http as http_metrics
 from proxy.process.metrics import lb as lb_metrics
 from proxy.process.metrics import smtp as smtp_metrics
@@ -74,6 +77,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.tasks = Background(log)  # every background task: tracked, failures logged
+        self.acme: AcmeService | None = None  # automatic HTTPS (proxy/acme), when a listener asks
+        self._tls_watch: asyncio.Task[None] | None = None
         self.notifier = Notifier.from_env()
         self.anycast = Anycast(self.tasks, lambda: self.pools, lambda: [key[1] for key in self.sockets])
         self.serving = LocalServing(self.pools, self.tasks)
@@ -100,6 +105,7 @@ class Daemon:
             self.anycast.start(self.config.anycast)  # listeners are up: may announce
         except VrrpIOError as exc:
             raise StartupError(f"anycast: {exc}") from None
+        self._start_acme()  # automatic HTTPS: stored certificates at once, missing ones ordered
         self._register_metrics()
         self._write_pidfile()
         log.info("sekisho %s started: %s", VERSION, self.config.summary())
@@ -161,6 +167,17 @@ class Daemon:
             log.exception("vrrp instance failed; stopping")
             self._stop.set()
 
+    def _start_acme(self) -> None:
+        """The ACME service (this process orders for every worker) and the watch on certificate
+        files (a changed file is served from the next handshake). Start, and after a reload."""
+        if self._tls_watch is None:
+            self._tls_watch = self.tasks.spawn(watch_certificates(), name="tls watch")
+        if self.acme is not None:
+            self.acme.reconfigure(self.config)
+        elif AcmeService.wanted(self.config):
+            self.acme = AcmeService(self.config)
+            self.tasks.spawn(self.acme.run(), name="acme")
+
     def _register_metrics(self) -> None:
         ex = self.exposition
         by_kind = self.serving.stats.by_kind
@@ -170,6 +187,7 @@ class Daemon:
         ex.add_source("tcp", lambda: lb_metrics.tcp_families(by_kind["tcp"]))
         ex.add_source("smtp", lambda: smtp_metrics.families(by_kind["smtp"]))
         ex.add_source("vrrp", lambda: vrrp_metrics.families(s for _, s, _ in self.vrrp.values()))
+        ex.add_source("acme", lambda: acme_metrics.families(self.acme.stats() if self.acme else None))
         ex.add_source("anycast", lambda: anycast_metrics.families(self.anycast.stats()))
 
     def _write_pidfile(self) -> None:
@@ -241,6 +259,7 @@ class Daemon:
         self.anycast.reconcile(new.anycast)
         self.admin.policy = admin
         self.config = new
+        self._start_acme()
         log.info("reloaded: %s", new.summary())
         return True
 
@@ -380,6 +399,7 @@ class Daemon:
             "routes": routes,
             "pools": self.pools.stats(),
             "vrrp": [service.stats() for _, service, _ in self.vrrp.values()],
+            "acme": self.acme.stats() if self.acme else None,
             "anycast": self.anycast.stats(),
         }
 

@@ -87,12 +87,14 @@ def test_everything_else() -> None:
     old = by_path[(None, "/old/")]
     assert (old.redirect, old.status) == ("http://www.example.com/new/", 301)
     assert by_path[(None, "/")].pool == "192.0.2.50"  # SERVER=http://192.0.2.50:8000/
+    static = by_path[(None, "/static/")]  # MOUNT="/static/* http://192.0.2.61/assets/*"
+    assert (static.rewrite_prefix, static.strip_prefix) == ("/assets/", False)
     assert http.routes[0].status == 403
     assert config.global_.access_log == "/var/log/delegate/http.log"
     w = _warnings(err, path)
     for line, text in {
         4: "gateway.example.com",
-        9: "rewrite is not possible",
+        9: "rewrote URLs in responses",
         10: "useproxy",
         11: "nntp",
         14: "kill-qhead",

@@ -1,0 +1,39 @@
+"""Automatic HTTPS metric families: certificate expiry (every certificate the TLS listeners
+serve, ACME or files) and the ACME service's orders, read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from proxy.http.tls import served_certificates
+
+
+def families(acme: Mapping[str, Any] | None) -> Iterator[Metric]:
+    """`acme`: the ACME service's stats() (None when no listener uses ACME)."""
+    expiry = GaugeMetricFamily(
+        "sekisho_tls_certificate_expiry_timestamp_seconds",
+        "When the certificate served for a host expires (notAfter, Unix time).",
+        labels=["host"],
+    )
+    for host, not_after in sorted(served_certificates().items()):
+        expiry.add_metric([host], not_after)
+    yield expiry
+    if acme is None:
+        return
+    orders = CounterMetricFamily(
+        "sekisho_acme_orders", "ACME certificate orders, by result (success, failure).", labels=["result"]
+    )
+    for result in ("success", "failure"):
+        orders.add_metric([result], acme["orders"].get(result, 0))
+    yield orders
+    failing = GaugeMetricFamily(
+        "sekisho_acme_certificate_failures",
+        "Failed orders in a row for a host since its last certificate (0: fine).",
+        labels=["host"],
+    )
+    for cert in acme["certificates"]:
+        failing.add_metric([cert["host"]], cert["failures"])
+    yield failing
