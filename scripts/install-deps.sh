@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 pkgs=(keepalived postfix haproxy nginx-light libnginx-mod-stream wrk iperf3
-      prometheus chromium tcpdump iproute2 procps curl openssl nghttp2-client pebble)
+      prometheus chromium tcpdump iproute2 procps curl openssl nghttp2-client pebble
+      bird2 nftables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,5 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   rm -f /usr/sbin/policy-rc.d
+  # bird2's unit would run a BIRD in the root namespace from the next boot on; the tests run their own.
+  if command -v systemctl >/dev/null; then systemctl disable bird.service >/dev/null 2>&1 || true; fi
 fi
 exit 0

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+from collections.abc import Sequence
+
+import pytest
+
+import conf
 from vrrp.anycast import (
     HEALTHY,
     LISTENERS_DOWN,
@@ -19,13 +26,13 @@ from vrrp.anycast import (
 UP = Observed(True, {"web": True, "api": True})
 
 
-def kinds(actions: list[object]) -> list[type]:
+def kinds(actions: Sequence[object]) -> list[type]:
     return [type(a) for a in actions]
 
 
 def test_first_healthy_look_announces_at_once() -> None:
     core = Announcer(("web", "api"), hold_down=10.0)
-    assert core.reason == "starting" and not core.announced
+    assert (core.reason, core.announced) == ("starting", False)
     actions = core.handle(UP, now=100.0)
     assert kinds(actions) == [Announce, StateChanged]
     assert actions[1] == StateChanged(True, HEALTHY, 100.0)
@@ -118,3 +125,65 @@ def test_reconfigure_keeps_the_announcement_or_withdraws_for_a_new_pool() -> Non
     core.reconfigure(("web", "api"), 1.0, now=2.0)
     actions = core.handle(Observed(True, {"web": True, "api": False}), 2.1)
     assert actions[0] == Withdraw("pool api: no server up")
+
+
+# ------------------------------------------------------------------ the config
+
+
+def anycast_errors(text: str) -> list[str]:
+    with pytest.raises(conf.ConfigError) as info:
+        conf.load_text(text)
+    return [str(i) for i in info.value.issues]
+
+
+POOL = '[pool.web]\nservers = [{ address = "127.0.0.1:8001" }]\n'
+
+
+def test_config_defaults_and_the_device_name() -> None:
+    config = conf.load_text(POOL + '[[anycast]]\nname = "edge"\nvips = ["203.0.113.10", "2001:db8::1/128"]\n')
+    group = config.anycast[0]
+    assert group.vips == (
+        ipaddress.ip_interface("203.0.113.10/32"),
+        ipaddress.ip_interface("2001:db8::1/128"),
+    )
+    assert (group.interface, group.table, group.route_protocol, group.device) == ("lo", 100, 252, "sk-edge")
+    assert group.pools == () and group.hold_down == 10.0 and group.withdraw_grace == 2.0
+
+
+def test_config_errors_name_the_key_path() -> None:
+    text = (
+        POOL
+        + '[[anycast]]\nname = "edge"\nvips = ["203.0.113.10/24"]\npools = ["web", "nope"]\ntable = 254\n'
+        + 'hold_down = -1\ndevice = "a-very-long-device-name"\nbogus = 1\n'
+        + '[[anycast]]\nname = "edge"\nvips = ["203.0.113.11"]\ndevice = "sk-other"\n'
+        + "[[anycast]]\nvips = []\n"
+    )
+    assert anycast_errors(text) == [
+        "anycast[0].vips[0]: 203.0.113.10/24 is not a host address (/32 or /128)",
+        "anycast[0].device: 'a-very-long-device-name' is not a Linux interface name (at most 15 characters)",
+        "anycast[0].hold_down: must be between 0.0 and 3600.0",
+        "anycast[0].table: 253-255 are the kernel's default, main and local tables: use a table of its own",
+        "anycast[0].bogus: unknown key",
+        "anycast[2].name: required",
+        "anycast[2].vips: needs at least one address",
+        "anycast[0].pools[1]: no pool named 'nope'",
+        "anycast[1].name: 'edge' is also anycast[0]",
+    ]
+
+
+def test_a_vip_in_two_groups_is_an_error() -> None:
+    text = (
+        POOL
+        + '[[anycast]]\nname = "a"\nvips = ["203.0.113.10"]\n'
+        + '[[anycast]]\nname = "b"\nvips = ["203.0.113.10"]\n'
+    )
+    assert anycast_errors(text) == ["anycast[1].vips[0]: 203.0.113.10 is also announced by anycast[0]"]
+
+
+def test_only_health_rules_and_timers_update_in_place() -> None:
+    from vrrp.anycast_io import AnycastService
+
+    base = conf.load_text(POOL + '[[anycast]]\nname = "edge"\nvips = ["203.0.113.10"]\n').anycast[0]
+    assert AnycastService.updatable(base, dataclasses.replace(base, pools=("web",), hold_down=3.0))
+    assert not AnycastService.updatable(base, dataclasses.replace(base, table=101))
+    assert not AnycastService.updatable(base, dataclasses.replace(base, vips=()))
