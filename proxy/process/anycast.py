@@ -16,6 +16,7 @@ from typing import Any
 import conf
 from conf.model import AnycastGroup
 from lb.pool import PoolSet
+from proxy.process.admin import AdminRequest, AdminResponse, AdminServer
 from proxy.process.tasks import Background
 from vrrp.anycast import Observed
 from vrrp.anycast_io import AnycastService
@@ -96,3 +97,21 @@ class Anycast:
 
     def stats(self) -> list[dict[str, Any]]:
         return [service.stats() for service, _ in self.groups.values()]
+
+    def register(self, admin: AdminServer) -> None:
+        """`POST /anycast/drain` takes this node out of every group (the router moves new
+        flows to the other nodes, open ones finish here); `POST /anycast/undrain` puts it
+        back once healthy. Both need the admin token; a restart forgets a drain."""
+
+        async def drain(request: AdminRequest) -> AdminResponse:
+            self.drain("admin")
+            log.warning("anycast: drained by the admin API")
+            return AdminResponse.json({"anycast": self.stats()})
+
+        async def undrain(request: AdminRequest) -> AdminResponse:
+            self.undrain()
+            log.warning("anycast: undrained by the admin API")
+            return AdminResponse.json({"anycast": self.stats()})
+
+        admin.route("POST", "/anycast/drain", drain)
+        admin.route("POST", "/anycast/undrain", undrain)

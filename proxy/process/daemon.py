@@ -142,6 +142,7 @@ class Daemon:
         self.admin.route("GET", "/status", self._status_html)
         self.admin.route("GET", "/", self._index)
         pool_admin.register(self.admin, lambda: self.pools)
+        self.anycast.register(self.admin)  # POST /anycast/drain, /anycast/undrain
         try:
             sock = bind(address)
         except OSError as exc:

@@ -60,6 +60,7 @@ def sekisho_toml(tmp: Path, name: str, hold_down: float = 1.0) -> str:
 [global]
 pidfile = "{tmp / name}.pid"
 metrics = "127.0.0.1:9100"
+admin_token_file = "{tmp / "admin.token"}"
 drain_timeout = 15.0
 access_log = ""
 
@@ -243,6 +244,10 @@ class AnycastLab(Lab):
             node.bird = self.bird(r, self.node_bird(r), f"bird-{key}")
         if node.backend is None:
             node.backend = self.start_backend(key)
+        token = self.tmp / "admin.token"
+        if not token.exists():
+            token.write_text(f"{uuid.uuid4().hex}\n")
+            token.chmod(0o600)
         node.conf = self.tmp / f"sekisho-{key}.toml"
         node.conf.write_text(sekisho_toml(self.tmp, f"sekisho-{key}", hold_down))
         node.sekisho = self.spawn(
@@ -307,6 +312,25 @@ class AnycastLab(Lab):
     def status(self, key: str) -> dict[str, object]:
         r = self.nodes[key].router
         out = sh("ip", "netns", "exec", r.ns, "curl", "-s", "http://127.0.0.1:9100/api/status").stdout
+        return dict(json.loads(out))
+
+    def admin(self, key: str, path: str) -> dict[str, object]:
+        """POST to the node's admin API with the token."""
+        r = self.nodes[key].router
+        token = (self.tmp / "admin.token").read_text().strip()
+        out = sh(
+            "ip",
+            "netns",
+            "exec",
+            r.ns,
+            "curl",
+            "-s",
+            "-X",
+            "POST",
+            "-H",
+            f"Authorization: Bearer {token}",
+            f"http://127.0.0.1:9100{path}",
+        ).stdout
         return dict(json.loads(out))
 
     # ------------------------------------------------------------------- client

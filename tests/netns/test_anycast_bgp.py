@@ -112,6 +112,18 @@ def test_a_node_coming_back_moves_flows_that_second_chance_keeps_alive(lab: Anyc
     assert 0 < moved < 40  # the rehash moved some (about half): second chance kept them
 
 
+def test_admin_drain_withdraws_and_undrain_announces_again(lab: AnycastLab) -> None:
+    both_announced(lab)
+    answer = lab.admin("b", "/anycast/drain")
+    assert answer["anycast"][0]["reason"] == "drained: admin", answer  # type: ignore[index]
+    took = lab.wait_paths({A}, 10)
+    print(f"\nadmin drain of node b: router down to node a {took * 1000:.0f} ms later")
+    seen = lab.spread(40)
+    assert seen["counts"] == {"node-a": 40} and seen["failures"] == 0, seen
+    lab.admin("b", "/anycast/undrain")
+    lab.wait_paths({A, B}, 10)
+
+
 def test_sigkill_withdraws_through_bgp(lab: AnycastLab) -> None:
     """The routes live on a TUN device of sekisho's: the kernel deletes it with the process,
     BIRD sees the route go, the router drops the path."""
