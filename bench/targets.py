@@ -28,6 +28,7 @@ import socket
 import ssl
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -634,5 +635,5 @@ def _launch(t: Target, cmd: list[str], workdir: Path, cpus: frozenset[int] | Non
     t.status = "ok"
 
 
-BUILDERS = {"sekisho": sekisho, "haproxy": haproxy, "nginx": nginx}
+BUILDERS: dict[str, Callable[..., Target]] = {"sekisho": sekisho, "haproxy": haproxy, "nginx": nginx}
 ALL_TARGETS = ("direct", "sekisho", "haproxy", "nginx")

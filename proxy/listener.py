@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from conf import Address
-from lb.poller import IN, Poller, poller
+from lb.poller import EXCLUSIVE_IN, IN, Poller, poller
 
 log = logging.getLogger("sekisho.listener")
 
@@ -128,7 +128,10 @@ class Listener:
             # Accepted sockets inherit TCP_NODELAY (the transports set it per connection).
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._poller = poller()
-            self._poller.add(self.sock.fileno(), self._accept_ready, IN)
+            # Workers sharing the socket: wake one of them per new connection, not all
+            # (the others would find the queue empty: a thundering herd per connect).
+            events = EXCLUSIVE_IN if self.share > 1 else IN
+            self._poller.add(self.sock.fileno(), self._accept_ready, events)
             self._accept_soon()
             return
         self._task = asyncio.get_running_loop().create_task(
@@ -175,7 +178,10 @@ class Listener:
         sock = self.sock
         family = self._family
         make_socket, stream = socket.SocketType, socket.SOCK_STREAM
-        for _ in range(_BURST):
+        # One worker of several takes one connection per wakeup and lets the others take
+        # the next: a burst of connects (a client opening its keep-alive pool) spreads
+        # over the workers instead of landing whole on the first one awake.
+        for _ in range(_BURST if self.share == 1 else 1):
             frontend = self.frontend
             if self.active >= self.limit:
                 self._full = True  # the backlog waits; _closed() resumes
