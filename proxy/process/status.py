@@ -231,6 +231,8 @@ def render_text(snapshot: Mapping[str, Any], now: float | None = None) -> str:
         for li in listeners
     ]
     lines += _table(["KIND", "ADDRESS", "ACTIVE", "ACCEPTED"], rows) if rows else ["  (none)"]
+    if workers := worker_rows(_list(snapshot, "workers")):
+        lines += ["", "Workers", *_table(WORKER_HEADERS, workers)]
 
     routes = _list(snapshot, "routes")
     lines += ["", "Routes (first match wins)"]
@@ -297,7 +299,53 @@ def render_text(snapshot: Mapping[str, Any], now: float | None = None) -> str:
         else ["  (none)"]
     )
     lines += anycast_lines(_list(snapshot, "anycast"), now)
+    if certs := certificate_rows(snapshot.get("acme"), now):
+        header = ["HOST", "STATE", "EXPIRES", "RENEWAL", "LAST ERROR"]
+        lines += ["", "CERTIFICATES (ACME)", *_table(header, certs)]
     return "\n".join(lines) + "\n"
+
+
+def certificate_rows(acme: Mapping[str, Any] | None, now: float) -> list[list[str]]:
+    """One row per ACME-managed host: state, expiry, next renewal or retry, last error."""
+    if not acme:
+        return []
+
+    def when(t: Any) -> str:
+        if not isinstance(t, int | float):
+            return "-"
+        return f"in {duration(t - now)}" if t >= now else f"{duration(now - t)} ago"
+
+    rows = [
+        [
+            str(c.get("host")),
+            str(c.get("state")),
+            when(c.get("not_after")),
+            f"retry {when(c['next_try'])}" if c.get("next_try") else when(c.get("renew_at")),
+            str(c.get("last_error") or "-")[:80],
+        ]
+        for c in acme.get("certificates", ())
+    ]
+    rows += [[h, "needs DNS-01 (not supported)", "-", "-", "-"] for h in acme.get("need_dns01", ())]
+    return rows
+
+
+WORKER_HEADERS = ["WORKER", "PID", "GENERATION", "STATE", "CONNS", "REQUESTS", "UP"]
+
+
+def worker_rows(workers: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """The worker processes (global.workers > 1): one row each, a draining one too."""
+    return [
+        [
+            _opt(w, "index"),
+            _opt(w, "pid"),
+            _opt(w, "generation"),
+            str(w.get("state", "?")),
+            _opt(w, "connections"),
+            _opt(w, "requests"),
+            duration(_num(w.get("uptime"))),
+        ]
+        for w in workers
+    ]
 
 
 def anycast_lines(groups: Sequence[Mapping[str, Any]], now: float) -> list[str]:
@@ -388,10 +436,20 @@ def render_html(snapshot: dict[str, Any], now: float | None = None) -> str:
     if not vrrp:
         out.append('<tr><td colspan="7">no VRRP instance</td></tr>')
     out.append("</table>")
+    if workers := worker_rows(_list(snapshot, "workers")):
+        out.append('<h2>Workers</h2><table id="workers"><tr>')
+        out.append("".join(f"<th>{_e(h.title())}</th>" for h in WORKER_HEADERS) + "</tr>")
+        out += ["<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in workers]
+        out.append("</table>")
     if anycast := anycast_rows(_list(snapshot, "anycast"), now):
         out.append('<h2>Anycast</h2><table id="anycast"><tr><th>Group</th><th>VIPs</th><th>State</th>')
         out.append("<th>Why</th><th>Since</th></tr>")
         out += ["<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in anycast]
+        out.append("</table>")
+    if certs := certificate_rows(snapshot.get("acme"), now):
+        out.append('<h2>Certificates (ACME)</h2><table id="certificates"><tr><th>Host</th><th>State</th>')
+        out.append("<th>Expires</th><th>Renewal</th><th>Last error</th></tr>")
+        out += ["<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in certs]
         out.append("</table>")
 
     out.append("<h2>Pools</h2>")

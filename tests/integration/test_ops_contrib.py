@@ -88,7 +88,7 @@ def test_alert_rules_check_and_unit_tests(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 8 rules found" in done.stdout
+    assert "SUCCESS: 10 rules found" in done.stdout
     shutil.copy(CONTRIB / "prometheus-alerts.yml", tmp_path)
     shutil.copy(DATA / "prometheus" / "alerts_test.yml", tmp_path)
     done = subprocess.run(

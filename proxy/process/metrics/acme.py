@@ -21,19 +21,18 @@ def families(acme: Mapping[str, Any] | None) -> Iterator[Metric]:
     for host, not_after in sorted(served_certificates().items()):
         expiry.add_metric([host], not_after)
     yield expiry
-    if acme is None:
-        return
     orders = CounterMetricFamily(
         "sekisho_acme_orders", "ACME certificate orders, by result (success, failure).", labels=["result"]
     )
-    for result in ("success", "failure"):
-        orders.add_metric([result], acme["orders"].get(result, 0))
-    yield orders
     failing = GaugeMetricFamily(
         "sekisho_acme_certificate_failures",
         "Failed orders in a row for a host since its last certificate (0: fine).",
         labels=["host"],
     )
-    for cert in acme["certificates"]:
-        failing.add_metric([cert["host"]], cert["failures"])
+    if acme is not None:  # (else the families stand empty: the shipped alerts still parse)
+        for result in ("success", "failure"):
+            orders.add_metric([result], acme["orders"].get(result, 0))
+        for cert in acme["certificates"]:
+            failing.add_metric([cert["host"]], cert["failures"])
+    yield orders
     yield failing
