@@ -168,7 +168,7 @@ def tool_for(w: Workload) -> str:
             "" if which("h2load") else " (not installed: apt-get install nghttp2-client)"
         )
     if w.kind == "rate":
-        return "built-in open-loop client (uvloop)"
+        return "built-in open-loop client (uvloop, paced by a thread to tens of µs)"
     return "built-in client (uvloop)"
 
 

@@ -34,6 +34,8 @@ from hyperframe.frame import GoAwayFrame
 
 from lb.pool import BackendPool
 from proxy.http.exchange import ABORT, RETRY, Answer, Exchange, Outcome
+from proxy.http.h2frames import encode_block, fields_block, status_field
+from proxy.http.h2glue import data_frame, headers_frame
 from proxy.http.h2guard import AbuseGuard, GuardLimits, Verdict
 from proxy.http.h2request import StreamError, check_body_length, response_headers, translate_request
 from proxy.http.leg import BackendLeg
@@ -151,6 +153,7 @@ class H2Connection(asyncio.Protocol):
         self.goaway_sent = False
         self.write_paused = False
         self.flush_pending = False  # a _flush is scheduled for the end of this loop turn
+        self.out = bytearray()  # frames we built (h2glue), after what h2 had queued before them
         limits = GuardLimits(max_concurrent_streams=self.site.config.max_concurrent_streams)
         self.guard = AbuseGuard(limits)
         self.h2 = h2.connection.H2Connection(config=_H2_CONFIG)
@@ -453,10 +456,9 @@ class H2Connection(asyncio.Protocol):
                         self.h2.send_headers(st.sid, response_headers(head.status, head.headers))
                     continue
                 ex.status = head.status
-                headers = response_headers(head.status, head.headers)
                 bodiless = ex.method == b"HEAD" or head.status in (204, 304)
                 try:
-                    self.h2.send_headers(st.sid, headers, end_stream=False)
+                    self._send_head(st.sid, head)
                 except h2.exceptions.StreamClosedError:
                     self._on_reset(st.sid)
                     return
@@ -472,6 +474,28 @@ class H2Connection(asyncio.Protocol):
             else:  # NEED_DATA
                 self._send_body(st)
                 return
+
+    def _send_head(self, sid: int, head: Head) -> None:
+        """A final response head as one HEADERS frame of our encoding (proxy/http/h2frames.py),
+        or through h2 when it needs CONTINUATION frames."""
+        fields = head.fields
+        if fields is not None and head.status != 204:
+            block = status_field(head.status) + fields_block(fields)
+        else:
+            block = encode_block(response_headers(head.status, head.headers))
+        h2c = self.h2
+        if len(block) + 16 <= h2c.max_outbound_frame_size:  # (room for a table size update)
+            self._emit(headers_frame(h2c, sid, block, False))
+        else:
+            h2c.send_headers(sid, response_headers(head.status, head.headers), end_stream=False)
+
+    def _emit(self, frames: bytes) -> None:
+        """Queue frames we built, after everything h2 queued before them."""
+        out = self.out
+        queued = self.h2.data_to_send()
+        if queued:
+            out += queued
+        out += frames
 
     def _send_body(self, st: Stream) -> None:
         """Send what the client's windows allow; pause the backend while much waits."""
@@ -490,7 +514,7 @@ class H2Connection(asyncio.Protocol):
                     break
                 chunk = bytes(out[:size])
                 del out[:size]
-                h2c.send_data(sid, chunk, end_stream=st.out_end and not out)
+                self._emit(data_frame(h2c, sid, chunk, st.out_end and not out))
                 self.guard.data_sent()
                 st.sent += size
                 self.fe.counters.bytes_out += size
@@ -500,7 +524,7 @@ class H2Connection(asyncio.Protocol):
             else:
                 self.guard.flow_unblocked(sid)
                 if st.out_end:
-                    h2c.send_data(sid, b"", end_stream=True)
+                    self._emit(data_frame(h2c, sid, b"", True))
                     self._finish(st)
                     return
         except h2.exceptions.StreamClosedError:
@@ -676,6 +700,11 @@ class H2Connection(asyncio.Protocol):
     def _flush(self) -> None:
         self.flush_pending = False
         data = self.h2.data_to_send()
+        out = self.out
+        if out:
+            out += data
+            data = bytes(out)
+            out.clear()
         if data:
             self._write(data)
 

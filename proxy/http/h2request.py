@@ -117,7 +117,9 @@ _NOT_IN_TRAILERS = frozenset(
 )
 # What a `Connection` option can never remove from a response (as in proxy.http.headers).
 _PROTECTED = frozenset((b"content-length",))
-_RESPONSE_DROP = CONNECTION_SPECIFIC | {b"te", b"http2-settings"}
+# Fields a response on HTTP/2 never carries (also proxy/http/h2frames.py).
+RESPONSE_DROP = CONNECTION_SPECIFIC | {b"te", b"http2-settings"}
+_RESPONSE_DROP = RESPONSE_DROP
 
 
 class StreamError(HttpProxyError):
