@@ -186,6 +186,16 @@ def test_every_worker_serves_and_the_totals_add_up(start: Any, backends: list[Ba
     assert sum(w["requests"] for w in status["workers"]) == 60
     (server,) = status["pools"][0]["servers"]
     assert server["total"] == 60 and server["active"] == 0
+    table = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "status", "--admin", f"127.0.0.1:{s.admin}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "Workers" in table
+    for w in workers:
+        assert f"{w['pid']}" in table
 
 
 def test_metrics_with_workers_are_promtool_clean(start: Any, backends: list[Backend]) -> None:
