@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -44,22 +43,23 @@ from proxy.process.admin import (
 from proxy.process.anycast import Anycast
 from proxy.process.frontends import check_runtimes, sections
 from proxy.process.metrics import Exposition
-from proxy.process.metrics import anycast as anycast_metrics
 from proxy.process.metrics import acme as acme_metrics
+from proxy.process.metrics import anycast as anycast_metrics
 from proxy.process.metrics import http as http_metrics
 from proxy.process.metrics import lb as lb_metrics
 from proxy.process.metrics import smtp as smtp_metrics
 from proxy.process.metrics import vrrp as vrrp_metrics
+from proxy.process.metrics import workers as worker_metrics
 from proxy.process.metrics.core import ProcessSnapshot, daemon_families
 from proxy.process.sdnotify import Notifier
-from proxy.process.serving import Key, LocalServing, StartupError, listen_keys
+from proxy.process.serving import Key, LocalServing, StartupError, listen_keys, tune_gc
 from proxy.process.status import render_html
 from proxy.process.tasks import Background
+from proxy.process.workers import Workers, count_for
 from vrrp.errors import VrrpIOError
 from vrrp.service import VrrpService
 
 log = logging.getLogger("sekisho")
-GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython default 700)
 
 
 class Daemon:
@@ -81,7 +81,11 @@ class Daemon:
         self._tls_watch: asyncio.Task[None] | None = None
         self.notifier = Notifier.from_env()
         self.anycast = Anycast(self.tasks, lambda: self.pools, lambda: [key[1] for key in self.sockets])
-        self.serving = LocalServing(self.pools, self.tasks)
+        # One process serves the front ends itself; more: it supervises worker processes.
+        count = count_for(config.global_.workers)
+        self.serving: LocalServing | Workers = (
+            LocalServing(self.pools, self.tasks) if count == 1 else Workers(count, self.pools, self.tasks)
+        )
 
     # ------------------------------------------------------------------ start
 
@@ -97,7 +101,8 @@ class Daemon:
             self.serving.abandon(prepared)
             raise
         await self.pools.start()
-        await self.serving.commit(prepared, self.sockets)
+        if not await self.serving.commit(prepared, self.sockets):
+            raise StartupError("the worker processes did not start (see above)")
         await self._start_admin()
         for instance in self.config.vrrp:
             self._start_vrrp(instance)
@@ -109,7 +114,7 @@ class Daemon:
         self._register_metrics()
         self._write_pidfile()
         log.info("sekisho %s started: %s", VERSION, self.config.summary())
-        _tune_gc()
+        tune_gc()
         self.notifier.ready()
 
     def _bind_new(self, config: conf.Config, existing: set[Key]) -> dict[Key, socket.socket]:
@@ -189,6 +194,9 @@ class Daemon:
         ex.add_source("smtp", lambda: smtp_metrics.families(by_kind["smtp"]))
         ex.add_source("vrrp", lambda: vrrp_metrics.families(s for _, s, _ in self.vrrp.values()))
         ex.add_source("acme", lambda: acme_metrics.families(self.acme.stats() if self.acme else None))
+        serving = self.serving
+        if isinstance(serving, Workers):
+            ex.add_source("workers", lambda: worker_metrics.families(serving.status(), serving.restarts))
         ex.add_source("anycast", lambda: anycast_metrics.families(self.anycast.stats()))
 
     def _write_pidfile(self) -> None:
@@ -227,6 +235,8 @@ class Daemon:
             return False
         if new.global_.metrics != self.config.global_.metrics:
             log.warning("global.metrics changed: takes effect at the next restart")
+        if (count_for(new.global_.workers) == 1) != isinstance(self.serving, LocalServing):
+            log.warning("global.workers: between one process and several takes effect at the next restart")
         try:
             prepared = self.serving.prepare(new)
         except StartupError as exc:
@@ -401,32 +411,26 @@ class Daemon:
             "pools": self.pools.stats(),
             "vrrp": [service.stats() for _, service, _ in self.vrrp.values()],
             "acme": self.acme.stats() if self.acme else None,
+            "workers": self.serving.status() if isinstance(self.serving, Workers) else [],
             "anycast": self.anycast.stats(),
         }
 
     async def _metrics(self, request: AdminRequest) -> AdminResponse:
         from prometheus_client import CONTENT_TYPE_LATEST
 
+        await self.serving.refresh()
         return AdminResponse(200, self.exposition.render(), CONTENT_TYPE_LATEST)
 
     async def _status_json(self, request: AdminRequest) -> AdminResponse:
+        await self.serving.refresh()
         return AdminResponse.json(self.snapshot())
 
     async def _status_html(self, request: AdminRequest) -> AdminResponse:
+        await self.serving.refresh()
         return AdminResponse(200, render_html(self.snapshot()).encode(), "text/html; charset=utf-8")
 
     async def _index(self, request: AdminRequest) -> AdminResponse:
         return AdminResponse.text("sekisho admin: /metrics /status /api/status\n")
-
-
-def _tune_gc() -> None:
-    """Per-connection objects die by reference counting; the cyclic collector only
-    needs to run now and then. Freezing what start-up built (config, pools, modules)
-    keeps full collections from walking it again, and a larger first threshold runs
-    young collections less often on the request path (about 4% of its CPU)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
 
 def _remove_pidfile(path: str | None) -> None:
