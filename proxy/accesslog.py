@@ -1,4 +1,5 @@
-"""The access log: one line per request, Apache "combined" (plus host, upstream, duration) or JSON.
+"""The access log: one line per request, Apache "combined" (plus host, upstream, duration) or JSON;
+one line per TCP or SMTP session in the same layout (`session`).
 
 `AccessLog(path, fmt)`: path "-" writes to stderr, "" turns logging off, anything
 else is a file opened for appending. Lines are buffered and flushed at most a
@@ -109,6 +110,64 @@ class AccessLog:
                 f'"{_esc(_header(headers, b"referer"))}" "{_esc(_header(headers, b"user-agent"))}" '
                 f'"{_esc(host or "-")}" {upstream} {duration:.6f}'
             )
+        self._write(f, line)
+
+    def session(
+        self,
+        *,
+        protocol: Literal["TCP", "SMTP"],
+        client: str,
+        listener: str,
+        status: int,
+        route: str,
+        upstream: str,
+        bytes_out: int,
+        bytes_in: int,
+        duration: float,
+        result: str,
+        agent: str = "-",
+        messages: int | None = None,
+    ) -> None:
+        """One line per TCP or SMTP session, in the HTTP lines' layout (DeleGate's LOGFILE
+        logged every protocol): the request is "TCP|SMTP <listener>", the status nginx
+        stream's (200 relayed, 403 not in allow, 502 no server, 499 client gone first) for
+        TCP and the last reply sent for SMTP (221 after QUIT, 421, 554 ...), the size the
+        bytes relayed in the main direction (TCP: to the client; SMTP: message data to the
+        servers), the user-agent slot the SMTP client's HELO name, the host slot the
+        pool (TCP) or the routes (SMTP), then the server(s) and the duration. JSON has both
+        byte counts and the result word."""
+        f = self._file
+        if f is None:
+            return
+        now, stamp = self._time()
+        size = bytes_out if protocol == "TCP" else bytes_in
+        if self.fmt == "json":
+            line = json.dumps(
+                {
+                    "time": now,
+                    "protocol": protocol.lower(),
+                    "client": client,
+                    "listener": listener,
+                    "status": status,
+                    "result": result,
+                    "route": route,
+                    "upstream": upstream,
+                    "bytes_in": bytes_in,
+                    "bytes_out": bytes_out,
+                    "helo": agent,
+                    "duration": round(duration, 6),
+                    **({"messages": messages} if messages is not None else {}),
+                },
+                ensure_ascii=False,
+            )
+        else:
+            line = (
+                f'{client} - - [{stamp}] "{protocol} {_esc(listener)}" {status} {size or "-"} '
+                f'"-" "{_esc(agent or "-")}" "{_esc(route or "-")}" {upstream or "-"} {duration:.6f}'
+            )
+        self._write(f, line)
+
+    def _write(self, f: IO[str], line: str) -> None:
         try:
             f.write(line + "\n")
         except (OSError, ValueError):

@@ -44,6 +44,7 @@ from lb.fdrelay import FdRelay
 from lb.poller import BUF_SIZE, ERR, IN, OUT, TICK, Poller, poller
 from lb.pool import Backend, PoolSet
 from proxy.access import ClientFilter
+from proxy.accesslog import AccessLog
 
 log = logging.getLogger("sekisho.tcp")
 
@@ -83,7 +84,7 @@ class _Conn(FdRelay):
 
     __slots__ = (
         "attempts", "backend", "connecting", "frontend", "on_close", "peer", "pending", "pool", "preamble",
-        "slot", "unread",
+        "slot", "started", "unread",
     )  # fmt: skip
 
     def __init__(
@@ -102,6 +103,7 @@ class _Conn(FdRelay):
         self.pending = b""  # what the client sent so far: it goes out right after connect
         self.unread = True  # the client may have sent more than `pending`
         self.preamble = b""  # the PROXY header, if the pool asks for one
+        self.started = time.monotonic() if frontend.access_log is not None else 0.0  # for the session log
 
     def read_first(self) -> bool:
         """Read what the client sent before connecting, so that it goes out
@@ -171,7 +173,10 @@ class _Conn(FdRelay):
             self._count_failure(backend, os.strerror(err))
         fe = self.frontend
         fe.stats_.refused += 1
-        log.debug("tcp %s: refusing %s: %s", fe.config.listen[0], attempts.client_ip, attempts.give_up())
+        reason = attempts.give_up()
+        log.debug("tcp %s: refusing %s: %s", fe.config.listen[0], attempts.client_ip, reason)
+        if fe.access_log is not None:
+            fe.log_session(self.peer, 502, "no_server", self.started)
         _refuse(self.a)
         fe.finished(self)
 
@@ -248,11 +253,18 @@ class _Conn(FdRelay):
         if self.spliced:
             s.spliced += 1
         error = self.error
+        result = "ok"
         if error is not None:
             if isinstance(error, TimeoutError):
                 s.idle_timeouts += 1
+                result = "idle_timeout"
             else:
                 s.errors += 1
+                result = "error"
+        if fe.access_log is not None:
+            fe.log_session(
+                self.peer, 200, result, self.started, upstream=backend.key, bytes_out=b_to_a, bytes_in=a_to_b
+            )
         fe.finished(self)
 
     def abort(self) -> None:
@@ -281,8 +293,11 @@ class TcpFrontend:
         stats: TcpStats | None = None,
         *,
         splice: bool = True,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.config = config
+        # One line per session when the access log is on (AccessLog.session).
+        self.access_log = access_log if access_log is not None and access_log.enabled else None
         self.pools = pools
         self.stats_ = stats if stats is not None else TcpStats()
         self.max_connections = config.max_connections
@@ -313,6 +328,8 @@ class TcpFrontend:
             # before anything is read or any server is picked; a reset, as when no server can.
             self.stats_.denied += 1
             log.debug("tcp %s: %s is not in allow", self.config.listen[0], peer)
+            if self.access_log is not None:
+                self.log_session(peer, 403, "denied", time.monotonic())
             _refuse(sock)
             on_close()
             return
@@ -329,8 +346,35 @@ class TcpFrontend:
             conn.connect_next()
         else:
             s.errors += 1
+            if self.access_log is not None:
+                self.log_session(peer, 499, "client_gone", conn.started)
             conn.a.close()
             self.finished(conn)
+
+    def log_session(
+        self,
+        peer: Any,
+        status: int,
+        result: str,
+        started: float,
+        *,
+        upstream: str = "-",
+        bytes_out: int = 0,
+        bytes_in: int = 0,
+    ) -> None:
+        assert self.access_log is not None
+        self.access_log.session(
+            protocol="TCP",
+            client=str(peer[0]) if type(peer) is tuple else "-",
+            listener=str(self.config.listen[0]),
+            status=status,
+            route=self.config.pool,
+            upstream=upstream,
+            bytes_out=bytes_out,
+            bytes_in=bytes_in,
+            duration=time.monotonic() - started,
+            result=result,
+        )
 
     def ssl_context(self) -> ssl.SSLContext | None:
         return None

@@ -95,4 +95,4 @@ def build_frontend(section: Section, pools: PoolSet, stats: StatsBook, access_lo
     frontend_cls, _ = _runtime(section.kind)
     if section.kind == "http":
         return frontend_cls(section.config, pools, stats.get(section), access_log)
-    return frontend_cls(section.config, pools, stats.get(section))
+    return frontend_cls(section.config, pools, stats.get(section), access_log=access_log)  # session lines

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
 import conf
 from lb.pool import PoolSet
 from proxy.access import ClientFilter
+from proxy.accesslog import AccessLog
 from proxy.http.tls import server_context
 from proxy.linger import linger_close
 from proxy.smtp.backend import (
@@ -64,8 +66,12 @@ _RECIPIENT_TAGS = {"relay_denied", "other_route", "too_many"}
 
 
 class SmtpFrontend:
-    def __init__(self, config: conf.SmtpListener, pools: PoolSet, stats: SmtpStats) -> None:
+    def __init__(
+        self, config: conf.SmtpListener, pools: PoolSet, stats: SmtpStats, access_log: AccessLog | None = None
+    ) -> None:
         self.config = config
+        # One line per session when the access log is on (AccessLog.session).
+        self.access_log = access_log if access_log is not None and access_log.enabled else None
         self.pools = pools
         self.stats_ = stats
         self.policy = Policy.from_config(config)
@@ -141,6 +147,13 @@ class SmtpSession(asyncio.Protocol):
         self._writable.set()
         self._lingering = False  # closing after an error: discard what the client still sends
         self._client_eof = asyncio.Event()
+        # for the session log line
+        self.started = time.monotonic()
+        self.last_code = 0  # the last reply we sent
+        self.result = "closed"  # the client went away, unless we know better
+        self.used: list[tuple[str, str]] = []  # (route domain, pool/server) of each backend opened
+        self.bytes_relayed = 0
+        self.messages = 0
 
     # ------------------------------------------------------------ Protocol
 
@@ -154,10 +167,12 @@ class SmtpSession(asyncio.Protocol):
         self.frontend._add(self)
         if not self.frontend.allowed(self.peer[0]):
             self.stats.refused_connections += 1
+            self.last_code, self.result = 554, "denied"
             transport.write(R_DENIED.encode())
             transport.close()
             return
         self.stats.connections += 1
+        self.last_code = 220
         transport.write(self.env.greeting())
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"smtp {self.peer}")
 
@@ -214,12 +229,29 @@ class SmtpSession(asyncio.Protocol):
     def _finish(self) -> None:
         self.frontend._remove(self)
         self.on_close()
+        if self.frontend.access_log is not None:
+            self.frontend.access_log.session(
+                protocol="SMTP",
+                client=self.peer[0],
+                listener=str(self.frontend.config.listen[0]),
+                status=self.last_code,
+                route=",".join(dict.fromkeys(d for d, _ in self.used)),
+                upstream=",".join(dict.fromkeys(u for _, u in self.used)),
+                bytes_out=0,
+                bytes_in=self.bytes_relayed,
+                duration=time.monotonic() - self.started,
+                result=self.result,
+                agent=self.env.helo or "-",
+                messages=self.messages,
+            )
 
     # ------------------------------------------------------------ session
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+            if data[:3].isdigit():
+                self.last_code = int(data[:3])
 
     async def _run(self) -> None:
         try:
@@ -248,6 +280,7 @@ class SmtpSession(asyncio.Protocol):
         env = self.env
         while True:
             if self._retiring and env.idle:
+                self.result = "shutdown"
                 self._write(R_SHUTDOWN.encode())
                 return
             if not self._writable.is_set() and not await self._client_reads():
@@ -264,6 +297,7 @@ class SmtpSession(asyncio.Protocol):
                         await self._input.wait()
                 except TimeoutError:
                     self.stats.timeouts += 1
+                    self.result = "timeout"
                     self._write(R_TIMEOUT.encode())
                     return
                 continue
@@ -292,6 +326,7 @@ class SmtpSession(asyncio.Protocol):
                     return
             elif isinstance(ev, Quit):
                 await self._quit_backend()
+                self.result = "quit"
                 self._write(ev.reply.encode())
                 return
 
@@ -378,6 +413,7 @@ class SmtpSession(asyncio.Protocol):
             on_xclient_missing=lambda pool, server: self._xclient_missing(route.domain, pool, server),
         )
         self.backend = link
+        self.used.append((route.domain, f"{route.pool}/{link.backend.key}"))
         return link
 
     def _connect_failed(self, pool: str) -> None:
@@ -430,6 +466,7 @@ class SmtpSession(asyncio.Protocol):
         try:
             link.write(data)
             self.stats.bytes_relayed[link.route.domain] += len(data)
+            self.bytes_relayed += len(data)
             await link.drain()
         except BackendError:
             self._data_failed = True
@@ -451,6 +488,7 @@ class SmtpSession(asyncio.Protocol):
             return R_BACKEND_LOST
         link.in_txn = False
         if r.positive:
+            self.messages += 1
             self.stats.outcome(route, "relayed")
         else:
             self.stats.outcome(route, "temp_fail" if r.code < 500 else "error")
