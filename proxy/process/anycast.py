@@ -20,6 +20,7 @@ from proxy.process.admin import AdminRequest, AdminResponse, AdminServer
 from proxy.process.tasks import Background
 from vrrp.anycast import Observed
 from vrrp.anycast_io import AnycastService
+from vrrp.errors import VrrpIOError
 
 log = logging.getLogger("sekisho.anycast")
 WILDCARDS = ("0.0.0.0", "::")
@@ -67,12 +68,16 @@ class Anycast:
             if new is not None and not task.done() and AnycastService.updatable(service.group, new):
                 service.reconfigure(new)
                 continue
-            task.cancel()  # closes the device: its routes go with it
+            service.close()  # now, not when the task next runs: the new one may want the device
+            task.cancel()
             del self.groups[name]
             if new is not None:
                 wanted[name] = new
         for group in wanted.values():
-            self._start(group)
+            try:
+                self._start(group)
+            except VrrpIOError as exc:
+                log.error("anycast %s: not started: %s", group.name, exc)
 
     def drain(self, reason: str) -> bool:
         """Withdraw every group now; True if any was announced."""

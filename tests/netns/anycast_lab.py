@@ -22,6 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.netns.vrrp_lab import ROOT, Lab, Proc, Router, sh, wait_for
 
@@ -55,7 +56,7 @@ protocol bgp node_b from node {{ neighbor {b} as 65001; }}
 """
 
 
-def sekisho_toml(tmp: Path, name: str, hold_down: float = 1.0) -> str:
+def sekisho_toml(tmp: Path, name: str, hold_down: float = 1.0, device: str = "sk-edge") -> str:
     return f"""
 [global]
 pidfile = "{tmp / name}.pid"
@@ -76,6 +77,7 @@ pool = "web"
 name = "edge"
 vips = ["{VIP}/32"]
 pools = ["web"]
+device = "{device}"
 hold_down = {hold_down}
 withdraw_grace = 1.0
 check_interval = 0.05
@@ -271,6 +273,13 @@ class AnycastLab(Lab):
         self.start_node("a")
         self.start_node("b")
         self.wait_paths({self.a.address, self.b.address}, 20)
+
+    def reload(self, key: str, **changes: Any) -> None:
+        """Write the node's config with `changes` and SIGHUP its sekisho."""
+        node = self.nodes[key]
+        assert node.sekisho is not None
+        node.conf.write_text(sekisho_toml(self.tmp, f"sekisho-{key}", **changes))
+        node.sekisho.popen.send_signal(signal.SIGHUP)
 
     def sekisho_stop(self, key: str) -> subprocess.Popen[str]:
         node = self.nodes[key]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.netns.anycast_lab import AnycastLab
+from tests.netns.vrrp_lab import sh, wait_for
 from tests.support import require_root, require_tool
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -161,6 +162,21 @@ def test_node_failure_is_noticed_by_bfd(lab: AnycastLab) -> None:
     assert took < 1.5
     lab.relink(lab.a)
     lab.wait_paths({A, B}, 20)
+
+
+def test_reload_keeps_the_announcement_or_moves_it_to_a_new_device(lab: AnycastLab) -> None:
+    both_announced(lab)
+    before = lab.status("a")["anycast"][0]  # type: ignore[index]
+    lab.reload("a", hold_down=2.0)  # health rules and timers: updated in place
+    wait_for(lambda: "reloaded" in lab.nodes["a"].sekisho.text(), 10, "reload")  # type: ignore[union-attr]
+    after = lab.status("a")["anycast"][0]  # type: ignore[index]
+    assert after["announced"] and after["announcements"] == before["announcements"], after
+    assert lab.paths() == {A, B}
+    lab.reload("a", device="sk-edge2")  # the routes move to a new device: withdrawn, announced
+    wait_for(lambda: lab.status("a")["anycast"][0]["device"] == "sk-edge2", 10, "new device")  # type: ignore[index]
+    lab.wait_paths({A, B}, 10)
+    table = sh("ip", "-n", lab.a.ns, "route", "show", "table", "100").stdout
+    assert "203.0.113.10 dev sk-edge2 proto 252" in table, table
 
 
 def test_stop_withdraws_first_new_connections_never_fail_open_ones_finish(lab: AnycastLab) -> None:

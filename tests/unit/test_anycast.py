@@ -187,3 +187,27 @@ def test_only_health_rules_and_timers_update_in_place() -> None:
     assert AnycastService.updatable(base, dataclasses.replace(base, pools=("web",), hold_down=3.0))
     assert not AnycastService.updatable(base, dataclasses.replace(base, table=101))
     assert not AnycastService.updatable(base, dataclasses.replace(base, vips=()))
+
+
+def test_mh_on_two_nodes_sends_a_client_to_the_same_backend() -> None:
+    """What `mh` gives across nodes (docs/anycast.md): two nodes that never talk pick the
+    same server for a client, also after the same server went down on both."""
+    from lb.pool import BackendPool
+
+    servers = "".join(f'{{ address = "10.0.1.{i}:8080" }},' for i in range(1, 8))
+    config = conf.load_text(f'[pool.web]\nscheduler = "mh"\nservers = [{servers}]\n').pools["web"]
+    node_a, node_b = BackendPool(config), BackendPool(config)
+    clients = [f"198.51.100.{i}" for i in range(1, 200)]
+
+    def picks(pool: BackendPool) -> list[str]:
+        return [b.key for b in map(pool.pick, clients) if b is not None]
+
+    assert picks(node_a) == picks(node_b) and len(set(picks(node_a))) == 7
+    before = picks(node_a)
+    for pool in (node_a, node_b):
+        pool.set_down(pool.find("10.0.1.3:8080")[0])
+    after = picks(node_a)
+    assert after == picks(node_b)
+    # Maglev's disruption is near-minimal, not minimal: a few clients of other servers move too.
+    others = [c for c, x, y in zip(clients, before, after, strict=True) if x not in (y, "10.0.1.3:8080")]
+    assert len(others) < len(clients) // 10, others
