@@ -35,7 +35,7 @@ from hyperframe.frame import GoAwayFrame
 from lb.pool import BackendPool
 from proxy.http.exchange import ABORT, RETRY, Answer, Exchange, Outcome
 from proxy.http.h2frames import encode_block, fields_block, status_field
-from proxy.http.h2glue import data_frame, headers_frame
+from proxy.http.h2glue import data_frame, headers_frame, install_decode_cache
 from proxy.http.h2guard import AbuseGuard, GuardLimits, Verdict
 from proxy.http.h2request import StreamError, check_body_length, response_headers, translate_request
 from proxy.http.leg import BackendLeg
@@ -157,6 +157,7 @@ class H2Connection(asyncio.Protocol):
         limits = GuardLimits(max_concurrent_streams=self.site.config.max_concurrent_streams)
         self.guard = AbuseGuard(limits)
         self.h2 = h2.connection.H2Connection(config=_H2_CONFIG)
+        install_decode_cache(self.h2)
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
         self.idle_since = 0.0

@@ -10,23 +10,37 @@ pending HPACK table size update) and return the frame bytes instead of queueing 
 The caller queues them after whatever h2 queued before (`data_to_send()`), so the
 frames go out in the order they were made.
 
+On the receiving side, `install_decode_cache` gives the connection an hpack decoder
+that remembers the header lists of blocks which did not change the dynamic table:
+a client repeats its request blocks byte for byte once their fields are indexed
+(h2load, browsers), and hpack's pure-Python decoding was a tenth of the CPU. A hit
+is valid only at the same table generation (every insertion and resize counts) and
+the same limits; h2 still does everything else with the list it gets.
+
 What they rely on, all of it inside h2 4.x / hpack 4.x: `H2Connection.state_machine`,
-`.streams`, `.encoder`, `.outbound_flow_control_window`; `H2Stream.state_machine`,
-`.request_method`, `.outbound_flow_control_window`; `ConnectionInputs`/`StreamInputs`;
-`Encoder.table_size_changes`. `tests/unit/test_h2glue.py` drives one connection
-through h2's own calls and a twin through these, and fails loudly when the two end in
-different states or send different frames: pin h2 or adapt this module, nothing else.
+`.streams`, `.encoder`, `.decoder`, `.outbound_flow_control_window`;
+`H2Stream.state_machine`, `.request_method`, `.outbound_flow_control_window`;
+`ConnectionInputs`/`StreamInputs`; `Encoder.table_size_changes`; `Decoder.header_table`
+and `HeaderTable.add`/`maxsize` (the only ways hpack changes a table).
+`tests/unit/test_h2glue.py` drives one connection through h2's own calls and a twin
+through these, and fails loudly when the two end in different states, send different
+frames or read different headers: pin h2 or adapt this module, nothing else.
 The callers check the public limits first: `local_flow_control_window(sid)` and
 `max_outbound_frame_size`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import h2.connection
 import h2.exceptions
 import h2.stream
+import hpack
 from h2.connection import ConnectionInputs
 from h2.stream import StreamInputs
+from hpack.table import HeaderTable
 
 from proxy.http.h2frames import (
     FLAG_END_HEADERS,
@@ -85,3 +99,72 @@ def data_frame(conn: h2.connection.H2Connection, sid: int, data: bytes, end_stre
     stream.outbound_flow_control_window -= n
     conn.outbound_flow_control_window -= n
     return frame_head(n, TYPE_DATA, flags, sid) + data
+
+
+# ---------------------------------------------------------------- receiving
+
+_DECODE_CACHE_MAX = 64  # distinct blocks remembered per connection
+_DECODE_BLOCK_MAX = 4096  # longer blocks are decoded every time (and rarely repeat)
+_TABLE_MAXSIZE: Any = HeaderTable.__dict__["maxsize"]  # hpack's property, extended below
+
+
+class _CountedTable(HeaderTable):
+    """hpack's dynamic table, counting its changes: a decoded list is only reused at
+    the generation it was decoded at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.generation += 1
+        super().add(name, value)
+
+    @property
+    def maxsize(self) -> int:
+        return int(_TABLE_MAXSIZE.fget(self))
+
+    @maxsize.setter
+    def maxsize(self, newmax: int) -> None:
+        self.generation += 1
+        _TABLE_MAXSIZE.fset(self, newmax)
+
+
+class CachingDecoder(hpack.Decoder):
+    """hpack's decoder, remembering what blocks that leave the table alone decode to."""
+
+    def __init__(self, max_header_list_size: int) -> None:
+        super().__init__(max_header_list_size=max_header_list_size)
+        self.header_table = _CountedTable()
+        self._cache: dict[bytes, tuple[int, int, tuple[hpack.HeaderTuple, ...]]] = {}
+
+    def decode(self, data: bytes, raw: bool = False) -> Iterable[hpack.HeaderTuple]:
+        if not raw:
+            return super().decode(data, raw)
+        table = self.header_table
+        assert isinstance(table, _CountedTable)
+        hit = self._cache.get(data)
+        if (
+            hit is not None
+            and hit[0] == table.generation
+            and hit[1] == self.max_header_list_size
+            and table.maxsize <= self.max_allowed_table_size
+        ):
+            return list(hit[2])
+        generation = table.generation
+        headers = super().decode(data, raw=True)
+        if table.generation == generation and len(data) <= _DECODE_BLOCK_MAX:
+            cache = self._cache
+            if len(cache) >= _DECODE_CACHE_MAX:
+                cache.clear()
+            cache[bytes(data)] = (generation, self.max_header_list_size, tuple(headers))
+        return headers
+
+
+def install_decode_cache(conn: h2.connection.H2Connection) -> None:
+    """Give a new connection (nothing received yet) the caching decoder, same limits."""
+    old = conn.decoder
+    new = CachingDecoder(old.max_header_list_size)
+    new.max_allowed_table_size = old.max_allowed_table_size
+    new.header_table.maxsize = old.header_table.maxsize
+    conn.decoder = new

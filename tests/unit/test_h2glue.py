@@ -15,7 +15,7 @@ import hpack
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.events import DataReceived, ResponseReceived, StreamEnded
+from h2.events import DataReceived, RequestReceived, ResponseReceived, StreamEnded
 from h2.settings import SettingCodes
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,7 +28,7 @@ from proxy.http.h2frames import (
     literal,
     status_field,
 )
-from proxy.http.h2glue import data_frame, headers_frame
+from proxy.http.h2glue import CachingDecoder, data_frame, headers_frame, install_decode_cache
 from proxy.http.h2request import response_headers
 from proxy.http.response import ResponseError, parse_head
 
@@ -235,3 +235,61 @@ def test_fields_block_is_response_headers(status: int, lines: list[Header]) -> N
         return
     block = status_field(status) + fields_block(head.fields)
     assert hpack.Decoder().decode(block, raw=True) == response_headers(status, head.headers)
+
+
+# -- the decode cache ---------------------------------------------------------------
+
+
+def test_a_cached_block_is_decoded_again_once_the_table_changed() -> None:
+    """The same bytes (an indexed field, 62: the newest entry) mean what the table says now."""
+    decoder = CachingDecoder(65536)
+    encoder = hpack.Encoder()
+    first = encoder.encode([(b"x-a", b"1")])  # literal with incremental indexing
+    assert first[0] & 0xC0 == 0x40
+    assert decoder.decode(first, raw=True) == [(b"x-a", b"1")]
+    assert decoder.decode(b"\xbe", raw=True) == [(b"x-a", b"1")]
+    assert decoder.decode(b"\xbe", raw=True) == [(b"x-a", b"1")]  # (from the cache)
+    decoder.decode(encoder.encode([(b"x-a", b"2")]), raw=True)
+    assert decoder.decode(b"\xbe", raw=True) == [(b"x-a", b"2")]
+    decoder.decode(b"\x20", raw=True)  # a table size update to 0: the table empties
+    with pytest.raises(hpack.HPACKDecodingError):
+        decoder.decode(b"\xbe", raw=True)
+    decoder.max_header_list_size = 10  # a lower limit: what was cached is judged again
+    with pytest.raises(hpack.OversizedHeaderListError):
+        decoder.decode(b"\x82\x86\x84", raw=True)
+
+
+def _requests(client: H2Connection, n: int, vary: bool) -> bytes:
+    for i in range(n):
+        extra = [(b"x-n", b"%d" % (i % 3))] if vary else []
+        client.send_headers(1 + 2 * i, [*GET, (b"user-agent", b"t"), *extra], end_stream=True)
+    return client.data_to_send()
+
+
+@pytest.mark.parametrize("table_size", [None, 64, 0])
+@pytest.mark.parametrize("vary", [False, True])
+def test_h2_with_the_decode_cache_reads_what_h2_reads(table_size: int | None, vary: bool) -> None:
+    plain = H2Connection(SERVER)
+    cached = H2Connection(SERVER)
+    install_decode_cache(cached)
+    assert isinstance(cached.decoder, CachingDecoder)
+    client = _client()
+    for server in (plain, cached):
+        server.initiate_connection()
+        if table_size is not None:
+            server.update_settings({SettingCodes.HEADER_TABLE_SIZE: table_size})
+    client.receive_data(plain.data_to_send())
+    cached.clear_outbound_data_buffer()
+    wire = client.data_to_send() + _requests(client, 40, vary)
+
+    def heard(server: H2Connection) -> list[object]:
+        out: list[object] = []
+        for i in range(0, len(wire), 97):  # (cut anywhere, as reads do)
+            for ev in server.receive_data(wire[i : i + 97]):
+                if isinstance(ev, RequestReceived):
+                    out.append((ev.stream_id, list(ev.headers or ())))
+        return out
+
+    got = heard(cached)
+    assert got == heard(plain)
+    assert len(got) == 40
