@@ -10,8 +10,8 @@ The device is a TUN device that this process creates and never makes persistent:
 kernel deletes it, and with it every route through it, when the last descriptor on it
 closes. So however sekisho ends (stop, crash, SIGKILL, OOM killer), its announcements end
 with it, with no watchdog and no cleanup on the next start. The descriptor is opened
-close-on-exec, so scripts and children never inherit it (a forked child would: workers
-must be forked before the announcer starts, or close it).
+close-on-exec, so scripts and exec'd workers never inherit it (a bare fork would: it would
+keep the routes alive as long as the child lives).
 
 The VIP itself stays on `interface` (lo by default) so that this node accepts it; it is
 added if missing and left in place on stop, as an operator's `ip addr add VIP/32 dev lo`
