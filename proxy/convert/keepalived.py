@@ -8,6 +8,7 @@ messages say what sekisho does instead where it does something.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from proxy.convert import keepalived_track
@@ -38,7 +39,7 @@ _NO_EQUIVALENT = {
     "mcast_src_ip": "sekisho sends adverts from the interface's primary address",
     "dont_track_primary": "sekisho always watches the instance's own interface",
     "lvs_sync_daemon_interface": "sekisho has no LVS connection sync (it is a full proxy)",
-    "native_ipv6": "use version = 3 with IPv6 virtual addresses",
+    "native_ipv6": "sekisho's VRRP speaks IPv4 only for now",
     "notify": "sekisho runs notify commands per [[vrrp]] instance (notify.master/backup/fault/stop/any)",
     "debug": "use global.log_level",
     "strict_mode": "sekisho always follows the RFC",
@@ -116,202 +117,259 @@ def _global_defs(node: Node, ctx: Context) -> None:
             unsupported(child, ctx.w, "global_defs")
 
 
+@dataclass
+class _Instance:
+    """What one vrrp_instance block says, gathered by the keyword handlers below."""
+
+    name: str
+    w: Warnings
+    out: dict[str, object] = field(default_factory=dict)
+    vips: list[str] = field(default_factory=list)
+    notify: dict[str, str] = field(default_factory=dict)
+    tracks: list[Node] = field(default_factory=list)  # once priority and interface are known
+    auth_type: str = "PASS"
+    auth_pass: str | None = None
+    auth_line: int = 0
+    state_line: int = 0
+    nopreempt_line: int = 0
+
+
+def _state(it: _Instance, node: Node) -> None:
+    state = node.args[0].upper()
+    if state in ("MASTER", "BACKUP"):
+        it.out["initial_state"] = state
+        it.state_line = node.line
+    else:
+        it.w.add(node.line, f"state {node.args[0]}: sekisho starts as MASTER or BACKUP; using BACKUP")
+
+
+def _setter(key: str, parse: Callable[[_Instance, Node], object | None]) -> Callable[[_Instance, Node], None]:
+    def handle(it: _Instance, node: Node) -> None:
+        value = parse(it, node)
+        if value is not None:
+            it.out[key] = value
+
+    return handle
+
+
+def _int(lo: int, hi: int) -> Callable[[_Instance, Node], int | None]:
+    return lambda it, node: to_int(node.args[0], node.line, node.keyword, it.w, lo=lo, hi=hi)
+
+
+def _float(it: _Instance, node: Node) -> float | None:
+    return to_float(node.args[0], node.line, node.keyword, it.w)
+
+
+def _nopreempt(it: _Instance, node: Node) -> None:
+    it.out["preempt"] = False
+    it.nopreempt_line = node.line
+
+
+def _preempt_delay(it: _Instance, node: Node) -> float | None:
+    delay = _float(it, node)
+    return None if delay is None else min(delay, 1000.0)
+
+
+def _advert_int(it: _Instance, node: Node) -> float | None:
+    adv = _float(it, node)
+    return adv if adv is not None and adv > 0 else None
+
+
+def _authentication(it: _Instance, node: Node) -> None:
+    for a in node.block():
+        if a.keyword == "auth_type" and a.args:
+            it.auth_type = a.args[0].upper()
+            it.auth_line = a.line
+        elif a.keyword == "auth_pass" and a.args:
+            it.auth_pass = a.args[0]
+            it.auth_line = it.auth_line or a.line
+        else:
+            unsupported(a, it.w, "authentication")
+
+
+def _virtual_ipaddress(it: _Instance, node: Node) -> None:
+    for v in node.block():
+        vip = _vip(v, it.out.get("interface"), it.w)
+        if vip is not None:
+            it.vips.append(vip)
+
+
+def _track(it: _Instance, node: Node) -> None:
+    it.tracks.append(node)
+
+
+def _notify(it: _Instance, node: Node) -> None:
+    # notify_master|backup|fault|stop, and keepalived's generic `notify` (INSTANCE name STATE
+    # priority after its own arguments) as notify.any
+    it.notify[node.keyword.removeprefix("notify").removeprefix("_") or "any"] = keepalived_track.command(node)
+
+
+def _unicast_peer(it: _Instance, node: Node) -> None:
+    peers = []
+    for p in node.block():
+        if is_ip(p.keyword):
+            peers.append(p.keyword)
+            if len(p.words) > 1:
+                it.w.add(p.line, f"unicast_peer {' '.join(p.words)}: options ignored")
+        else:
+            it.w.add(p.line, f"unicast_peer {p.keyword}: not an IP address; ignored")
+    it.out["unicast_peer"] = peers
+
+
+def _unicast_src_ip(it: _Instance, node: Node) -> str | None:
+    if is_ip(node.args[0]):
+        return node.args[0]
+    it.w.add(node.line, f"unicast_src_ip {node.args[0]}: not an IP address; ignored")
+    return None
+
+
+# vrrp_instance keyword -> (needs an argument, handler), as keepalived's own parser keeps a
+# keyword table per block (vector_t of keywords and handlers, vrrp_parser.c).
+_INSTANCE_KEYWORDS: dict[str, tuple[bool, Callable[[_Instance, Node], None]]] = {
+    "state": (True, _state),
+    "interface": (True, _setter("interface", lambda it, node: node.args[0])),
+    "virtual_router_id": (True, _setter("virtual_router_id", _int(1, 255))),
+    "priority": (True, _setter("priority", _int(1, 255))),
+    "nopreempt": (False, _nopreempt),
+    "preempt": (False, _setter("preempt", lambda it, node: True)),
+    "preempt_delay": (True, _setter("preempt_delay", _preempt_delay)),
+    "advert_int": (True, _setter("advert_int", _advert_int)),
+    "version": (True, _setter("version", _int(2, 3))),
+    "authentication": (False, _authentication),
+    "virtual_ipaddress": (False, _virtual_ipaddress),
+    "garp_master_delay": (True, _setter("garp_master_delay", _float)),
+    "track_interface": (False, _track),
+    "track_script": (False, _track),
+    "notify_master": (True, _notify),
+    "notify_backup": (True, _notify),
+    "notify_fault": (True, _notify),
+    "notify_stop": (True, _notify),
+    "notify": (True, _notify),
+    "unicast_peer": (False, _unicast_peer),
+    "unicast_src_ip": (True, _setter("unicast_src_ip", _unicast_src_ip)),
+}
+_REQUIRED_VALUE = ("state", "interface", "virtual_router_id", "priority", "advert_int")
+_ORDER = (
+    "name",
+    "interface",
+    "virtual_router_id",
+    "priority",
+    "initial_state",
+    "preempt",
+    "preempt_delay",
+    "advert_int",
+    "version",
+    "auth_pass",
+    "garp_master_delay",
+    "virtual_ipaddress",
+    "track_interface",
+    "track_script",
+    "unicast_src_ip",
+    "unicast_peer",
+)
+
+
 def _vrrp_instance(node: Node, ctx: Context) -> Section | None:
     w = ctx.w
-    name = node.args[0] if node.args else f"VI_{node.line}"
-    out: dict[str, object] = {"name": name}
-    vips: list[str] = []
-    families: set[int] = set()
-    notify: dict[str, str] = {}
-    tracks: list[Node] = []  # track_interface / track_script: once priority and interface are known
-    auth_type = "PASS"
-    auth_pass: str | None = None
-    auth_line = 0
-    state_line = 0
-    nopreempt_line = 0
+    it = _Instance(node.args[0] if node.args else f"VI_{node.line}", w)
+    it.out["name"] = it.name
     for child in node.block():
-        kw, args, line = child.keyword, child.args, child.line
-        if kw in ("state", "interface", "virtual_router_id", "priority", "advert_int") and not args:
-            w.add(line, f"{kw}: needs a value; ignored")
-            continue
-        if kw == "state":
-            state = args[0].upper()
-            if state in ("MASTER", "BACKUP"):
-                out["initial_state"] = state
-                state_line = line
-            else:
-                w.add(line, f"state {args[0]}: sekisho starts as MASTER or BACKUP; using BACKUP")
-        elif kw == "interface":
-            out["interface"] = args[0]
-        elif kw == "virtual_router_id":
-            vrid = to_int(args[0], line, kw, w, lo=1, hi=255)
-            if vrid is not None:
-                out["virtual_router_id"] = vrid
-        elif kw == "priority":
-            prio = to_int(args[0], line, kw, w, lo=1, hi=255)
-            if prio is not None:
-                out["priority"] = prio
-        elif kw == "nopreempt":
-            out["preempt"] = False
-            nopreempt_line = line
-        elif kw == "preempt":
-            out["preempt"] = True
-        elif kw == "preempt_delay" and args:
-            delay = to_float(args[0], line, kw, w)
-            if delay is not None:
-                out["preempt_delay"] = min(delay, 1000.0)
-        elif kw == "advert_int":
-            adv = to_float(args[0], line, kw, w)
-            if adv is not None and adv > 0:
-                out["advert_int"] = adv
-        elif kw == "version" and args:
-            given = to_int(args[0], line, kw, w, lo=2, hi=3)
-            if given is not None:
-                out["version"] = given
-        elif kw == "authentication":
-            for a in child.block():
-                if a.keyword == "auth_type" and a.args:
-                    auth_type = a.args[0].upper()
-                    auth_line = a.line
-                elif a.keyword == "auth_pass" and a.args:
-                    auth_pass = a.args[0]
-                    auth_line = auth_line or a.line
-                else:
-                    unsupported(a, w, "authentication")
-        elif kw == "virtual_ipaddress":
-            for v in child.block():
-                vip = _vip(v, out.get("interface"), w)
-                if vip is not None:
-                    vips.append(vip)
-                    families.add(ipaddress.ip_interface(vip).version)
-        elif kw == "garp_master_delay" and args:
-            garp = to_float(args[0], line, kw, w)
-            if garp is not None:
-                out["garp_master_delay"] = garp
-        elif kw in ("track_interface", "track_script"):
-            tracks.append(child)
-        elif kw in ("notify_master", "notify_backup", "notify_fault", "notify_stop") and args:
-            notify[kw.removeprefix("notify_")] = keepalived_track.command(child)
-        elif kw == "notify" and args:
-            # keepalived's generic notify: INSTANCE name STATE priority after its own arguments
-            notify["any"] = keepalived_track.command(child)
-        elif kw == "unicast_peer":
-            peers = []
-            for p in child.block():
-                if is_ip(p.keyword):
-                    peers.append(p.keyword)
-                    if len(p.words) > 1:
-                        w.add(p.line, f"unicast_peer {' '.join(p.words)}: options ignored")
-                else:
-                    w.add(p.line, f"unicast_peer {p.keyword}: not an IP address; ignored")
-            out["unicast_peer"] = peers
-        elif kw == "unicast_src_ip" and args:
-            if is_ip(args[0]):
-                out["unicast_src_ip"] = args[0]
-            else:
-                w.add(line, f"unicast_src_ip {args[0]}: not an IP address; ignored")
+        entry = _INSTANCE_KEYWORDS.get(child.keyword)
+        if entry is not None and entry[0] and not child.args and child.keyword in _REQUIRED_VALUE:
+            w.add(child.line, f"{child.keyword}: needs a value; ignored")
+        elif entry is None or (entry[0] and not child.args):
+            unsupported(child, w, f"vrrp_instance {it.name}")
         else:
-            unsupported(child, w, f"vrrp_instance {name}")
-
-    priority = int(out.get("priority", 100))  # type: ignore[call-overload]
-    for child in tracks:
-        if child.keyword == "track_script":
-            got = keepalived_track.track_scripts(child, name, priority, ctx.tracking, w)
-        else:
-            got = keepalived_track.track_interfaces(
-                child, name, priority, ctx.tracking, w, interface=out.get("interface")
-            )
-        if got:
-            out[child.keyword] = got
-
-    # The version follows keepalived: the instance's, else global_defs, else 2;
-    # IPv6 addresses need VRRPv3 (keepalived switches on its own).
-    version = int(out.get("version") or ctx.vrrp_version or 2)  # type: ignore[call-overload]
-    if 6 in families:
-        # sekisho's VRRP I/O is IPv4 only for now (conf refuses IPv6 virtual addresses).
+            entry[1](it, child)
+    _tracked(it, ctx)
+    version = _version(it, node, ctx)
+    if "garp_master_delay" not in it.out and ctx.garp_master_delay is not None:
+        it.out["garp_master_delay"] = ctx.garp_master_delay
+    _auth(it, version)
+    if it.state_line and it.out.get("initial_state") == "MASTER" and it.nopreempt_line:
         w.add(
-            node.line,
-            f"vrrp_instance {name}: IPv6 virtual addresses are not supported by sekisho yet; "
-            "IPv6 addresses dropped",
-        )
-        vips = [v for v in vips if ipaddress.ip_interface(v).version == 4]
-        families = {4}
-    if version != 2 or "version" in out:
-        out["version"] = version
-    if version == 2 and "advert_int" in out:
-        adv = float(out["advert_int"])  # type: ignore[arg-type]
-        if adv != int(adv) or not 1 <= adv <= 255:
-            fixed = float(min(255, max(1, round(adv))))
-            w.add(node.line, f"advert_int {adv:g}: VRRPv2 advertises whole seconds; using {fixed:g}")
-            out["advert_int"] = fixed
-    if version == 3 and "advert_int" in out:
-        adv = float(out["advert_int"])  # type: ignore[arg-type]
-        out["advert_int"] = min(40.95, max(0.01, round(adv, 2)))
-    if "garp_master_delay" not in out and ctx.garp_master_delay is not None:
-        out["garp_master_delay"] = ctx.garp_master_delay
-
-    if auth_pass is not None or auth_line:
-        if auth_type != "PASS":
-            w.add(
-                auth_line,
-                f"auth_type {auth_type}: sekisho speaks only simple password (PASS) "
-                "authentication, as RFC 3768 leaves; dropped (set the same on the peer)",
-            )
-        elif version == 3:
-            w.add(auth_line, "authentication: VRRPv3 has none (RFC 5798); dropped")
-        elif auth_pass is not None:
-            raw = auth_pass.encode()
-            if len(raw) > 8:
-                auth_pass = raw[:8].decode(errors="ignore")
-                w.add(
-                    auth_line,
-                    f"auth_pass is longer than 8 bytes; keepalived sends the first 8: {auth_pass!r}",
-                )
-            out["auth_pass"] = auth_pass
-
-    if state_line and out.get("initial_state") == "MASTER" and nopreempt_line:
-        w.add(
-            nopreempt_line,
+            it.nopreempt_line,
             "nopreempt with state MASTER: keepalived ignores nopreempt unless the "
             'state is BACKUP; kept as preempt = false with initial_state = "MASTER"',
         )
-
-    missing = [k for k in ("interface", "virtual_router_id") if k not in out]
-    if not vips:
+    missing = [k for k in ("interface", "virtual_router_id") if k not in it.out]
+    if not it.vips:
         missing.append("virtual_ipaddress")
     if missing:
-        w.add(node.line, f"vrrp_instance {name}: no {', '.join(missing)}; instance not converted")
+        w.add(node.line, f"vrrp_instance {it.name}: no {', '.join(missing)}; instance not converted")
         return None
-    if vips:
-        out["virtual_ipaddress"] = vips
-
-    section = Section("vrrp", array=True, comments=[f"{ctx.source}:{node.line} vrrp_instance {name}"])
-    order = (
-        "name",
-        "interface",
-        "virtual_router_id",
-        "priority",
-        "initial_state",
-        "preempt",
-        "preempt_delay",
-        "advert_int",
-        "version",
-        "auth_pass",
-        "garp_master_delay",
-        "virtual_ipaddress",
-        "track_interface",
-        "track_script",
-        "unicast_src_ip",
-        "unicast_peer",
-    )
-    for key in order:
-        if key in out:
-            section.set(key, out[key])
-    if notify:
-        section.set(
-            "notify", {k: notify[k] for k in ("master", "backup", "fault", "stop", "any") if k in notify}
-        )
+    it.out["virtual_ipaddress"] = it.vips
+    section = Section("vrrp", array=True, comments=[f"{ctx.source}:{node.line} vrrp_instance {it.name}"])
+    for key in _ORDER:
+        if key in it.out:
+            section.set(key, it.out[key])
+    if it.notify:
+        kinds = ("master", "backup", "fault", "stop", "any")
+        section.set("notify", {k: it.notify[k] for k in kinds if k in it.notify})
     return section
+
+
+def _tracked(it: _Instance, ctx: Context) -> None:
+    priority = int(it.out.get("priority", 100))  # type: ignore[call-overload]
+    for child in it.tracks:
+        if child.keyword == "track_script":
+            got = keepalived_track.track_scripts(child, it.name, priority, ctx.tracking, it.w)
+        else:
+            got = keepalived_track.track_interfaces(
+                child, it.name, priority, ctx.tracking, it.w, interface=it.out.get("interface")
+            )
+        if got:
+            it.out[child.keyword] = got
+
+
+def _version(it: _Instance, node: Node, ctx: Context) -> int:
+    """The instance's version, else global_defs', else 2 (as keepalived); advert_int fitted to it."""
+    out = it.out
+    version: int = int(out.get("version") or ctx.vrrp_version or 2)  # type: ignore[call-overload]
+    v6 = [v for v in it.vips if ipaddress.ip_interface(v).version == 6]
+    if v6:
+        it.w.refuse(
+            node.line,
+            f"vrrp_instance {it.name}: IPv6 virtual addresses ({', '.join(v6)}): sekisho's VRRP "
+            "speaks IPv4 only for now, so this instance would not carry them. Keep keepalived for "
+            "this instance (convert a copy of the file without it), or move these addresses to an "
+            "IPv4 instance's peer configuration by hand",
+        )
+        it.vips = [v for v in it.vips if v not in v6]
+    if version != 2 or "version" in out:
+        out["version"] = version
+    if "advert_int" in out:
+        adv = float(out["advert_int"])  # type: ignore[arg-type]
+        if version == 2 and (adv != int(adv) or not 1 <= adv <= 255):
+            fixed = float(min(255, max(1, round(adv))))
+            it.w.add(node.line, f"advert_int {adv:g}: VRRPv2 advertises whole seconds; using {fixed:g}")
+            out["advert_int"] = fixed
+        elif version == 3:
+            out["advert_int"] = min(40.95, max(0.01, round(adv, 2)))
+    return version
+
+
+def _auth(it: _Instance, version: int) -> None:
+    if it.auth_pass is None and not it.auth_line:
+        return
+    if it.auth_type != "PASS":
+        it.w.add(
+            it.auth_line,
+            f"auth_type {it.auth_type}: sekisho speaks only simple password (PASS) "
+            "authentication, as RFC 3768 leaves; dropped (set the same on the peer)",
+        )
+    elif version == 3:
+        it.w.add(it.auth_line, "authentication: VRRPv3 has none (RFC 5798); dropped")
+    elif it.auth_pass is not None:
+        auth_pass = it.auth_pass
+        raw = auth_pass.encode()
+        if len(raw) > 8:
+            auth_pass = raw[:8].decode(errors="ignore")
+            it.w.add(
+                it.auth_line,
+                f"auth_pass is longer than 8 bytes; keepalived sends the first 8: {auth_pass!r}",
+            )
+        it.out["auth_pass"] = auth_pass
 
 
 def _vip(node: Node, interface: object, w: Warnings) -> str | None:

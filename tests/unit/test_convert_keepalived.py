@@ -79,7 +79,7 @@ def test_everything_else() -> None:
     rc, out, err = _run("keepalived", path)
     assert rc == 0
     config = conf.load_text(out)
-    (web,) = config.vrrp
+    web, half = config.vrrp
     assert web.initial_state == "MASTER" and web.preempt is True
     assert web.auth_pass == "verylong"  # keepalived sends the first 8 bytes
     assert web.garp_master_delay == 3.0  # global_defs vrrp_garp_master_delay
@@ -93,9 +93,9 @@ def test_everything_else() -> None:
     assert web.track_interface == ("eth1", "eth2")
     assert web.track_interface_weight == ()  # VG1 has no sync_group_tracking_weight
     assert [str(p) for p in web.unicast_peer] == ["198.51.100.2"]
-    # VI_V6 is IPv6 only (not supported yet: warned and left out); VI_BROKEN has no interface.
-    assert {v.name for v in config.vrrp} == {"VI_WEB"}
-    assert "VI_V6: IPv6 virtual addresses are not supported by sekisho yet" in err
+    # VI_HALF: advert_int 0.5 made whole for VRRPv2, AH dropped; VI_BROKEN has no interface.
+    assert (half.name, half.advert_int, half.auth_pass) == ("VI_HALF", 1.0, None)
+    assert {v.name for v in config.vrrp} == {"VI_WEB", "VI_HALF"}
 
     web_pool = config.pools["WEB"]
     assert web_pool.scheduler == "wlc"
@@ -353,3 +353,30 @@ def test_lblc_says_what_it_keys_on(algo: str) -> None:
     assert conf.load_text(toml).pools["vs-192.0.2.160-3306"].scheduler == "lblc"
     (note,) = [n for n in warnings.items if "destination address" in n.message]
     assert note.line == 4 and "client's address" in note.message
+
+
+V6 = """
+vrrp_instance VI_V6 {
+    state BACKUP
+    interface eth1
+    virtual_router_id 52
+    priority 100
+    virtual_ipaddress {
+        192.0.2.10/24
+        2001:db8::10/64
+    }
+}
+"""
+
+
+def test_ipv6_virtual_addresses_are_an_error_not_a_silent_drop(tmp_path: Path) -> None:
+    """sekisho's VRRP is IPv4 only for now: an instance would not carry these addresses, so
+    convert stops and says what to do instead of writing a config that serves less."""
+    _, warnings = convert_text("keepalived", V6, "keepalived.conf")
+    (error,) = warnings.errors
+    assert error.line == 2 and "2001:db8::10/64" in error.message and "IPv4 only" in error.message
+    out, err = io.StringIO(), io.StringIO()
+    path = tmp_path / "keepalived.conf"
+    path.write_text(V6)
+    assert main(["keepalived", str(path)], stdout=out, stderr=err) == 1
+    assert out.getvalue() == "" and "nothing written" in err.getvalue()
