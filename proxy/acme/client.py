@@ -12,12 +12,9 @@ from __future__ import annotations
 import datetime
 import email.utils
 import logging
-import ssl
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -31,8 +28,7 @@ from josepy.jwk import JWK, JWKRSA
 from proxy import VERSION
 from proxy.acme.board import ChallengeBoard
 from proxy.acme.store import CertStore
-from proxy.acme.tlsalpn import ACME_TLS_ALPN, challenge_certificate
-from proxy.http.tls import server_context
+from proxy.acme.tlsalpn import challenge_certificate
 
 log = logging.getLogger("sekisho.acme")
 
@@ -188,7 +184,8 @@ class AcmeClient:
                     self.board.post_http01(token, key_authorization)
                     undo.append(lambda token=token: self.board.remove_http01(token))  # type: ignore[misc]
                 else:
-                    self.board.post_tls_alpn(host, _challenge_context(host, key_authorization))
+                    answer_cert, answer_key = challenge_certificate(host, key_authorization)
+                    self.board.post_tls_alpn(host, answer_key + answer_cert)
                     undo.append(lambda: self.board.remove_tls_alpn(host))
                 used = chall.typ
                 acme.answer_challenge(challb, chall.response(jwk))
@@ -230,19 +227,6 @@ def _pick(offered: Sequence[messages.ChallengeBody], prefer: Sequence[str]) -> m
         if kind in by_type:
             return by_type[kind]
     return None
-
-
-def _challenge_context(host: str, key_authorization: str) -> ssl.SSLContext:
-    """A server context that shows the TLS-ALPN-01 certificate and speaks only acme-tls/1."""
-    cert_pem, key_pem = challenge_certificate(host, key_authorization)
-    ctx = server_context()
-    ctx.set_alpn_protocols([ACME_TLS_ALPN])
-    with tempfile.TemporaryDirectory(prefix="sekisho-acme-") as tmp:
-        path = Path(tmp) / "challenge.pem"
-        path.write_bytes(key_pem + cert_pem)
-        path.chmod(0o600)
-        ctx.load_cert_chain(path)
-    return ctx
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

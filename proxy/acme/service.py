@@ -96,7 +96,7 @@ class AcmeService:
         plain = any(not h.tls and h.acme is None for h in config.http)
         self.prefer = tuple(c for c in settings.challenges if c != "http-01" or plain)
         self.planner.set_hosts(self.hosts.managed)
-        self.board.manage(frozenset(self.hosts.managed))
+        self.board.follow(config)  # (this process; serving processes follow it too)
         self.expiry = {h: t for h, t in self.expiry.items() if h in self.hosts.managed}
         for host in self.hosts.need_dns01:
             log.warning(

@@ -181,7 +181,8 @@ class SniSelector:
         if server_name is not None:
             name = server_name.lower().rstrip(".")
             files = self.managed.get(name)
-            if files is not None and files.context is None:
+            if files is not None and files.context is None and not files.refresh():
+                # (its file was looked at first: another process may have just written it)
                 files = self._exact.get(name) or self._covering(name)
                 if files is None:
                     return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME  # no certificate yet
@@ -206,11 +207,9 @@ class SniSelector:
         if name is None:
             return not self.files and self._any_managed() is None
         files = self.managed.get(name)
-        return (
-            files is not None
-            and files.context is None
-            and not (self._exact.get(name) or self._covering(name))
-        )
+        if files is None or (files.context is None and files.refresh()):
+            return False  # (another process may have just written its file)
+        return files.context is None and not (self._exact.get(name) or self._covering(name))
 
     def _covering(self, name: str) -> CertFiles | None:
         dot = name.find(".")

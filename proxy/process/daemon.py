@@ -28,7 +28,6 @@ import conf
 from lb.pool import PoolSet
 from proxy import VERSION
 from proxy.acme.service import AcmeService
-from proxy.http.tls import watch_certificates
 from proxy.listener import bind
 from proxy.process import pool_admin
 from proxy.process.admin import (
@@ -78,7 +77,6 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self.tasks = Background(log)  # every background task: tracked, failures logged
         self.acme: AcmeService | None = None  # automatic HTTPS (proxy/acme), when a listener asks
-        self._tls_watch: asyncio.Task[None] | None = None
         self.notifier = Notifier.from_env()
         self.anycast = Anycast(self.tasks, lambda: self.pools, lambda: [key[1] for key in self.sockets])
         # One process serves the front ends itself; more: it supervises worker processes.
@@ -174,10 +172,8 @@ class Daemon:
             self._stop.set()
 
     def _start_acme(self) -> None:
-        """The ACME service (this process orders for every worker) and the watch on certificate
-        files (a changed file is served from the next handshake). Start, and after a reload."""
-        if self._tls_watch is None:
-            self._tls_watch = self.tasks.spawn(watch_certificates(), name="tls watch")
+        """The ACME service: this process orders for every worker (each serving process
+        watches the certificate files, proxy.process.serving). At start and after a reload."""
         if self.acme is not None:
             self.acme.reconfigure(self.config)
         elif AcmeService.wanted(self.config):

@@ -26,6 +26,8 @@ from typing import Any
 import conf
 from lb.pool import PoolSet
 from proxy.accesslog import AccessLog
+from proxy.acme.board import BOARD
+from proxy.http.tls import watch_certificates
 from proxy.listener import Frontend, Listener
 from proxy.process.frontends import StatsBook, build_frontend, sections
 from proxy.process.tasks import Background
@@ -66,6 +68,7 @@ class LocalServing:
         self._old_access_logs: list[AccessLog] = []
         self.drain_timeout = conf.GlobalSettings().drain_timeout
         self.share = 1  # in a worker: how many workers share each listener's max_connections
+        self._tls_watch: asyncio.Task[None] | None = None  # certificate files changed on disk
 
     def prepare(self, config: conf.Config) -> Prepared:
         access_log = AccessLog(config.global_.access_log, config.global_.log_format)
@@ -91,6 +94,9 @@ class LocalServing:
             self._old_access_logs.append(self.access_log)
         self.access_log = prepared.access_log
         self.drain_timeout = prepared.config.global_.drain_timeout
+        BOARD.follow(prepared.config)  # ACME challenges this process answers (proxy/acme/board.py)
+        if self._tls_watch is None:  # new certificates (ACME's or certbot's) from the next handshake
+            self._tls_watch = self.tasks.spawn(watch_certificates(), name="tls watch")
         for key in [k for k in self.listeners if k not in prepared.frontends]:
             await self.close(key)
         for key, frontend in prepared.frontends.items():

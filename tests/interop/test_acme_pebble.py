@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 import trustme
 
-from conf.model import GlobalSettings
 from tests.adversarial.daemon import Daemon
 from tests.interop.pebble import LoopbackDns, Pebble
 from tests.support import free_port
@@ -38,12 +37,10 @@ def _config(  # noqa: PLR0917
     tls_hosts: list[str],
     plain_hosts: list[str],
     challenges: str = '["http-01", "tls-alpn-01"]',
+    workers: int = 1,
 ) -> str:
-    # One process: the ACME service and the listeners share the challenge board (see
-    # docs/INTERNALS.md, "Automatic HTTPS", for what worker processes still need).
-    workers = "workers = 1\n" if "workers" in GlobalSettings.__dataclass_fields__ else ""
     out = [
-        f'[global]\naccess_log = ""\n{workers}metrics = "127.0.0.1:{admin}"\n',
+        f'[global]\naccess_log = ""\nworkers = {workers}\nmetrics = "127.0.0.1:{admin}"\n',
         f'[acme]\ndirectory = "{pebble.directory}"\nca_file = "{pebble.ca_file}"\n'
         f'state_dir = "{state}"\nemail = "ops@example.test"\nchallenges = {challenges}\nretry_min = 1.0\n',
     ]
@@ -136,12 +133,17 @@ def dns() -> Iterator[LoopbackDns]:
     server.close()
 
 
-def test_http01_tls_alpn01_kill_mid_order_and_restart(tmp_path: Path, dns: LoopbackDns) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_http01_tls_alpn01_kill_mid_order_and_restart(tmp_path: Path, dns: LoopbackDns, workers: int) -> None:
+    """With one process, and with two workers (the supervisor orders; the workers answer the
+    challenges from the state directory and serve the certificates it writes)."""
     plain, tls, admin = free_port(), free_port(), free_port()
     pebble = Pebble(tmp_path, plain, tls, dns).start()
     state = tmp_path / "state"
     try:
-        toml = _config(state, pebble, plain, tls, admin, ["a.test", "b.test"], ["other.test"])
+        toml = _config(
+            state, pebble, plain, tls, admin, ["a.test", "b.test"], ["other.test"], workers=workers
+        )
         # 1. Killed mid-order: once the account exists, the orders are under way.
         path = tmp_path / "sekisho.toml"
         path.write_text(toml)
@@ -186,7 +188,7 @@ def test_http01_tls_alpn01_kill_mid_order_and_restart(tmp_path: Path, dns: Loopb
         # 3. Restart with a third host, reachable only on the TLS listener: TLS-ALPN-01;
         # the stored certificates are served at once and not ordered again.
         toml = _config(
-            state, pebble, plain, tls, admin, ["a.test", "b.test", "c.test"], [], '["tls-alpn-01"]'
+            state, pebble, plain, tls, admin, ["a.test", "b.test", "c.test"], [], '["tls-alpn-01"]', workers
         )
         with _sekisho(tmp_path, toml, tls) as daemon:
             issuer, _ = _served_by(tls, "a.test", root)  # at once: from the state directory

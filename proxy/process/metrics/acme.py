@@ -18,7 +18,11 @@ def families(acme: Mapping[str, Any] | None) -> Iterator[Metric]:
         "When the certificate served for a host expires (notAfter, Unix time).",
         labels=["host"],
     )
-    for host, not_after in sorted(served_certificates().items()):
+    served = served_certificates()  # this process's listeners (none here under workers)
+    for cert in acme["certificates"] if acme is not None else ():
+        if cert.get("not_after") is not None:
+            served.setdefault(cert["host"], cert["not_after"])  # what the workers load too
+    for host, not_after in sorted(served.items()):
         expiry.add_metric([host], not_after)
     yield expiry
     orders = CounterMetricFamily(
