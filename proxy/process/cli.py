@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return status.main(argv[1:])
     if argv and argv[0] == "convert":
-        from proxy import convert
+        from conf import convert
 
         return convert.main(argv[1:])
 

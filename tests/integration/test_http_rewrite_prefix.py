@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.convert import convert_text
+from conf.convert import convert_text
 from tests.integration.http_backends import HttpBackend, Proxy, request
 
 

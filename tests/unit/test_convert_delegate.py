@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import conf
+from conf.convert import convert_text, main
 from proxy.access import ClientFilter
-from proxy.convert import convert_text, main
 
 DATA = Path(__file__).parent.parent / "data" / "convert"
 

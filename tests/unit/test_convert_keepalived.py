@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import conf
+from conf.convert import convert_text, main
+from conf.convert.kaparse import ParseError, parse
 from conf.model import VrrpScript, VrrpTrack
-from proxy.convert import convert_text, main
-from proxy.convert.kaparse import ParseError, parse
 
 DATA = Path(__file__).parent.parent / "data" / "convert"
 

@@ -18,10 +18,10 @@ import re
 import shlex
 from typing import Any
 
-from proxy.convert.common import host_port, is_ip, pool_name, positive, to_float, to_int
-from proxy.convert.kaparse import Node
-from proxy.convert.keepalived import Context, unsupported
-from proxy.convert.output import Section, Warnings
+from conf.convert.common import host_port, is_ip, pool_name, positive, to_float, to_int
+from conf.convert.kaparse import Node
+from conf.convert.keepalived import Context, unsupported
+from conf.convert.output import Section, Warnings
 
 _SCHEDULERS = {"rr", "wrr", "lc", "wlc", "sh", "mh", "lblc"}
 _CLOSEST = {  # ipvs schedulers sekisho lacks -> the nearest it has

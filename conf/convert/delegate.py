@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conf.access import AccessEntry, parse_entry, without_idle_entries
-from proxy.convert.common import host_port, is_ip, pool_name
-from proxy.convert.output import Document, Section, Warnings
+from conf.convert.common import host_port, is_ip, pool_name
+from conf.convert.output import Document, Section, Warnings
 
 _DEFAULTS = {  # parameters whose usual value is what sekisho does anyway
     "RELAY": ("proxy", "no", "vhost,proxy", "delegate"),

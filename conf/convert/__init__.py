@@ -22,9 +22,9 @@ from collections.abc import Callable
 from typing import TextIO
 
 import conf
-from proxy.convert import delegate, keepalived
-from proxy.convert.kaparse import ParseError
-from proxy.convert.output import Document, Warnings
+from conf.convert import delegate, keepalived
+from conf.convert.kaparse import ParseError
+from conf.convert.output import Document, Warnings
 
 Converter = Callable[[str, str], tuple[Document, Warnings]]
 CONVERTERS: dict[str, tuple[Converter, str]] = {

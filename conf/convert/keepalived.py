@@ -11,10 +11,10 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from proxy.convert import keepalived_track
-from proxy.convert.common import is_ip, to_float, to_int
-from proxy.convert.kaparse import Node, parse
-from proxy.convert.output import Document, Section, Warnings
+from conf.convert import keepalived_track
+from conf.convert.common import is_ip, to_float, to_int
+from conf.convert.kaparse import Node, parse
+from conf.convert.output import Document, Section, Warnings
 
 # Statements that have no sekisho equivalent, with the reason an operator needs.
 _NO_EQUIVALENT = {
@@ -62,7 +62,7 @@ class Context:
 
 
 def convert(text: str, source: str) -> tuple[Document, Warnings]:
-    from proxy.convert import keepalived_lvs
+    from conf.convert import keepalived_lvs
 
     ctx = Context(source)
     doc = Document()

@@ -16,9 +16,9 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from proxy.convert.common import pool_name, to_float, to_int
-from proxy.convert.kaparse import Node
-from proxy.convert.output import Section, Warnings
+from conf.convert.common import pool_name, to_float, to_int
+from conf.convert.kaparse import Node
+from conf.convert.output import Section, Warnings
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _WEIGHT = 253

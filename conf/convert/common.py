@@ -6,7 +6,7 @@ import ipaddress
 import math
 import re
 
-from proxy.convert.output import Warnings
+from conf.convert.output import Warnings
 
 _NAME_JUNK = re.compile(r"[^A-Za-z0-9_.-]+")
 
