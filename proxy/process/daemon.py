@@ -88,6 +88,12 @@ class Daemon:
     # ------------------------------------------------------------------ start
 
     async def start(self) -> None:
+        # A SIGHUP that arrives while starting (with workers, start lasts until they
+        # listen, a second or so) waits for the start to finish, then reloads.
+        async with self._reload_lock:
+            await self._start()
+
+    async def _start(self) -> None:
         problems = check_runtimes(self.config)
         if problems:
             raise StartupError("\n".join(problems))
@@ -204,6 +210,8 @@ class Daemon:
 
     async def reload(self) -> bool:
         async with self._reload_lock:
+            if self._stop.is_set():
+                return False  # stopping (or a start that failed): nothing to reload
             self.notifier.reloading()
             try:
                 ok = await self._reload()
@@ -455,13 +463,15 @@ def _admin_policy(config: conf.Config) -> AdminPolicy:
 async def serve(config_path: str, config: conf.Config) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
     daemon = Daemon(config_path, config)
+    daemon.install_signal_handlers()  # before start: a signal during start is not fatal
     try:
         await daemon.start()
     except StartupError as exc:
         log.error("cannot start: %s", exc)
+        daemon.request_stop()
+        daemon.remove_signal_handlers()
         await daemon.shutdown()
         return 1
-    daemon.install_signal_handlers()
     watchdog = None
     if daemon.notifier.watchdog_interval():
         watchdog = daemon.tasks.spawn(daemon.notifier.watchdog_loop(), name="watchdog")

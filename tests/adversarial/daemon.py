@@ -29,7 +29,8 @@ def daemon_config(
     port = free_port()
     servers = ", ".join(f'{{ address = "{b}" }}' for b in backends)
     toml = (
-        f'[global]\naccess_log = ""\n{extra_global}\n'
+        # One process: these tests watch its fds, memory and CPU (workers: tests/integration/test_workers.py)
+        f'[global]\naccess_log = ""\nworkers = 1\n{extra_global}\n'
         f'[pool.alpha]\nscheduler = "rr"\nservers = [{servers}]\n{pool_extra}\n'
         f'[[http]]\nlisten = ["127.0.0.1:{port}"]\nforwarded_headers = []\n'
         f"max_connections = {max_connections}\n"

@@ -95,7 +95,7 @@ class _BrokenFrontend:
 def _daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Daemon:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     path = tmp_path / "sekisho.toml"
-    path.write_text('[global]\naccess_log = ""\n')
+    path.write_text('[global]\naccess_log = ""\nworkers = 1\n')
     return Daemon(str(path), conf.load_file(path))
 
 
