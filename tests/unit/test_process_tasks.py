@@ -12,6 +12,7 @@ import pytest
 
 import conf
 from proxy.process.daemon import Daemon
+from proxy.process.serving import LocalServing
 from proxy.process.tasks import Background
 
 
@@ -105,12 +106,14 @@ async def test_daemon_logs_a_failed_drain(
 ) -> None:
     caplog.set_level(logging.ERROR, logger="sekisho")
     daemon = _daemon(tmp_path, monkeypatch)
-    daemon.serving._retire(_BrokenFrontend())  # type: ignore[arg-type]
+    serving = daemon.serving
+    assert isinstance(serving, LocalServing)
+    serving._retire(_BrokenFrontend())  # type: ignore[arg-type]
     await _settle(daemon.tasks)
     (record,) = _failures(caplog)
     assert "'drain' failed" in record.getMessage()
     assert record.exc_info is not None and "drain broke" in str(record.exc_info[1])
-    assert not daemon.serving.retired  # the drain's own clean-up still ran
+    assert not serving.retired  # the drain's own clean-up still ran
     await daemon.shutdown()
 
 
