@@ -318,6 +318,10 @@ class AnycastLab(Lab):
     def wait_paths(self, want: set[str], timeout: float) -> float:
         return wait_for(lambda: self.paths() == want, timeout, f"router paths {want}", interval=0.01)
 
+    def metrics(self, key: str) -> str:
+        r = self.nodes[key].router
+        return sh("ip", "netns", "exec", r.ns, "curl", "-s", "http://127.0.0.1:9100/metrics").stdout
+
     def status(self, key: str) -> dict[str, object]:
         r = self.nodes[key].router
         out = sh("ip", "netns", "exec", r.ns, "curl", "-s", "http://127.0.0.1:9100/api/status").stdout

@@ -61,6 +61,9 @@ def test_connections_spread_over_both_nodes(lab: AnycastLab) -> None:
     assert share.get("node-a", 0) >= 0.30 and share.get("node-b", 0) >= 0.30, counts
     status = lab.status("a")["anycast"]
     assert status[0]["announced"] is True and status[0]["reason"] == "healthy"  # type: ignore[index]
+    metrics = lab.metrics("b")
+    assert 'sekisho_anycast_announced{group="edge"} 1.0' in metrics
+    assert 'sekisho_anycast_reason_info{group="edge",reason="healthy"} 1.0' in metrics
 
 
 def test_all_servers_down_withdraws_and_the_other_node_carries_everything(lab: AnycastLab) -> None:

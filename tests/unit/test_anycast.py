@@ -211,3 +211,31 @@ def test_mh_on_two_nodes_sends_a_client_to_the_same_backend() -> None:
     # Maglev's disruption is near-minimal, not minimal: a few clients of other servers move too.
     others = [c for c, x, y in zip(clients, before, after, strict=True) if x not in (y, "10.0.1.3:8080")]
     assert len(others) < len(clients) // 10, others
+
+
+def test_metrics_and_status_say_announced_why_and_since() -> None:
+    from proxy.process.metrics import Exposition
+    from proxy.process.metrics import anycast as anycast_metrics
+    from proxy.process.status import render_text
+
+    group = {
+        "name": "edge",
+        "vips": ["203.0.113.10"],
+        "announced": False,
+        "reason": "pool web: no server up",
+        "since": 1_700_000_000.0,
+        "announcements": 2,
+        "withdrawals": 2,
+    }
+    exposition = Exposition()
+    exposition.add_source("anycast", lambda: anycast_metrics.families([group]))
+    text = exposition.render().decode()
+    assert 'sekisho_anycast_announced{group="edge"} 0.0' in text
+    assert 'sekisho_anycast_reason_info{group="edge",reason="pool web: no server up"} 1.0' in text
+    assert 'sekisho_anycast_since_seconds{group="edge"} 1.7e+09' in text
+    assert 'sekisho_anycast_withdrawals_total{group="edge"} 2.0' in text
+    status = render_text({"anycast": [group]}, now=1_700_000_065.0)
+    assert "ANYCAST" in status
+    line = next(x for x in status.splitlines() if x.strip().startswith("edge"))
+    assert line.split()[:3] == ["edge", "203.0.113.10", "withdrawn"] and line.endswith("1m05s ago"), line
+    assert "ANYCAST" not in render_text({}, now=0.0)  # no group configured: no table
