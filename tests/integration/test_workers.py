@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -362,3 +363,64 @@ def test_one_worker_is_one_process(start: Any, backends: list[Backend]) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
+
+
+def test_a_reload_lets_old_workers_finish_what_they_started(
+    start: Any, backends: list[Backend], tmp_path: Path
+) -> None:
+    """An HTTP request in flight and a TCP flow open across a reload both finish on the old
+    generation, while the new one takes new connections."""
+    slow = Backend(delay=1.5)
+    backends.append(slow)
+    echo = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve_echo() -> None:
+        echo.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = echo.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed at the end of the test
+            threading.Thread(target=_echo, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve_echo, daemon=True).start()
+    s = start([slow.port], workers=2)
+    tcp_port = free_port()
+    s.config.write_text(
+        s.config.read_text()
+        + f'\n[pool.echo]\nservers = [{{ address = "127.0.0.1:{echo.getsockname()[1]}" }}]\n'
+        + f'\n[[tcp]]\nlisten = "127.0.0.1:{tcp_port}"\npool = "echo"\n'
+    )
+    os.kill(s.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while {w["generation"] for w in s.serving()} != {2}:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    try:
+        flow = socket.create_connection(("127.0.0.1", tcp_port), timeout=10)
+        flow.sendall(b"before\n")
+        assert flow.recv(100) == b"before\n"
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(s.request)
+            time.sleep(0.5)  # the request is at the slow backend
+            os.kill(s.proc.pid, signal.SIGHUP)
+            while {w["generation"] for w in s.serving()} != {3}:
+                assert time.monotonic() < deadline + 20
+                time.sleep(0.05)
+            assert any(w["state"] == "draining" for w in s.status()["workers"])
+            flow.sendall(b"after\n")  # relayed by a draining worker
+            assert flow.recv(100) == b"after\n"
+            assert in_flight.result(timeout=15) == 200
+        flow.close()
+    finally:
+        stop.set()
+        echo.close()
+
+
+def _echo(conn: socket.socket) -> None:
+    with conn:
+        while data := conn.recv(65536):
+            conn.sendall(data)
