@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import h2.config
@@ -33,11 +34,17 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from lb.pool import BackendPool
-from proxy.http.exchange import ABORT, RETRY, Answer, Exchange, Outcome
+from proxy.http.exchange import ABORT, RETRY, Answer, Exchange, Outcome, Triple
 from proxy.http.h2frames import encode_block, fields_block, status_field
 from proxy.http.h2glue import data_frame, headers_frame, install_decode_cache
 from proxy.http.h2guard import AbuseGuard, GuardLimits, Verdict
-from proxy.http.h2request import StreamError, check_body_length, response_headers, translate_request
+from proxy.http.h2request import (
+    H2Request,
+    StreamError,
+    check_body_length,
+    response_headers,
+    translate_request,
+)
 from proxy.http.leg import BackendLeg
 from proxy.http.response import END, Head, ResponseError
 from proxy.http.upstream import UpstreamConnection
@@ -60,6 +67,26 @@ _H2_CONFIG = h2.config.H2Configuration(
     validate_outbound_headers=False,
     normalize_outbound_headers=False,
 )
+
+
+_TRANSLATED_MAX = 256
+_translated: dict[tuple[object, ...], tuple[H2Request, list[Triple]]] = {}
+
+
+def _translate(headers: Sequence[tuple[bytes, bytes]], end_stream: bool) -> tuple[H2Request, list[Triple]]:
+    """`translate_request`, and the fields as `Exchange.start` takes them, remembered per
+    header list: a client repeats its blocks (see h2glue's decode cache), so most
+    requests are one dict lookup here. Only what passed is remembered; the request is
+    read-only (H2Request says so), the list is only read by the exchange."""
+    key = (end_stream, *headers)
+    hit = _translated.get(key)
+    if hit is None:
+        req = translate_request(headers, end_stream=end_stream)
+        hit = (req, [(n, n, v) for n, v in req.h1_headers()])
+        if len(_translated) >= _TRANSLATED_MAX:
+            _translated.clear()
+        _translated[key] = hit
+    return hit
 
 
 class Stream:
@@ -262,7 +289,7 @@ class H2Connection(asyncio.Protocol):
         ex = Exchange(self.site, now)
         st = self.streams[sid] = Stream(self, sid, ex)
         try:
-            req = translate_request(ev.headers or (), end_stream=ev.stream_ended is not None)
+            req, triples = _translate(ev.headers or (), ev.stream_ended is not None)
         except StreamError as exc:
             if exc.status is None:
                 self._stream_error(st, exc.reason, now)
@@ -276,7 +303,6 @@ class H2Connection(asyncio.Protocol):
         st.target = req.target
         st.declared = req.content_length
         st.ended = not req.has_body
-        triples = [(n, n, v) for n, v in req.h1_headers()]
         decision = ex.start(
             req.method,
             req.target,

@@ -150,7 +150,7 @@ class CachingDecoder(hpack.Decoder):
             and hit[1] == self.max_header_list_size
             and table.maxsize <= self.max_allowed_table_size
         ):
-            return list(hit[2])
+            return hit[2]  # (h2 copies it into the event: `H2Stream._process_received_headers`)
         generation = table.generation
         headers = super().decode(data, raw=True)
         if table.generation == generation and len(data) <= _DECODE_BLOCK_MAX:
