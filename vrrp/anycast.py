@@ -138,7 +138,7 @@ class Announcer:
                 self.held = self.drained is None  # health: hold down; a drain: no need
                 actions.append(Withdraw(blocker))
             return actions + self._report(blocker, now, flipped=bool(actions))
-        ready_at = (self.healthy_since or now) + self.hold_down
+        ready_at = (self.healthy_since if self.healthy_since is not None else now) + self.hold_down
         if not self.announced and self.held and now < ready_at:
             actions.append(ArmTimer(ready_at))
             return actions + self._report(f"hold-down: healthy for {self.hold_down:g}s first", now)

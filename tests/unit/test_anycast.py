@@ -69,6 +69,14 @@ def test_a_pool_down_withdraws_at_once_and_the_hold_down_delays_the_return() -> 
     assert core.since == 17.0 and core.announcements == 2 and core.withdrawals == 1
 
 
+def test_healthy_since_time_zero_counts() -> None:
+    core = Announcer(("web",), hold_down=5.0)
+    core.handle(Observed(True, {"web": True}), -10.0)
+    core.handle(Observed(True, {"web": False}), -1.0)
+    core.handle(Observed(True, {"web": True}), 0.0)  # a clock may read 0.0: healthy since then
+    assert kinds(core.handle(TimerFired(), 5.0)) == [Announce, StateChanged]
+
+
 def test_flapping_restarts_the_hold_down() -> None:
     core = Announcer(("web",), hold_down=5.0)
     up, down = Observed(True, {"web": True}), Observed(True, {"web": False})
