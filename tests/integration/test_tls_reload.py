@@ -1,0 +1,83 @@
+"""Certificate files configured by path are reloaded when they change on disk (a certbot
+deploy hook needs nothing but the files): in every worker, checked with the key first,
+without a reload and without dropping an open connection."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import trustme
+
+from tests.adversarial.daemon import Daemon
+from tests.support import free_port
+
+
+def _issuer(port: int, cadata: str) -> str:
+    ctx = ssl.create_default_context(cadata=cadata)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="www.example.test") as conn,
+    ):
+        cert = conn.getpeercert()
+        return " ".join(value for rdn in cert["issuer"] for _, value in rdn)
+
+
+def _request(conn: ssl.SSLSocket) -> bytes:
+    conn.sendall(b"GET / HTTP/1.1\r\nHost: www.example.test\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n", 1)[0]
+
+
+def test_changed_certificate_files_are_served_once_the_key_matches(tmp_path: Path) -> None:
+    old_ca, new_ca = trustme.CA(organization_name="Old CA"), trustme.CA(organization_name="New CA")
+    cert, key = tmp_path / "site.pem", tmp_path / "site.key"
+    first = old_ca.issue_cert("www.example.test")
+    first.cert_chain_pems[0].write_to_path(str(cert))
+    first.private_key_pem.write_to_path(str(key))
+    port = free_port()
+    toml = tmp_path / "sekisho.toml"
+    toml.write_text(
+        f'[global]\naccess_log = ""\nworkers = 2\n'
+        f'[[http]]\nlisten = ["127.0.0.1:{port}"]\ntls = [{{ cert = "{cert}", key = "{key}" }}]\n'
+        "[[http.route]]\nstatus = 204\n"
+    )
+    both = old_ca.cert_pem.bytes().decode() + new_ca.cert_pem.bytes().decode()
+    daemon = Daemon(toml, port).start(timeout=20)
+    try:
+        deadline = time.monotonic() + 20  # both workers up (each reads the files as it starts)
+        while sum("serving" in line for line in daemon.log) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "Old CA" in _issuer(port, both)
+        kept = ssl.create_default_context(cadata=both).wrap_socket(
+            socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="www.example.test"
+        )
+        assert _request(kept) == b"HTTP/1.1 204 No Content"
+        # The new certificate lands before its key (certbot writes one file, then the other):
+        # the pair does not match, so the old one goes on being served.
+        second = new_ca.issue_cert("www.example.test")
+        second.cert_chain_pems[0].write_to_path(str(cert))
+        time.sleep(3.0)  # more than one look at the files (every 2 s)
+        assert all("Old CA" in _issuer(port, both) for _ in range(4))
+        assert "does not load, still serving the old certificate" in "".join(daemon.log)
+        second.private_key_pem.write_to_path(str(key))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # every worker: four new connections in a row
+            if all("New CA" in _issuer(port, both) for _ in range(4)):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the new certificate was not served: {''.join(daemon.log)}")
+        assert _request(kept) == b"HTTP/1.1 204 No Content"  # the open connection goes on
+        kept.close()
+    except Exception as exc:
+        raise AssertionError(f"{exc!r}; sekisho said: {''.join(daemon.log)}") from exc
+    finally:
+        daemon.stop()
