@@ -159,8 +159,29 @@ class Head:
         return headers
 
 
+_PARSED_MAX = 256  # response heads remembered (a backend's Date makes a new one a second)
+_parsed: dict[bytes, tuple[int, bytes, bool, bytes, int, bool, bool, int, bool, bytes | None]] = {}
+
+
 def parse_head(head: bytes) -> Head:
     """A complete head (status line through the blank line's CRLF excluded) -> Head, or ResponseError.
+
+    A backend repeats its heads byte for byte (nginx's change with `Date`, once a
+    second), so what a head parses to is remembered, and each call gets a new `Head`
+    (the reader sets its framing): a dict lookup instead of the passes below.
+    Only heads that parse are remembered; a refused one is judged every time.
+    """
+    args = _parsed.get(head)
+    if args is None:
+        args = _parse_head(head)
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.clear()
+        _parsed[head] = args
+    return Head(*args)
+
+
+def _parse_head(head: bytes) -> tuple[int, bytes, bool, bytes, int, bool, bool, int, bool, bytes | None]:
+    """parse_head's work: the arguments of the Head, or ResponseError.
 
     A few C passes over the head, whatever its number of fields: one match validates it
     (`_CANONICAL_HEAD`), one search over a lower-cased copy finds the few fields that
@@ -244,7 +265,7 @@ def parse_head(head: bytes) -> Head:
             i = j + 1
         pieces.append(head[i:])
         fields = b"".join(pieces)
-    return Head(
+    return (
         status,
         reason or b"",
         http11,

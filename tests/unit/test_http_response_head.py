@@ -479,3 +479,24 @@ def test_names_reach_the_client_as_the_backend_sent_them() -> None:
 )
 def test_client_fields(raw: bytes, fields: bytes | None) -> None:
     assert parse_head(raw).fields == fields
+
+
+# ---------------------------------------------------------------- parse_head remembers heads
+
+
+def test_a_remembered_head_is_a_new_head_each_time() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 3\r\nConnection: keep-alive\r\n"
+    first = parse_head(raw)
+    first.framing = CHUNKED  # (the reader sets it per response)
+    second = parse_head(bytes(raw))
+    assert second is not first and second.framing == NO_BODY
+    assert [getattr(second, a) for a in Head.__slots__ if a != "framing"] == [
+        getattr(first, a) for a in Head.__slots__ if a != "framing"
+    ]
+
+
+def test_a_refused_head_is_refused_every_time() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n"
+    for _ in range(2):
+        with pytest.raises(ResponseError, match="duplicate Content-Length"):
+            parse_head(raw)
