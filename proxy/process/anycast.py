@@ -37,6 +37,7 @@ class Anycast:
         self.pools = pools
         self.listening = listening
         self.groups: dict[str, tuple[AnycastService, asyncio.Task[None]]] = {}
+        self.drained: str | None = None  # the node is drained: groups started on a reload stay out
 
     def start(self, groups: Iterable[AnycastGroup]) -> None:
         for group in groups:
@@ -45,6 +46,8 @@ class Anycast:
     def _start(self, group: AnycastGroup) -> None:
         service = AnycastService(group, lambda: self.observe(service.group))
         service.open()  # raises VrrpIOError: no such interface, device held by another process
+        if self.drained is not None:
+            service.drain(self.drained)
         task = self.tasks.spawn(service.run(), name=f"anycast {group.name}")
         self.groups[group.name] = (service, task)
 
@@ -81,9 +84,11 @@ class Anycast:
 
     def drain(self, reason: str) -> bool:
         """Withdraw every group now; True if any was announced."""
+        self.drained = reason
         return any([service.drain(reason) for service, _ in self.groups.values()])
 
     def undrain(self) -> None:
+        self.drained = None
         for service, _ in self.groups.values():
             service.undrain()
 

@@ -124,6 +124,10 @@ def test_admin_drain_withdraws_and_undrain_announces_again(lab: AnycastLab) -> N
     print(f"\nadmin drain of node b: router down to node a {took * 1000:.0f} ms later")
     seen = lab.spread(40)
     assert seen["counts"] == {"node-a": 40} and seen["failures"] == 0, seen
+    lab.reload("b", device="sk-drained")  # a group started again by a reload stays drained
+    wait_for(lambda: lab.status("b")["anycast"][0]["device"] == "sk-drained", 10, "reload")  # type: ignore[index]
+    assert lab.status("b")["anycast"][0]["announced"] is False  # type: ignore[index]
+    assert lab.paths() == {A}
     lab.admin("b", "/anycast/undrain")
     lab.wait_paths({A, B}, 10)
 
