@@ -201,6 +201,24 @@ def test_http01_tls_alpn01_kill_mid_order_and_restart(tmp_path: Path, dns: Loopb
             assert "a.test: ordering" not in log and "b.test: ordering" not in log, log
             assert {c: c.stat().st_mtime_ns for c in certs} == before
             assert _metric(_metrics(admin), "sekisho_acme_orders_total", 'result="success"') == 1
+
+            # 4. A reload (SIGHUP) that adds a host: ordered and served without a restart.
+            (tmp_path / "sekisho.toml").write_text(
+                _config(
+                    state,
+                    pebble,
+                    plain,
+                    tls,
+                    admin,
+                    ["a.test", "b.test", "c.test", "d.test"],
+                    [],
+                    '["tls-alpn-01"]',
+                    workers,
+                )
+            )
+            daemon.signal(signal.SIGHUP)
+            _wait("d.test served", lambda: _try_served(tls, "d.test", root), daemon=daemon)
+            assert _metric(_metrics(admin), "sekisho_acme_orders_total", 'result="success"') == 2
     finally:
         pebble.stop()
 
