@@ -42,7 +42,7 @@ protocol kernel {{
     merge paths on limit 16;            # equal BGP routes from both nodes: one ECMP route
 }}
 protocol bfd {{
-    interface "*" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }};
+    interface "*" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 5; }};
 }}
 template bgp node {{
     local 192.0.2.3 as 65000;
