@@ -50,6 +50,17 @@ class ChallengeBoard:
 
     # ------------------------------------------------------------------ posting (the service)
 
+    def clear_stale(self) -> None:
+        """Remove the answers a killed orderer left behind (the ordering process, at start):
+        a stale TLS-ALPN-01 file would make every worker peek at every ClientHello."""
+        if self.root is None:
+            return
+        for kind in ("http-01", "tls-alpn-01"):
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(self.root / kind):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+
     def post_http01(self, token: str, key_authorization: str) -> None:
         with self._lock:
             self._http01 = {**self._http01, token: key_authorization.encode("ascii")}

@@ -143,6 +143,7 @@ class AcmeService:
 
     async def run(self) -> None:
         """Forever: order what is due, then sleep until the next thing is."""
+        self.board.clear_stale()
         self.load_stored()
         refresh_all()
         while True:

@@ -23,7 +23,7 @@ import trustme
 
 from tests.adversarial.daemon import Daemon
 from tests.interop.pebble import LoopbackDns, Pebble
-from tests.support import free_port
+from tests.support import free_port, require_tool, run
 
 pytestmark = pytest.mark.slow
 
@@ -167,6 +167,26 @@ def test_http01_tls_alpn01_kill_mid_order_and_restart(tmp_path: Path, dns: Loopb
                 issuer, status = _served_by(tls, host, root)
                 assert "Pebble Intermediate" in issuer, issuer
                 assert status == b"HTTP/1.1 200 OK"
+            # curl with pebble's root, by SNI (what a user would run)
+            (tmp_path / "pebble-root.pem").write_text(root)
+            for host in ("a.test", "b.test"):
+                done = run(
+                    [
+                        require_tool("curl"),
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        "--cacert",
+                        str(tmp_path / "pebble-root.pem"),
+                        "--resolve",
+                        f"{host}:{tls}:127.0.0.1",
+                        f"https://{host}:{tls}/",
+                    ],
+                    check=False,
+                )
+                assert done.stdout == "200", done.stderr
             log = "".join(daemon.log)
             assert log.count("(http-01)") == 2, log
             assert "new account key" not in log and "acme: account" not in log, log

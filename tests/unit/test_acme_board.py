@@ -115,3 +115,19 @@ def test_a_tls_alpn_challenge_posted_by_one_process_is_seen_by_another(tmp_path:
     assert ctx is not None and worker.tls_alpn("b.test") is None
     orderer.remove_tls_alpn("a.test")
     assert not worker.tls_alpn_open
+
+
+def test_answers_left_by_a_killed_orderer_are_cleared_at_its_next_start(tmp_path: Path) -> None:
+    from proxy.acme.tlsalpn import challenge_certificate
+
+    cfg = conf.load_text(TOML.replace("STATE", str(tmp_path)))
+    killed, restarted = ChallengeBoard(), ChallengeBoard()
+    killed.follow(cfg)
+    killed.post_http01("tok", "tok.thumb")
+    cert, key = challenge_certificate("a.test", "tok.thumb")
+    killed.post_tls_alpn("a.test", key + cert)
+    restarted.follow(cfg)
+    assert restarted.tls_alpn_open
+    restarted.clear_stale()
+    assert not restarted.tls_alpn_open
+    assert restarted.http01("a.test", b"/.well-known/acme-challenge/tok") == b""
