@@ -564,7 +564,17 @@ def _tcp(t: Table, issues: Issues) -> TcpService:
 
 def _vrrp(t: Table, issues: Issues, scripts: dict[str, VrrpScript]) -> VrrpInstance:
     d = VrrpInstance("", "", 1, 100, ())
+    vips = t.get_list("virtual_ipaddress", interface_item(issues))
+    if t.has("virtual_ipaddress") and isinstance(t.raw["virtual_ipaddress"], list) and not vips:
+        t.error("virtual_ipaddress", "needs at least one address")
+    families = {v.version for v in vips}
+    if len(families) > 1:
+        t.error("virtual_ipaddress", "one instance carries one address family")
     version = t.get_choice("version", (2, 3), d.version)
+    if 6 in families and version == 2:
+        if t.has("version"):
+            t.error("version", "VRRPv2 is IPv4 only (RFC 3768): IPv6 virtual addresses need version = 3")
+        version = 3  # as keepalived, which switches an IPv6 instance to VRRPv3 by itself
     advert_int = t.get_float("advert_int", d.advert_int, positive=True)
     if isinstance(advert_int, float):
         if version == 2 and (advert_int != int(advert_int) or not 1 <= advert_int <= 255):
@@ -579,15 +589,6 @@ def _vrrp(t: Table, issues: Issues, scripts: dict[str, VrrpScript]) -> VrrpInsta
             t.error("auth_pass", "VRRPv3 has no authentication (RFC 5798); only for version = 2")
         elif not 1 <= len(auth.encode()) <= 8:
             t.error("auth_pass", "a VRRPv2 simple password is 1 to 8 bytes (keepalived truncates)")
-    vips = t.get_list("virtual_ipaddress", interface_item(issues))
-    if t.has("virtual_ipaddress") and isinstance(t.raw["virtual_ipaddress"], list) and not vips:
-        t.error("virtual_ipaddress", "needs at least one address")
-    families = {v.version for v in vips}
-    if len(families) > 1:
-        t.error("virtual_ipaddress", "one instance carries one address family")
-    if 6 in families:
-        # The codec speaks v3 over IPv6; the raw-socket and neighbour-advertisement I/O does not yet.
-        t.error("virtual_ipaddress", "IPv6 virtual addresses are not supported yet (IPv4 only)")
     notify = VrrpNotify()
     nt = t.get_table("notify")
     if nt is not None:
@@ -627,6 +628,13 @@ def _vrrp(t: Table, issues: Issues, scripts: dict[str, VrrpScript]) -> VrrpInsta
         initial_state=t.get_choice("initial_state", ("BACKUP", "MASTER"), "BACKUP"),
     )
     t.seen.add("unicast_src_ip")
+    family = min(families) if len(families) == 1 else None
+    for i, peer in enumerate(instance.unicast_peer):
+        if family is not None and peer.version != family:
+            issues.add(f"{t.key('unicast_peer')}[{i}]", f"an IPv{peer.version} peer for IPv{family} addresses")
+    src = instance.unicast_src_ip
+    if src is not None and family is not None and src.version != family:
+        t.error("unicast_src_ip", f"an IPv{src.version} source for IPv{family} addresses")
     if not t.has("virtual_router_id"):
         t.error("virtual_router_id", "required")
     t.done()

@@ -1,4 +1,5 @@
-"""Thin I/O for VRRP: the protocol-112 raw socket and the AF_PACKET ARP sender.
+"""Thin I/O for VRRP: the protocol-112 raw sockets (IPv4, IPv6) and the AF_PACKET sender of
+gratuitous ARP and unsolicited neighbour advertisements.
 
 Network errors are caught here and nowhere else: a failed send is logged and
 counted by the caller, never raised into the state machine.
@@ -12,7 +13,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from . import arp, packet
+from . import arp, ndisc, packet
 from .errors import MalformedPacket, VrrpIOError
 
 IP_MULTICAST_ALL = 49  # linux/in.h: 0 = only groups joined on this socket
@@ -101,8 +102,99 @@ class VrrpSocket:
             self.sock.close()
 
 
+class VrrpSocket6:
+    """A raw IPv6 socket for protocol 112 on one interface (VRRPv3 over IPv6, RFC 5798).
+
+    The kernel writes the IPv6 header: the source is the interface's link-local address
+    (the socket is bound to it), the hop limit 255 (IPV6_MULTICAST_HOPS / UNICAST_HOPS);
+    joined to ff02::12 on the interface unless unicast. Received datagrams come with their
+    destination and hop limit as ancillary data (IPV6_RECVPKTINFO, IPV6_RECVHOPLIMIT), which
+    the state machine checks as it checks IPv4's TTL.
+    """
+
+    def __init__(
+        self,
+        ifname: str,
+        ifindex: int,
+        src: ipaddress.IPv6Address,
+        peers: tuple[ipaddress.IPv6Address, ...] = (),
+    ) -> None:
+        self.ifname = ifname
+        self.ifindex = ifindex
+        self.src = src
+        self.peers = peers
+        self.destinations = peers or (packet.VRRP_GROUP_V6,)
+        self.sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, packet.IPPROTO_VRRP)
+        try:
+            s = self.sock
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+            s.bind((str(src), 0, 0, ifindex if src.is_link_local else 0))
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, packet.VRRP_TTL)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, packet.VRRP_TTL)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 0xC0)  # CS6, as the IPv4 header's TOS
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+            if not peers:
+                mreq = packet.VRRP_GROUP_V6.packed + struct.pack("@I", ifindex)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            s.setblocking(False)
+        except OSError as exc:
+            self.sock.close()
+            raise VrrpIOError(f"raw IPv6 socket on {ifname}: {exc}") from exc
+
+    def send(self, advert: packet.Advert) -> int:
+        sent = 0
+        for dst in self.destinations:
+            payload = packet.encode(advert, self.src, dst)
+            scope = self.ifindex if dst.is_link_local or dst.is_multicast else 0
+            self.sock.sendto(payload, (str(dst), 0, 0, scope))
+            sent += 1
+        return sent
+
+    def receive(self, on_packet: Callable[[packet.IPv6Header], None], on_bad: Callable[[str], None]) -> None:
+        space = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
+        for _ in range(64):
+            try:
+                data, ancdata, _flags, addr = self.sock.recvmsg(RECV_SIZE, space)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            dst: ipaddress.IPv6Address | None = None
+            hops = -1
+            for level, kind, value in ancdata:
+                if level != socket.IPPROTO_IPV6:
+                    continue
+                if kind == socket.IPV6_PKTINFO and len(value) >= 16:
+                    dst = ipaddress.IPv6Address(value[:16])
+                elif kind == socket.IPV6_HOPLIMIT and len(value) >= 4:
+                    hops = struct.unpack("@i", value[:4])[0]
+            if dst is None or hops < 0:
+                on_bad("length")
+                continue
+            src = ipaddress.IPv6Address(addr[0].split("%", 1)[0])
+            on_packet(packet.IPv6Header(src, dst, hops, packet.IPPROTO_VRRP, data))
+
+    def attach(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_packet: Callable[[packet.IPv6Header], None],
+        on_bad: Callable[[str], None],
+    ) -> None:
+        loop.add_reader(self.sock.fileno(), self.receive, on_packet, on_bad)
+
+    def close(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if self.sock.fileno() >= 0:
+            if loop is not None:
+                loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+
 class ArpSender:
-    """Gratuitous ARP from an AF_PACKET socket bound to the interface."""
+    """Gratuitous ARP (IPv4) and unsolicited neighbour advertisements (IPv6) from an
+    AF_PACKET socket bound to the interface."""
 
     def __init__(self, ifname: str, mac: bytes) -> None:
         self.ifname = ifname
@@ -116,9 +208,10 @@ class ArpSender:
             raise VrrpIOError(f"AF_PACKET socket on {ifname}: {exc}") from exc
 
     def announce(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        if address.version != 4:
-            return False
-        self.sock.send(arp.gratuitous_arp(self.mac, address))
+        if isinstance(address, ipaddress.IPv6Address):
+            self.sock.send(ndisc.unsolicited_na(self.mac, address))
+        else:
+            self.sock.send(arp.gratuitous_arp(self.mac, address))
         return True
 
     def close(self) -> None:

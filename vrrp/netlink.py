@@ -45,6 +45,7 @@ NETLINK_ROUTE = 0
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 IFA_F_SECONDARY = 0x1
+IFA_F_NODAD = 0x2
 RTMGRP_LINK = 0x1
 RECV_SIZE = 65536
 
@@ -160,6 +161,10 @@ class Netlink:
         msg["family"] = socket.AF_INET if vip.version == 4 else socket.AF_INET6
         msg["prefixlen"] = vip.network.prefixlen
         msg["index"] = index
+        if vip.version == 6:
+            # No duplicate address detection: the address moves between routers by design,
+            # and a tentative address could not be announced or sent from (keepalived: nodad).
+            msg["flags"] = IFA_F_NODAD
         msg["attrs"] = [["IFA_LOCAL", str(vip.ip)], ["IFA_ADDRESS", str(vip.ip)]]
         return msg
 

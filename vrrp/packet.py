@@ -231,6 +231,18 @@ class IPv4Header:
     payload: bytes
 
 
+@dataclass(frozen=True)
+class IPv6Header:
+    """What an IPv6 raw socket tells of a datagram: its ancillary data (IPV6_PKTINFO,
+    IPV6_HOPLIMIT) and the payload; `ttl` is the hop limit, as IPv4Header's."""
+
+    src: ipaddress.IPv6Address
+    dst: ipaddress.IPv6Address
+    ttl: int
+    protocol: int
+    payload: bytes
+
+
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 
 

@@ -44,10 +44,10 @@ from .fsm import (
     TimerFired,
     same_identity,
 )
-from .io import ArpSender, VrrpSocket
+from .io import ArpSender, VrrpSocket, VrrpSocket6
 from .netlink import Link, LinkWatcher, Netlink
 from .notify import Notifier
-from .packet import Advert, IPv4Header
+from .packet import Advert, IPv4Header, IPv6Header
 
 log = logging.getLogger("sekisho.vrrp")
 
@@ -91,7 +91,7 @@ class VrrpService:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sock: VrrpSocket | None = None
+        self._sock: VrrpSocket | VrrpSocket6 | None = None
         self._arp: ArpSender | None = None
         self._netlink = Netlink()
         self._links: LinkWatcher | None = None
@@ -148,26 +148,39 @@ class VrrpService:
 
     async def _open(self) -> None:
         cfg = self.config
-        if any(v.version != 4 for v in cfg.virtual_ipaddress):
-            raise VrrpIOError(f"vrrp {cfg.name}: IPv6 VIPs are not supported by the I/O side yet")
+        family = cfg.virtual_ipaddress[0].version if cfg.virtual_ipaddress else 4
         self._netlink.open()
         link = self._netlink.link(cfg.interface)
         if link is None:
             raise VrrpIOError(f"vrrp {cfg.name}: no interface {cfg.interface!r}")
         self.link = link
-        addresses = self._netlink.addresses(link.index)
+        addresses = self._netlink.addresses(link.index, family)
         vips = {v.ip for v in cfg.virtual_ipaddress}
-        primary = cfg.unicast_src_ip or next(
-            (a.ip for a, secondary in addresses if not secondary and a.ip not in vips),
-            next((a.ip for a, _ in addresses if a.ip not in vips), None),
-        )
-        if not isinstance(primary, ipaddress.IPv4Address):
-            raise VrrpIOError(f"vrrp {cfg.name}: {cfg.interface} has no IPv4 address to send from")
+        primary: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+        if family == 6:
+            # RFC 5798 5.1.2.1: IPv6 adverts come from the interface's link-local address.
+            primary = cfg.unicast_src_ip or next((a.ip for a, _ in addresses if a.ip.is_link_local), None)
+        else:
+            primary = cfg.unicast_src_ip or next(
+                (a.ip for a, secondary in addresses if not secondary and a.ip not in vips),
+                next((a.ip for a, _ in addresses if a.ip not in vips), None),
+            )
+        if primary is None or primary.version != family:
+            kind = "IPv6 link-local" if family == 6 else "IPv4"
+            raise VrrpIOError(f"vrrp {cfg.name}: {cfg.interface} has no {kind} address to send from")
         self.instance.primary = primary
         await self._remove_stale(link, addresses, primary)
-        peers = tuple(p for p in cfg.unicast_peer if isinstance(p, ipaddress.IPv4Address))
-        self._sock = VrrpSocket(cfg.interface, link.index, primary, peers)
-        self._sock.attach(asyncio.get_running_loop(), self._on_packet, self._on_bad_packet)
+        loop = asyncio.get_running_loop()
+        if isinstance(primary, ipaddress.IPv6Address):
+            peers6 = tuple(p for p in cfg.unicast_peer if isinstance(p, ipaddress.IPv6Address))
+            sock6 = VrrpSocket6(cfg.interface, link.index, primary, peers6)
+            sock6.attach(loop, self._on_packet, self._on_bad_packet)
+            self._sock, peers = sock6, tuple(map(str, peers6))
+        else:
+            peers4 = tuple(p for p in cfg.unicast_peer if isinstance(p, ipaddress.IPv4Address))
+            sock4 = VrrpSocket(cfg.interface, link.index, primary, peers4)
+            sock4.attach(loop, self._on_packet, self._on_bad_packet)
+            self._sock, peers = sock4, tuple(map(str, peers4))
         self._arp = ArpSender(cfg.interface, link.mac)
         names = {cfg.interface, *cfg.track_interface}
         initial: dict[str, bool] = {}
@@ -193,7 +206,7 @@ class VrrpService:
             cfg.virtual_router_id,
             self.instance.priority,
             primary,
-            f"unicast to {', '.join(map(str, peers))}" if peers else "multicast",
+            f"unicast to {', '.join(peers)}" if peers else "multicast",
         )
 
     def _reconfigured(self, config: VrrpInstance) -> None:
@@ -213,7 +226,7 @@ class VrrpService:
         self,
         link: Link,
         addresses: list[tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, bool]],
-        primary: ipaddress.IPv4Address,
+        primary: ipaddress.IPv4Address | ipaddress.IPv6Address,
     ) -> None:
         """A VIP on the interface before we ever were master was left by a crashed run."""
         if self.config.priority == 255:
@@ -251,7 +264,7 @@ class VrrpService:
 
     # -------------------------------------------------------------------- inputs
 
-    def _on_packet(self, header: IPv4Header) -> None:
+    def _on_packet(self, header: IPv4Header | IPv6Header) -> None:
         self._events.put_nowait(PacketReceived(header.payload, header.src, header.dst, header.ttl))
 
     def _on_bad_packet(self, reason: str) -> None:

@@ -39,7 +39,7 @@ _NO_EQUIVALENT = {
     "mcast_src_ip": "sekisho sends adverts from the interface's primary address",
     "dont_track_primary": "sekisho always watches the instance's own interface",
     "lvs_sync_daemon_interface": "sekisho has no LVS connection sync (it is a full proxy)",
-    "native_ipv6": "sekisho's VRRP speaks IPv4 only for now",
+    "native_ipv6": "an instance with IPv6 virtual addresses speaks VRRPv3 over IPv6 by itself",
     "notify": "sekisho runs notify commands per [[vrrp]] instance (notify.master/backup/fault/stop/any)",
     "debug": "use global.log_level",
     "strict_mode": "sekisho always follows the RFC",
@@ -326,16 +326,23 @@ def _version(it: _Instance, node: Node, ctx: Context) -> int:
     """The instance's version, else global_defs', else 2 (as keepalived); advert_int fitted to it."""
     out = it.out
     version: int = int(out.get("version") or ctx.vrrp_version or 2)  # type: ignore[call-overload]
-    v6 = [v for v in it.vips if ipaddress.ip_interface(v).version == 6]
-    if v6:
+    families = {ipaddress.ip_interface(v).version for v in it.vips}
+    if len(families) > 1:
+        v6 = [v for v in it.vips if ipaddress.ip_interface(v).version == 6]
         it.w.refuse(
             node.line,
-            f"vrrp_instance {it.name}: IPv6 virtual addresses ({', '.join(v6)}): sekisho's VRRP "
-            "speaks IPv4 only for now, so this instance would not carry them. Keep keepalived for "
-            "this instance (convert a copy of the file without it), or move these addresses to an "
-            "IPv4 instance's peer configuration by hand",
+            f"vrrp_instance {it.name}: IPv4 and IPv6 virtual addresses in one instance; a sekisho "
+            f"instance carries one family. Move {', '.join(v6)} to a vrrp_instance of its own (its "
+            "own virtual_router_id, on both routers) and convert again",
         )
         it.vips = [v for v in it.vips if v not in v6]
+    elif families == {6} and version == 2:
+        if "version" in out:
+            it.w.add(
+                node.line, f"vrrp_instance {it.name}: version 2 with IPv6 addresses: VRRPv3, as keepalived"
+            )
+        version = 3  # keepalived switches an IPv6 instance to VRRPv3 by itself
+        out["version"] = 3
     if version != 2 or "version" in out:
         out["version"] = version
     if "advert_int" in out:

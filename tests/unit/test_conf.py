@@ -198,9 +198,10 @@ def test_vrrp_rules() -> None:
     assert errors(head + vip + "auth_pass = '123456789'\n") == [
         "vrrp[0].auth_pass: a VRRPv2 simple password is 1 to 8 bytes (keepalived truncates)"
     ]
-    assert errors(head + 'virtual_ipaddress = ["2001:db8::1/64"]\n') == [
-        "vrrp[0].virtual_ipaddress: IPv6 virtual addresses are not supported yet (IPv4 only)"
+    assert errors(head + 'virtual_ipaddress = ["2001:db8::1/64"]\nversion = 2\n') == [
+        "vrrp[0].version: VRRPv2 is IPv4 only (RFC 3768): IPv6 virtual addresses need version = 3"
     ]
+    assert conf.load_text(head + 'virtual_ipaddress = ["2001:db8::1/64"]\n').vrrp[0].version == 3
     assert errors(head.replace("priority = 100", "priority = 256") + vip) == [
         "vrrp[0].priority: must be between 1 and 255"
     ]

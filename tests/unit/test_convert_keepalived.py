@@ -361,22 +361,34 @@ vrrp_instance VI_V6 {
     interface eth1
     virtual_router_id 52
     priority 100
+    advert_int 0.5
     virtual_ipaddress {
-        192.0.2.10/24
         2001:db8::10/64
     }
 }
 """
 
 
-def test_ipv6_virtual_addresses_are_an_error_not_a_silent_drop(tmp_path: Path) -> None:
-    """sekisho's VRRP is IPv4 only for now: an instance would not carry these addresses, so
-    convert stops and says what to do instead of writing a config that serves less."""
-    _, warnings = convert_text("keepalived", V6, "keepalived.conf")
+def test_an_ipv6_instance_becomes_vrrpv3() -> None:
+    toml, warnings = convert_text("keepalived", V6, "keepalived.conf")
+    assert not warnings.errors
+    (v6,) = conf.load_text(toml).vrrp
+    assert (v6.version, v6.advert_int, [str(v) for v in v6.virtual_ipaddress]) == (
+        3,
+        0.5,
+        ["2001:db8::10/64"],
+    )
+
+
+def test_mixed_families_in_one_instance_are_an_error(tmp_path: Path) -> None:
+    """One sekisho instance carries one family: convert stops and says how to split it
+    rather than write an instance that carries less than the original."""
+    mixed = V6.replace("2001:db8::10/64", "192.0.2.10/24\n        2001:db8::10/64")
+    _, warnings = convert_text("keepalived", mixed, "keepalived.conf")
     (error,) = warnings.errors
-    assert error.line == 2 and "2001:db8::10/64" in error.message and "IPv4 only" in error.message
+    assert error.line == 2 and "2001:db8::10/64" in error.message and "of its own" in error.message
     out, err = io.StringIO(), io.StringIO()
     path = tmp_path / "keepalived.conf"
-    path.write_text(V6)
+    path.write_text(mixed)
     assert main(["keepalived", str(path)], stdout=out, stderr=err) == 1
     assert out.getvalue() == "" and "nothing written" in err.getvalue()
