@@ -8,7 +8,7 @@ import logging
 import os
 import ssl
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import conf
@@ -156,11 +156,15 @@ class SniSelector:
         self._index()
         # The listener's context only dispatches: the callback always moves the connection
         # to the context of the certificate it picked (same settings, same ALPN).
-        self.context = server_context()
-        self.context.set_alpn_protocols(list(alpn))
+        # The listener's context: the default certificate's as loaded now (no switch for its
+        # clients until that file changes), else one without a certificate that only dispatches.
+        # The callback moves each connection to the current context of the certificate it picks.
+        first = self.files[0].context if self.files else None
+        if first is None:
+            first = server_context()
+            first.set_alpn_protocols(list(alpn))
+        self.context = first
         self.context.sni_callback = self._pick
-        if self.files:  # a client that never reaches the callback still gets the default
-            self.context.load_cert_chain(self.files[0].cert, self.files[0].key)
         _LIVE.add(self)
 
     def _index(self) -> None:
@@ -193,7 +197,7 @@ class SniSelector:
             if files is None:
                 return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         ctx = files.context
-        if ctx is not None:
+        if ctx is not None and ctx is not self.context:
             sock.context = ctx
         return None
 
@@ -244,6 +248,18 @@ def served_certificates() -> dict[str, float]:
         for host, files in selector.managed.items():
             if files.not_after is not None:
                 out[host] = files.not_after
+    return out
+
+
+def file_certificates(certs: Iterable[conf.TlsCert]) -> dict[str, float]:
+    """name -> notAfter of certificate files as they are on disk now (a supervisor that
+    serves nothing itself reports what its workers load)."""
+    out: dict[str, float] = {}
+    for cert in certs:
+        not_after = _not_after(cert.cert)
+        if not_after is not None:
+            for name in _names(server_context(), cert.cert):
+                out.setdefault(name, not_after)
     return out
 
 

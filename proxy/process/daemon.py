@@ -195,7 +195,9 @@ class Daemon:
         ex.add_source("tcp", lambda: lb_metrics.tcp_families(by_kind["tcp"]))
         ex.add_source("smtp", lambda: smtp_metrics.families(by_kind["smtp"]))
         ex.add_source("vrrp", lambda: vrrp_metrics.families(s for _, s, _ in self.vrrp.values()))
-        ex.add_source("acme", lambda: acme_metrics.families(self.acme.stats() if self.acme else None))
+        ex.add_source(
+            "acme", lambda: acme_metrics.families(self.acme.stats() if self.acme else None, self.config)
+        )
         serving = self.serving
         if isinstance(serving, Workers):
             ex.add_source("workers", lambda: worker_metrics.families(serving.status(), serving.restarts))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
+import urllib.request
 from pathlib import Path
 
 import trustme
@@ -42,10 +43,10 @@ def test_changed_certificate_files_are_served_once_the_key_matches(tmp_path: Pat
     first = old_ca.issue_cert("www.example.test")
     first.cert_chain_pems[0].write_to_path(str(cert))
     first.private_key_pem.write_to_path(str(key))
-    port = free_port()
+    port, admin = free_port(), free_port()
     toml = tmp_path / "sekisho.toml"
     toml.write_text(
-        f'[global]\naccess_log = ""\nworkers = 2\n'
+        f'[global]\naccess_log = ""\nworkers = 2\nmetrics = "127.0.0.1:{admin}"\n'
         f'[[http]]\nlisten = ["127.0.0.1:{port}"]\ntls = [{{ cert = "{cert}", key = "{key}" }}]\n'
         "[[http.route]]\nstatus = 204\n"
     )
@@ -77,6 +78,10 @@ def test_changed_certificate_files_are_served_once_the_key_matches(tmp_path: Pat
             raise AssertionError(f"the new certificate was not served: {''.join(daemon.log)}")
         assert _request(kept) == b"HTTP/1.1 204 No Content"  # the open connection goes on
         kept.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        expiry = 'sekisho_tls_certificate_expiry_timestamp_seconds{host="www.example.test"} '
+        assert expiry in metrics, metrics  # the supervisor reads the files its workers serve
     except Exception as exc:
         raise AssertionError(f"{exc!r}; sekisho said: {''.join(daemon.log)}") from exc
     finally:

@@ -8,17 +8,21 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from proxy.http.tls import served_certificates
+import conf
+from proxy.http.tls import file_certificates, served_certificates
 
 
-def families(acme: Mapping[str, Any] | None) -> Iterator[Metric]:
-    """`acme`: the ACME service's stats() (None when no listener uses ACME)."""
+def families(acme: Mapping[str, Any] | None, config: conf.Config | None = None) -> Iterator[Metric]:
+    """`acme`: the ACME service's stats() (None when no listener uses ACME); `config`: its
+    certificate files are read when this process serves none (the supervisor of workers)."""
     expiry = GaugeMetricFamily(
         "sekisho_tls_certificate_expiry_timestamp_seconds",
         "When the certificate served for a host expires (notAfter, Unix time).",
         labels=["host"],
     )
     served = served_certificates()  # this process's listeners (none here under workers)
+    if not served and config is not None:
+        served = file_certificates(c for h in config.http for c in h.tls)
     for cert in acme["certificates"] if acme is not None else ():
         if cert.get("not_after") is not None:
             served.setdefault(cert["host"], cert["not_after"])  # what the workers load too
