@@ -13,6 +13,10 @@ connections open through *all* workers (as IPVS does for one kernel), and a serv
 A row whose worker died still holds that worker's counts: the supervisor clears it
 (`clear_row`) before giving the row to another worker. Columns are given to servers
 by the supervisor; a column is reused only once every row reads zero for it.
+
+The first cell of the table is not a count: the supervisor keeps there how many rows
+are in use (rows are handed out lowest first), so a reader sums N rows, not the
+table's room for reloads; the sum itself is one strided slice, added up in C.
 """
 
 from __future__ import annotations
@@ -29,36 +33,47 @@ class SharedCounts:
         self.rows = rows
         self.columns = columns
         self.row = row  # the row this process writes; -1 in the supervisor (reads only)
-        self._map = mmap.mmap(fd, rows * columns * _CELL)
+        self._map = mmap.mmap(fd, _size(rows, columns))
         self._cells = memoryview(self._map).cast("i")
 
     @classmethod
     def create(cls, rows: int, columns: int) -> SharedCounts:
         fd = os.memfd_create("sekisho-counts", 0)  # not MFD_CLOEXEC: workers inherit it by pass_fds
-        os.ftruncate(fd, rows * columns * _CELL)  # zero-filled; pages are made only when touched
-        return cls(fd, rows, columns, -1)
+        os.ftruncate(fd, _size(rows, columns))  # zero-filled; pages are made only when touched
+        table = cls(fd, rows, columns, -1)
+        table.rows_in_use(rows)  # until the supervisor says better
+        return table
 
     def attach(self, row: int) -> SharedCounts:
         """The same table, writing `row` (a worker's view)."""
         return SharedCounts(self.fd, self.rows, self.columns, row)
 
+    def rows_in_use(self, rows: int) -> None:
+        """The supervisor: rows 0 .. rows-1 may hold counts (the others are zero)."""
+        self._cells[0] = min(rows, self.rows)
+
     def add(self, column: int, delta: int) -> None:
-        self._cells[self.row * self.columns + column] += delta
+        self._cells[1 + self.row * self.columns + column] += delta
 
     def total(self, column: int) -> int:
-        cells, step = self._cells, self.columns
-        return sum(cells[column + r * step] for r in range(self.rows))
+        step = self.columns
+        start = 1 + column
+        return sum(self._cells[start : start + self._cells[0] * step : step])
 
     def of_row(self, row: int, column: int) -> int:
-        return int(self._cells[row * self.columns + column])
+        return int(self._cells[1 + row * self.columns + column])
 
     def clear_row(self, row: int) -> None:
-        start = row * self.columns
+        start = 1 + row * self.columns
         self._cells[start : start + self.columns] = memoryview(bytes(self.columns * _CELL)).cast("i")
 
     def close(self) -> None:
         self._cells.release()
         self._map.close()
+
+
+def _size(rows: int, columns: int) -> int:
+    return (1 + rows * columns) * _CELL
 
 
 class Columns:

@@ -128,6 +128,8 @@ class Workers:
         rows = 4 * count + 4  # two generations during a reload, and restarts, with room
         self.counts = SharedCounts.create(rows, SERVER_COLUMNS)
         self._free_rows = list(range(rows))
+        self._rows_in_use: set[int] = set()
+        self.counts.rows_in_use(0)
         pools.share_counts(self.counts, Columns(self.counts))
         pools.watch(self._view_changed)
         self.current: list[WorkerProcess] = []
@@ -214,9 +216,12 @@ class Workers:
 
     # --------------------------------------------------------------- workers
     def _spawn(self, index: int, generation: int) -> WorkerProcess:
+        self._free_rows.sort()  # lowest first: readers sum only up to the highest in use
         row = self._free_rows.pop(0) if self._free_rows else -1
         if row >= 0:
             self.counts.clear_row(row)
+            self._rows_in_use.add(row)
+            self.counts.rows_in_use(max(self._rows_in_use) + 1)
         w = WorkerProcess(index, generation, row)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fds = [theirs.fileno(), self.counts.fd, *(s.fileno() for s in self._sockets.values())]
@@ -289,6 +294,8 @@ class Workers:
         if w.row >= 0:
             self.counts.clear_row(w.row)  # its connections are gone with it
             self._free_rows.append(w.row)
+            self._rows_in_use.discard(w.row)
+            self.counts.rows_in_use(max(self._rows_in_use, default=-1) + 1)
         self.draining.discard(w)
         if w not in self.current:
             log.info("worker %d (pid %d, generation %d) exited", w.index, w.pid, w.generation)

@@ -46,6 +46,15 @@ def test_each_worker_writes_its_row_and_readers_sum_the_column(counts: SharedCou
     assert counts.total(3) == 0
 
 
+def test_readers_sum_only_the_rows_in_use(counts: SharedCounts) -> None:
+    counts.attach(0).add(2, 1)
+    counts.attach(1).add(2, 1)
+    counts.rows_in_use(1)  # the supervisor: only row 0 is a live worker's
+    assert counts.total(2) == 1
+    counts.rows_in_use(2)
+    assert counts.total(2) == 2
+
+
 def test_a_column_is_reused_only_once_nobody_counts_in_it(counts: SharedCounts) -> None:
     columns = Columns(counts)
     first, second = columns.take(), columns.take()
