@@ -217,7 +217,7 @@ def test_converted_director_beside_the_original(plab: ConvertLab) -> None:
     servers[REAL[0]].stop()
     got = ask(lab, 20)  # at once: a refused connect is retried on the other server
     assert got == Counter({REAL[1]: 20}), got
-    time.sleep(3)  # TCP_CHECK every second, two failures: inhibited (weight 0), still listed
+    time.sleep(2.2)  # TCP_CHECK every second, two failures: inhibited (weight 0), still listed
     assert ask(lab, 10) == Counter({REAL[1]: 10})
     servers[REAL[1]].stop()
     got = ask(lab, 5)
@@ -228,7 +228,7 @@ def test_converted_director_beside_the_original(plab: ConvertLab) -> None:
     # ------------------------------------------------ the VIP: nopreempt both ways
     ka.stop()  # keepalived restarts on B: sekisho (master) keeps the VIP
     ka = keepalived("ka2")
-    hold(lab, lab.a, lab.b, 3 * 1.0 + 1.0 + 1.0)
+    hold(lab, lab.a, lab.b, 3 * 1.0 + 1.0 + 0.3)  # past keepalived's master-down interval
     assert "Entering BACKUP STATE" in ka.text() and "Entering MASTER STATE" not in ka.text()
 
     sk.stop()  # the master leaves (priority 0): keepalived takes the VIP
@@ -236,5 +236,5 @@ def test_converted_director_beside_the_original(plab: ConvertLab) -> None:
     assert not lab.has_vip(lab.a)
     sk = lab.spawn("sekisho2", lab.a.ns, [*cli, "run", "-c", str(converted)])
     # sekisho comes back with the higher priority and nopreempt: it stays backup
-    hold(lab, lab.b, lab.a, 3 * 1.0 + 1.0 + 2.0)
+    hold(lab, lab.b, lab.a, 3 * 1.0 + 1.0 + 0.5)  # past sekisho's master-down interval
     assert sk.popen.poll() is None, sk.text()[-2000:]

@@ -140,7 +140,7 @@ def _plain(addr: str) -> str:
     return str(mapped or a)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(_ENTRIES, st.lists(_ADDRS, min_size=1, max_size=6))
 def test_the_matcher_is_first_match_wins(raw: list[tuple[bool, str]], addrs: list[str]) -> None:
     entries = _entries(raw)
@@ -149,7 +149,7 @@ def test_the_matcher_is_first_match_wins(raw: list[tuple[bool, str]], addrs: lis
         assert f.admits(addr) == _reference(raw, _plain(addr)), (raw, addr)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_ENTRIES, st.lists(_ADDRS, min_size=1, max_size=6))
 def test_leaving_out_the_entries_the_check_names_changes_no_decision(
     raw: list[tuple[bool, str]], addrs: list[str]

@@ -187,7 +187,7 @@ _DG_ADDRS = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.tuples(st.booleans(), _DG_NETS), min_size=1, max_size=6),
     st.lists(_DG_ADDRS, min_size=1, max_size=7),
