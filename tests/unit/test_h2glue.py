@@ -10,8 +10,12 @@ fail (pin h2 or adapt proxy/http/h2glue.py).
 
 from __future__ import annotations
 
+import inspect
+
+import h2.connection
 import h2.exceptions
 import hpack
+import hyperframe.frame
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -28,7 +32,13 @@ from proxy.http.h2frames import (
     literal,
     status_field,
 )
-from proxy.http.h2glue import CachingDecoder, data_frame, headers_frame, install_decode_cache
+from proxy.http.h2glue import (
+    CachingDecoder,
+    data_frame,
+    headers_frame,
+    install_decode_cache,
+    quiet_frame_repr,
+)
 from proxy.http.h2request import response_headers
 from proxy.http.response import ResponseError, parse_head
 
@@ -293,3 +303,27 @@ def test_h2_with_the_decode_cache_reads_what_h2_reads(table_size: int | None, va
     got = heard(cached)
     assert got == heard(plain)
     assert len(got) == 40
+
+
+# -- h2's frame log line ----------------------------------------------------------------
+
+
+def test_h2_formats_frames_only_for_its_trace_line() -> None:
+    """If h2 uses `repr` elsewhere in h2.connection, or no longer for this line, look again."""
+    source = inspect.getsource(h2.connection)
+    assert source.count("repr(") == 1
+    assert 'self.config.logger.trace("Received frame: %s", repr(frame))' in source
+
+
+def test_received_frames_are_not_formatted(monkeypatch: pytest.MonkeyPatch) -> None:
+    quiet_frame_repr()
+
+    def refuse(self: object) -> str:
+        raise AssertionError("a frame was formatted")
+
+    monkeypatch.setattr(hyperframe.frame.Frame, "__repr__", refuse)
+    server = H2Connection(SERVER)
+    server.initiate_connection()
+    client = _client()
+    events = server.receive_data(client.data_to_send() + _requests(client, 2, vary=False))
+    assert sum(isinstance(e, RequestReceived) for e in events) == 2
