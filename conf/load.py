@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from conf.access import AccessEntry
 from conf.access import problems as access_problems
+from conf.acme import acme_item, acme_settings
 from conf.errors import ConfigError, ConfigIssue
 from conf.fields import (
     Issues,
@@ -32,6 +33,7 @@ from conf.fields import (
 )
 from conf.model import (
     SCHEDULERS,
+    AcmeSettings,
     Address,
     AnycastGroup,
     Config,
@@ -100,8 +102,9 @@ def _build(raw: dict[str, Any], issues: Issues, source: str) -> Config:
     scripts = _vrrp_scripts(top.get_table("vrrp_script"), issues)
     vrrp = tuple(_array_of_tables(top, "vrrp", issues, lambda t: _vrrp(t, issues, scripts)))
     anycast = tuple(_array_of_tables(top, "anycast", issues, lambda t: _anycast(t, issues)))
+    acme, http = acme_settings(top.get_table("acme"), http, issues)
     top.done()
-    config = Config(glob, pools, http, smtp, tcp, vrrp, source, anycast=anycast)
+    config = Config(glob, pools, http, smtp, tcp, vrrp, source, anycast=anycast, acme=acme)
     _cross_checks(config, issues)
     _anycast_checks(config, issues)
     return config
@@ -313,9 +316,11 @@ def _listen(t: Table) -> tuple[Address, ...]:
     return listen
 
 
-def _tls_item(issues: Issues) -> Any:
-    def convert(value: object, path: str) -> TlsCert | None:
+def _tls_item(issues: Issues, acme: bool = False) -> Any:
+    def convert(value: object, path: str) -> TlsCert | AcmeSettings | None:
         t = Table(value, path, issues)
+        if acme and isinstance(value, dict) and "acme" in value:
+            return acme_item(t)  # { acme = true }: certificates ordered for the route hosts
         cert, key = t.get_str("cert"), t.get_str("key")
         t.done()
         return TlsCert(cert, key) if cert and key else None
@@ -353,10 +358,12 @@ def _http(t: Table, issues: Issues) -> HttpListener:
         route = _http_route(Table(r, t.key(f"route[{i}]"), issues))
         if route is not None:
             routes.append(route)
+    tls = t.get_list("tls", _tls_item(issues, acme=True), (), allow_scalar=True)
     listener = HttpListener(
         listen=_listen(t),
         routes=tuple(routes),
-        tls=t.get_list("tls", _tls_item(issues), (), allow_scalar=True),
+        tls=tuple(c for c in tls if isinstance(c, TlsCert)),
+        acme=next((c for c in tls if isinstance(c, AcmeSettings)), None),
         allow=_allow(t, d.allow),
         trusted_proxies=t.get_list("trusted_proxies", network_item(issues), ()),
         forwarded_headers=lowered,

@@ -108,6 +108,24 @@ class TlsCert:
     key: str
 
 
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+ACME_CHALLENGES = ("http-01", "tls-alpn-01")
+
+
+@dataclass(frozen=True)
+class AcmeSettings:
+    """[acme]: where automatic certificates come from (RFC 8555) and where they are kept."""
+
+    directory: str = LETS_ENCRYPT  # the CA's directory URL (staging, or any RFC 8555 CA)
+    email: str | None = None  # the account's contact; the CA's expiry mails go there
+    state_dir: str = "/var/lib/sekisho/acme"  # account, certificates (mode 0600, atomic writes)
+    account_key: str | None = None  # default: <state_dir>/account.key (made on first use)
+    ca_file: str | None = None  # trust for the directory's HTTPS (a CA with a private root)
+    # Challenge types in our order of preference; http-01 needs a plain [[http]] listener.
+    challenges: tuple[str, ...] = ACME_CHALLENGES
+    retry_min: float = 60.0  # first retry after a failed order; doubles up to 6 hours (jittered)
+
+
 @dataclass(frozen=True)
 class HttpTimeouts:
     header: float = 10.0  # request head must be complete within this: 408
@@ -149,6 +167,7 @@ class HttpListener:
     listen: tuple[Address, ...]
     routes: tuple[HttpRoute, ...] = ()
     tls: tuple[TlsCert, ...] = ()
+    acme: AcmeSettings | None = None  # tls = [{ acme = true }]: certificates for the route hosts
     # Who may connect, first match wins: "CIDR" admits, "!CIDR" refuses, none: refused (conf.access).
     allow: tuple[AccessEntry, ...] = EVERYONE
     trusted_proxies: tuple[IPNetwork, ...] = ()
@@ -321,6 +340,7 @@ class Config:
     tcp: tuple[TcpService, ...] = ()
     vrrp: tuple[VrrpInstance, ...] = ()
     source: str = "<string>"
+    acme: AcmeSettings | None = None  # [acme], when any listener uses it (or it is given)
     anycast: tuple[AnycastGroup, ...] = ()
 
     def summary(self) -> str:
