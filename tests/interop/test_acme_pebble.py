@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import re
 import signal
 import socket
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
 
+from proxy.process.status import render_text
 from tests.adversarial.daemon import Daemon
 from tests.interop.pebble import LoopbackDns, Pebble
 from tests.support import free_port, require_tool, run
@@ -48,7 +51,7 @@ def _config(  # noqa: PLR0917
         out.append(f'[[http]]\nlisten = ["127.0.0.1:{plain}"]\n')
         for host in plain_hosts:
             out.append(f'[[http.route]]\nhost = "{host}"\nstatus = 418\n')
-    out.append(f'[[http]]\nlisten = ["127.0.0.1:{tls}"]\ntls = [{{ acme = true }}]\nhttp2 = false\n')
+    out.append(f'[[http]]\nlisten = ["127.0.0.1:{tls}"]\ntls = [{{ acme = true }}]\n')
     for host in tls_hosts:
         out.append(f'[[http.route]]\nhost = "{host}"\nstatus = 200\n')
     return "".join(out)
@@ -105,11 +108,13 @@ def _served_by(port: int, host: str, cadata: str) -> tuple[str, bytes]:
         return str(issuer), _get(conn, host).split(b"\r\n", 1)[0]
 
 
-def _metrics(admin: int) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+def _admin(admin: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}{path}", timeout=5) as r:
         return str(r.read().decode())
+
+
+def _metrics(admin: int) -> str:
+    return _admin(admin, "/metrics")
 
 
 def _metric(text: str, name: str, labels: str) -> float:
@@ -283,6 +288,11 @@ def test_renewal_swaps_without_dropping_and_survives_ca_outage(tmp_path: Path, d
             assert _metric(text, "sekisho_acme_certificate_failures", 'host="a.test"') >= 1
             assert _served_by(tls, "a.test", old_root)[0] == issuer
             assert "order failed" in "".join(daemon.log)
+            status = json.loads(_admin(admin, "/api/status"))
+            states = {c["host"]: c for c in status["acme"]["certificates"]}
+            assert states["a.test"]["state"] == "failing" and states["a.test"]["last_error"]
+            assert states["d.test"]["state"] == "failing"
+            assert "CERTIFICATES (ACME)" in render_text(status)
             # A managed host without a certificate yet: a clear alert at once, not a hang.
             started = time.monotonic()
             with pytest.raises(ssl.SSLError, match=r"UNRECOGNIZED_NAME|unrecognized name"):
