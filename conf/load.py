@@ -638,7 +638,8 @@ def _vrrp(t: Table, issues: Issues, scripts: dict[str, VrrpScript]) -> VrrpInsta
     family = min(families) if len(families) == 1 else None
     for i, peer in enumerate(instance.unicast_peer):
         if family is not None and peer.version != family:
-            issues.add(f"{t.key('unicast_peer')}[{i}]", f"an IPv{peer.version} peer for IPv{family} addresses")
+            path = f"{t.key('unicast_peer')}[{i}]"
+            issues.add(path, f"an IPv{peer.version} peer for IPv{family} addresses")
     src = instance.unicast_src_ip
     if src is not None and family is not None and src.version != family:
         t.error("unicast_src_ip", f"an IPv{src.version} source for IPv{family} addresses")
