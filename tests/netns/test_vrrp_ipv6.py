@@ -178,3 +178,40 @@ def test_ipv4_and_ipv6_instances_beside_keepalived(lab6: V6Lab) -> None:
     log = ka2.text()
     assert "(VI6) Entering BACKUP STATE" in log and "(VI6) Entering MASTER STATE" not in log, log[-2000:]
     assert stats(sk)["VI6"]["dropped"] in ({}, None) or not any(stats(sk)["VI6"]["dropped"].values())  # type: ignore[union-attr]
+
+
+A6, B6 = "2001:db8::1", "2001:db8::2"
+
+
+def test_daemon_unicast_ipv6_beside_keepalived(lab6: V6Lab) -> None:
+    """`sekisho run` (the daemon, not `python -m vrrp`) with an IPv6 instance in unicast mode:
+    keepalived (unicast too, lower priority) hears it and stays backup; the daemon's SIGTERM
+    (priority 0) hands the VIP over at once."""
+    lab = lab6
+    for r, address in ((lab.a, A6), (lab.b, B6)):
+        sh("ip", "-n", r.ns, "-6", "addr", "add", f"{address}/64", "dev", r.ifname, "nodad")
+    ka_conf = (
+        f"vrrp_instance VI6 {{\n  state BACKUP\n  interface {lab.a.ifname}\n  virtual_router_id 52\n"
+        f"  priority 100\n  advert_int 1\n  unicast_src_ip {A6}\n  unicast_peer {{\n    {B6}\n  }}\n"
+        f"  virtual_ipaddress {{\n    {VIP6}/64\n  }}\n}}\n"
+    )
+    toml = (
+        "[global]\nworkers = 1\ndrain_timeout = 1\n\n"
+        + sekisho_v6(lab.b.ifname, 150)
+        + f'initial_state = "MASTER"\nunicast_src_ip = "{B6}"\nunicast_peer = ["{A6}"]\n'
+    )
+    conf = lab.tmp / "daemon.toml"
+    conf.write_text(toml)
+    daemon = lab.spawn("daemon", lab.b.ns, [sys.executable, "-m", "proxy.cli", "run", "-c", str(conf)])
+    wait_for(lambda: lab.has_vip6(lab.b), 15, "the daemon holding the IPv6 VIP")
+    ka = lab.keepalived(lab.a, ka_conf, name="ka")
+    end = time.monotonic() + 3 * 1.0 + 1.0 + 1.0  # past keepalived's master-down interval
+    while time.monotonic() < end:
+        assert lab.has_vip6(lab.b) and not lab.has_vip6(lab.a), "the IPv6 VIP moved"
+        time.sleep(0.1)
+    assert "(VI6) Entering MASTER STATE" not in ka.text(), ka.text()[-2000:]
+    stopped = time.monotonic()
+    assert daemon.stop() == 0, daemon.text()[-2000:]
+    wait_for(lambda: lab.has_vip6(lab.a), 3, "keepalived taking the VIP after the daemon's priority 0")
+    print(f"\nipv6 unicast: keepalived master {time.monotonic() - stopped:.3f}s after the daemon's SIGTERM")
+    assert not lab.has_vip6(lab.b)
