@@ -199,6 +199,8 @@ class Exchange:
             except BadRequest as exc:
                 return self.refuse(exc.status, str(exc))
         self.target = target
+        # Before the allow list too: the CA validates from addresses nobody knows in advance,
+        # and a key authorization is no secret (Caddy answers the same way).
         if site.challenges is not None and target.startswith(b"/.well-known/acme-challenge/"):
             body = site.challenges(self.host, target)
             if body is not None:  # a host we order for: never routed to a backend
