@@ -70,6 +70,9 @@ def test_a_posted_token_is_answered_and_never_forwarded(setup: tuple[Site, Chall
     assert answer.data.endswith(b"\r\n\r\ntok-1_A.thumb")
     head = start(site, b"a.test", b"/.well-known/acme-challenge/tok-1_A", method=b"HEAD")
     assert isinstance(head, Answer) and head.data.endswith(b"\r\n\r\n") and b"thumb" not in head.data
+    refused = start(site, b"a.test", b"/.well-known/acme-challenge/tok-1_A", allowed=False)
+    assert isinstance(refused, Answer) and refused.status == 200  # the CA's address is unknown
+    assert start(site, b"a.test", b"/x", allowed=False).status == 403  # type: ignore[union-attr]
     unknown = start(site, b"a.test", b"/.well-known/acme-challenge/other")
     assert isinstance(unknown, Answer) and unknown.status == 404
     traversal = start(site, b"a.test", b"/.well-known/acme-challenge/..%2F..%2Faccount.key")
