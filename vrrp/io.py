@@ -17,6 +17,7 @@ from . import arp, ndisc, packet
 from .errors import MalformedPacket, VrrpIOError
 
 IP_MULTICAST_ALL = 49  # linux/in.h: 0 = only groups joined on this socket
+IPV6_FREEBIND = 78  # linux/in6.h
 RECV_SIZE = 65535
 
 
@@ -128,6 +129,9 @@ class VrrpSocket6:
         try:
             s = self.sock
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+            # A link-local address still in duplicate address detection (an interface just
+            # brought up, at boot) cannot be bound without IPV6_FREEBIND: EADDRNOTAVAIL.
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
             s.bind((str(src), 0, 0, ifindex if src.is_link_local else 0))
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, packet.VRRP_TTL)

@@ -215,3 +215,22 @@ def test_daemon_unicast_ipv6_beside_keepalived(lab6: V6Lab) -> None:
     wait_for(lambda: lab.has_vip6(lab.a), 3, "keepalived taking the VIP after the daemon's priority 0")
     print(f"\nipv6 unicast: keepalived master {time.monotonic() - stopped:.3f}s after the daemon's SIGTERM")
     assert not lab.has_vip6(lab.b)
+
+
+def test_starts_while_the_link_local_address_is_tentative(lab6: V6Lab) -> None:
+    """At boot the interface's link-local address is still in duplicate address detection:
+    the instance starts all the same (IPV6_FREEBIND) and becomes master once alone."""
+    lab, b = lab6, lab6.b
+    # three probes one second apart (net.ipv6.neigh.*.retrans_time_ms is 1000 by default)
+    sh("ip", "netns", "exec", b.ns, "sysctl", "-q", "-w", f"net.ipv6.conf.{b.ifname}.dad_transmits=3")
+    lab.link(b, up=False)
+    lab.link(b, up=True)  # a new link-local address, tentative for about 3 s
+    assert "tentative" in sh("ip", "-n", b.ns, "-6", "addr", "show", "dev", b.ifname).stdout
+    sk = lab.sekisho(b, sekisho_v6(b.ifname, 100))
+    wait_for(lambda: sk.stats is not None and sk.stats.exists(), 5, "sekisho running")
+    assert "tentative" in sh("ip", "-n", b.ns, "-6", "addr", "show", "dev", b.ifname).stdout, (
+        "DAD ended first"
+    )
+    wait_for(lambda: lab.has_vip6(b), 10, "the IPv6 VIP on b")
+    wait_for(lambda: stats(sk)["VI6"]["state"] == "MASTER", 2, "MASTER in the stats")
+    assert sk.popen.poll() is None, sk.text()[-2000:]
