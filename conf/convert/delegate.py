@@ -280,12 +280,7 @@ def _mount(value: str, line: int, st: State) -> None:
             )
         else:
             w.add(line, f"MOUNT option {shown}: no equivalent; the route applies without it")
-    if exact and path != "/":
-        w.add(
-            line,
-            f"MOUNT {vurl}: DeleGate matched this path exactly; sekisho matches "
-            f"prefixes, so it covers everything under {path}",
-        )
+    exact_only = exact and path != "/"
     base = Mount(line, None, path, exact)
     if rurl == "=" or rurl.startswith("=:"):
         if rcode is None:
@@ -304,6 +299,15 @@ def _mount(value: str, line: int, st: State) -> None:
             if base.status != rcode:
                 w.add(line, f"rcode={rcode}: sekisho redirects with 301/302/303/307/308; using 302")
         else:
+            if exact_only:
+                # A prefix route would hand the server every path under this one.
+                w.refuse(
+                    line,
+                    f"MOUNT {vurl}: DeleGate forwarded only this exact path to {rurl}; a sekisho "
+                    f"route forwards every path under {path}. If the whole subtree is meant, write "
+                    f"{vurl}* (and the server side with *) in a copy of the file and convert the copy",
+                )
+                return
             if rcode is not None:
                 w.add(line, f"rcode={rcode} with a server: the server's status is passed on; ignored")
             if scheme == "https":
@@ -337,6 +341,12 @@ def _mount(value: str, line: int, st: State) -> None:
                         f'DeleGate sent "Host: {target.hostname}" to the server; sekisho '
                         f"passes the client's Host header ({shown})",
                     )
+    if exact_only:  # a status or a redirect: covering more refuses or redirects more
+        w.add(
+            line,
+            f"MOUNT {vurl}: DeleGate matched this path exactly; sekisho matches "
+            f"prefixes, so it covers everything under {path}",
+        )
     for host in hosts:
         st.mounts.append(
             Mount(

@@ -226,6 +226,7 @@ def _refused(text: str) -> tuple[int, str, str]:
         ('AUTHORIZER="-list{u:p}"', "AUTHORIZER=-list{u:p}: DeleGate asked these clients for a password"),
         ('MOUNT="/admin/* http://10.0.0.2/admin/* from=192.168.0.0/16"', "MOUNT option from=192.168.0.0/16"),
         ('MOUNT="/s/* http://10.0.0.2/s/* withssl"', "MOUNT option withssl"),
+        ('MOUNT="/status http://10.0.0.2/status"', "MOUNT /status: DeleGate forwarded only this exact path"),
     ],
 )
 def test_what_would_widen_is_an_error_naming_the_line(line: str, expected: str) -> None:
