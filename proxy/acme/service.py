@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import conf
@@ -106,6 +108,25 @@ class AcmeService:
     @staticmethod
     def wanted(config: conf.Config) -> bool:
         return any(h.acme is not None for h in config.http)
+
+    @staticmethod
+    def state_dir_problem(config: conf.Config) -> str | None:
+        """Why the state directory cannot be used (made if missing, mode 0700), or None."""
+        if config.acme is None:
+            return None
+        for key, directory in (
+            ("acme.state_dir", Path(config.acme.state_dir)),
+            ("acme.account_key", Path(config.acme.account_key).parent if config.acme.account_key else None),
+        ):
+            if directory is None:
+                continue
+            try:
+                directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                return f"{key}: cannot make {directory}: {exc.strerror}"
+            if not os.access(directory, os.W_OK | os.X_OK):
+                return f"{key}: {directory} is not writable"
+        return None
 
     def reconfigure(self, config: conf.Config) -> None:
         """A reload: new hosts are ordered, dropped ones forgotten (their files stay)."""

@@ -114,7 +114,7 @@ class Daemon:
             self.anycast.start(self.config.anycast)  # listeners are up: may announce
         except VrrpIOError as exc:
             raise StartupError(f"anycast: {exc}") from None
-        self._start_acme()  # automatic HTTPS: stored certificates at once, missing ones ordered
+        self._start_acme(starting=True)  # automatic HTTPS: stored certificates at once, missing ones ordered
         self._register_metrics()
         self._write_pidfile()
         log.info("sekisho %s started: %s", VERSION, self.config.summary())
@@ -177,9 +177,14 @@ class Daemon:
             log.exception("vrrp instance failed; stopping")
             self._stop.set()
 
-    def _start_acme(self) -> None:
+    def _start_acme(self, starting: bool = False) -> None:
         """The ACME service: this process orders for every worker (each serving process
         watches the certificate files, proxy.process.serving). At start and after a reload."""
+        problem = AcmeService.state_dir_problem(self.config)
+        if problem is not None and starting:
+            raise StartupError(problem)
+        if problem is not None:
+            log.error("%s: orders will fail until it is fixed", problem)
         if self.acme is not None:
             self.acme.reconfigure(self.config)
         elif AcmeService.wanted(self.config):

@@ -120,3 +120,26 @@ def test_sni_selector_serves_managed_hosts_from_their_files_as_they_appear(tmp_p
             break
     cert = cli.getpeercert()
     assert ("DNS", "a.test") in cert["subjectAltName"]
+
+
+def test_a_state_directory_that_cannot_be_made_is_reported_by_key(tmp_path: Path) -> None:
+    import conf
+    from proxy.acme.service import AcmeService
+
+    (tmp_path / "file").write_text("not a directory")
+    text = """
+[acme]
+state_dir = "STATE"
+[[http]]
+listen = ["127.0.0.1:1"]
+tls = [{ acme = true }]
+  [[http.route]]
+  host = "a.test"
+  status = 200
+"""
+    good = conf.load_text(text.replace("STATE", str(tmp_path / "state" / "acme")))
+    assert AcmeService.state_dir_problem(good) is None
+    assert (tmp_path / "state" / "acme").stat().st_mode & 0o777 == 0o700
+    bad = conf.load_text(text.replace("STATE", str(tmp_path / "file" / "acme")))
+    problem = AcmeService.state_dir_problem(bad)
+    assert problem is not None and problem.startswith(f"acme.state_dir: cannot make {tmp_path}/file/acme")
