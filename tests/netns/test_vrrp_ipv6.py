@@ -123,7 +123,7 @@ def test_ipv4_and_ipv6_instances_beside_keepalived(lab6: V6Lab) -> None:
     dump = lab.spawn(
         "tcpdump", lab.c.ns, ["tcpdump", "-n", "-l", "-e", "-v", "-i", lab.c.ifname, "icmp6 or ip6 proto 112"]
     )
-    time.sleep(1.0)
+    time.sleep(0.5)  # tcpdump listening
     killed = time.monotonic()
     ka.kill(signal.SIGKILL)
     lab.link(lab.a, up=False)  # A is gone with it
@@ -140,7 +140,7 @@ def test_ipv4_and_ipv6_instances_beside_keepalived(lab6: V6Lab) -> None:
     )
     s = stats(sk)
     assert int(s["VI6"]["garps_sent"]) >= 1  # (neighbour advertisements for IPv6)
-    time.sleep(1.5)
+    time.sleep(1.2)  # past garp_master_delay (1 s): the second round of NAs
     dump.stop(signal.SIGINT)
     text = dump.text()
     mine = [line for line in text.splitlines() if line.split(" > ")[0].endswith(lab.b.mac)]
@@ -170,7 +170,7 @@ def test_ipv4_and_ipv6_instances_beside_keepalived(lab6: V6Lab) -> None:
         keepalived_instance(lab.a, priority=50, name="VI4") + keepalived_v6(lab.a.ifname, 50),
         name="ka2",
     )
-    end = time.monotonic() + 3 * 1.0 + 1.0 + 1.5
+    end = time.monotonic() + 3 * 1.0 + 0.8 + 0.5  # past keepalived's master-down (skew 0.8)
     while time.monotonic() < end:
         assert lab.has_vip6(lab.b) and not lab.has_vip6(lab.a), "the IPv6 VIP left sekisho"
         assert lab.has_vip(lab.b) and not lab.has_vip(lab.a), "the IPv4 VIP left sekisho"
@@ -205,7 +205,7 @@ def test_daemon_unicast_ipv6_beside_keepalived(lab6: V6Lab) -> None:
     daemon = lab.spawn("daemon", lab.b.ns, [sys.executable, "-m", "proxy.cli", "run", "-c", str(conf)])
     wait_for(lambda: lab.has_vip6(lab.b), 15, "the daemon holding the IPv6 VIP")
     ka = lab.keepalived(lab.a, ka_conf, name="ka")
-    end = time.monotonic() + 3 * 1.0 + 1.0 + 1.0  # past keepalived's master-down interval
+    end = time.monotonic() + 3 * 1.0 + 0.6 + 0.5  # past keepalived's master-down interval
     while time.monotonic() < end:
         assert lab.has_vip6(lab.b) and not lab.has_vip6(lab.a), "the IPv6 VIP moved"
         time.sleep(0.1)
