@@ -29,6 +29,7 @@ from typing import Any
 from conf.access import AccessEntry, parse_entry, without_idle_entries
 from conf.convert.common import host_port, is_ip, pool_name
 from conf.convert.output import Document, Section, Warnings
+from conf.convert.output import value as value_text
 
 _DEFAULTS = {  # parameters whose usual value is what sekisho does anyway
     "RELAY": ("proxy", "no", "vhost,proxy", "delegate"),
@@ -648,10 +649,16 @@ def _smtp(st: State, value: str, line: int, doc: Document) -> Document:
     p.set("scheduler", "rr")
     p.set("servers", [{"address": address}])
     p.set("health", {"kind": "smtp"})
+    # The listener is written by hand, so RELIABLE goes with the instructions: without it the
+    # new [[smtp]] would admit every client (its default).
+    allow = ""
+    if st.allow is not None:
+        allow = f" with allow = {value_text(st.allow)} (RELIABLE, line {st.allow_line})"
+        p.comments.append(f"the listener's allow = {value_text(st.allow)} (RELIABLE, line {st.allow_line})")
     doc.sections.append(p)
     st.w.add(
         line,
         f"SERVER={value}: sekisho routes mail by recipient domain, which this file does "
-        "not name; the pool is converted, add the [[smtp]] listener and its routes by hand",
+        f"not name; the pool is converted, add the [[smtp]] listener{allow} and its routes by hand",
     )
     return doc

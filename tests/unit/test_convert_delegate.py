@@ -242,3 +242,15 @@ def test_an_unmatchable_exclusion_with_nothing_admitted_before_it_is_only_a_warn
     )
     assert config.http[0].allow == ()  # names only: nobody sekisho can match is admitted
     assert any("!*.bad.example.com: no entry before it admits" in m for _, m in warnings)
+
+
+def test_smtp_instructions_carry_reliable() -> None:
+    """The [[smtp]] listener is written by hand: RELIABLE goes with the instructions, or the new
+    listener would admit everyone (its default)."""
+    toml, warnings = convert_text(
+        "delegate", '-P25\nSERVER=smtp://mail.example.com:25\nRELIABLE="10.0.0.0/8,!10.1.2.3"\n', "dg.conf"
+    )
+    conf.load_text(toml)
+    (note,) = [n for n in warnings.items if n.line == 2]
+    assert 'allow = ["!10.1.2.3/32", "10.0.0.0/8"] (RELIABLE, line 3)' in note.message
+    assert 'allow = ["!10.1.2.3/32", "10.0.0.0/8"]' in toml  # and in the pool's comment
