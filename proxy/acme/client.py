@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -123,9 +124,9 @@ class AcmeClient:
         net.session.hooks["response"].append(self._note_retry_after)
         directory = acme_client.ClientV2.get_directory(self.directory_url, net)
         acme = acme_client.ClientV2(directory, net)
-        saved = self.store.read_account()
+        saved = self._saved_account()
         if saved is not None:
-            net.account = messages.RegistrationResource.json_loads(saved)
+            net.account = saved
         else:
             contact = (f"mailto:{self.email}",) if self.email else ()
             registration = messages.NewRegistration(contact=contact, terms_of_service_agreed=True)
@@ -135,10 +136,30 @@ class AcmeClient:
                 # The key has an account already (a crash after registering, before saving).
                 regr = messages.RegistrationResource(uri=str(exc.location), body=messages.Registration())
                 net.account = regr
-            self.store.write_account(regr.json_dumps().encode())
+            record = {"directory": self.directory_url, "account": regr.to_json()}
+            self.store.write_account(json.dumps(record, indent=1).encode())
             log.info("acme: account %s at %s", regr.uri, self.directory_url)
         self._acme, self._jwk = acme, jwk
         return acme
+
+    def _saved_account(self) -> messages.RegistrationResource | None:
+        """The stored account, if it is this CA's (a new directory URL registers anew, with
+        the same key)."""
+        saved = self.store.read_account()
+        if saved is None:
+            return None
+        try:
+            record = json.loads(saved)
+            if record.get("directory") != self.directory_url:
+                log.info("acme: %s has no account of ours yet: registering", self.directory_url)
+                return None
+            account: messages.RegistrationResource = messages.RegistrationResource.from_json(
+                record["account"]
+            )
+        except (ValueError, KeyError, AttributeError, JoseError) as exc:
+            log.warning("acme: %s unreadable (%s): registering again", self.store.account_path, exc)
+            return None
+        return account
 
     # ------------------------------------------------------------------ orders
 

@@ -143,3 +143,23 @@ tls = [{ acme = true }]
     bad = conf.load_text(text.replace("STATE", str(tmp_path / "file" / "acme")))
     problem = AcmeService.state_dir_problem(bad)
     assert problem is not None and problem.startswith(f"acme.state_dir: cannot make {tmp_path}/file/acme")
+
+
+def test_the_stored_account_belongs_to_one_ca(tmp_path: Path) -> None:
+    import json
+
+    from acme import messages
+
+    from proxy.acme.board import ChallengeBoard
+    from proxy.acme.client import AcmeClient
+
+    store = CertStore(tmp_path)
+    regr = messages.RegistrationResource(uri="https://ca.test/acct/1", body=messages.Registration())
+    store.write_account(json.dumps({"directory": "https://ca.test/dir", "account": regr.to_json()}).encode())
+    same = AcmeClient("https://ca.test/dir", store, None, None, ChallengeBoard())
+    saved = same._saved_account()
+    assert saved is not None and saved.uri == "https://ca.test/acct/1"
+    other = AcmeClient("https://other.test/dir", store, None, None, ChallengeBoard())
+    assert other._saved_account() is None  # another CA: register there (same key)
+    store.write_account(b"{not json")
+    assert same._saved_account() is None
