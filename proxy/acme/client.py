@@ -174,6 +174,11 @@ class AcmeClient:
         except (errors.Error, requests.RequestException, JoseError, OSError, ValueError) as exc:
             if isinstance(exc, (errors.ClientError, requests.RequestException, OSError)):
                 self._acme = None  # connect again next time (new nonce, new directory)
+            if isinstance(exc, messages.Error) and exc.code in ("accountDoesNotExist", "unauthorized"):
+                # The CA forgot or deactivated the account: register again next time.
+                if exc.code == "accountDoesNotExist":
+                    self.store.account_path.unlink(missing_ok=True)
+                self._acme = None
             raise AcmeFailure(_describe(exc), self._retry_after) from exc
 
     def _order(self, host: str, prefer: Sequence[str], deadline: float) -> Issued:

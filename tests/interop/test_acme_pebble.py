@@ -354,3 +354,23 @@ def _try_served_by_pebble(port: int, pebble: Pebble) -> bool:
         return "Pebble Intermediate" in _served_by(port, "a.test", pebble.root_pem())[0]
     except (OSError, ssl.SSLError):
         return False
+
+
+def test_an_account_the_ca_does_not_know_is_registered_again(tmp_path: Path, dns: LoopbackDns) -> None:
+    plain, tls, admin = free_port(), free_port(), free_port()
+    pebble = Pebble(tmp_path, plain, tls, dns).start()
+    state = tmp_path / "state"
+    state.mkdir()
+    forgotten = {"uri": f"https://127.0.0.1:{pebble.port}/my-account/424242", "body": {}}
+    (state / "account.json").write_text(json.dumps({"directory": pebble.directory, "account": forgotten}))
+    try:
+        toml = _config(state, pebble, plain, tls, admin, ["a.test"], ["other.test"])
+        with _sekisho(tmp_path, toml, tls) as daemon:
+            _wait("a.test's certificate", (state / "certs" / "a.test.pem").exists, daemon=daemon)
+            log = "".join(daemon.log)
+            assert "accountDoesNotExist" in log, log
+            account = json.loads((state / "account.json").read_text())
+            assert account["directory"] == pebble.directory
+            assert account["account"]["uri"] != forgotten["uri"]
+    finally:
+        pebble.stop()
