@@ -35,7 +35,7 @@ def acme_settings(
     out = []
     for i, h in enumerate(http):
         if h.acme is None:
-            out.append(h)
+            out.append(h if h.tls else dataclasses.replace(h, answers_http01=True))
             continue
         if not any(r.host and not r.host.startswith("*.") for r in h.routes):
             issues.add(f"http[{i}].tls", "acme = true, but no route names an exact host to order for")

@@ -168,6 +168,9 @@ class HttpListener:
     routes: tuple[HttpRoute, ...] = ()
     tls: tuple[TlsCert, ...] = ()
     acme: AcmeSettings | None = None  # tls = [{ acme = true }]: certificates for the route hosts
+    # Not a key: set by conf.acme on plain listeners when some listener uses ACME (they answer
+    # HTTP-01 before routing; without ACME a request pays nothing for it).
+    answers_http01: bool = False
     # Who may connect, first match wins: "CIDR" admits, "!CIDR" refuses, none: refused (conf.access).
     allow: tuple[AccessEntry, ...] = EVERYONE
     trusted_proxies: tuple[IPNetwork, ...] = ()

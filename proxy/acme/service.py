@@ -95,7 +95,7 @@ class AcmeService:
         self.client = AcmeClient(settings.directory, self.store, settings.email, settings.ca_file, self.board)
         self.hosts = hosts_for(config)
         # http-01 needs a plain listener to be asked on; tls-alpn-01 the HTTPS one.
-        plain = any(not h.tls and h.acme is None for h in config.http)
+        plain = any(h.answers_http01 for h in config.http)
         self.prefer = tuple(c for c in settings.challenges if c != "http-01" or plain)
         self.planner.set_hosts(self.hosts.managed)
         self.board.follow(config)  # (this process; serving processes follow it too)

@@ -65,7 +65,7 @@ class HttpFrontend:
         if config.acme is not None:  # ACME: certificates from the state directory, by route host
             self._acme_tls = SniSelector(config.tls, alpn, acme_cert_paths(config))
             self._ssl = self._acme_tls.context
-        elif self._ssl is None:
+        elif config.answers_http01:
             self.site.challenges = BOARD.http01  # plain HTTP answers ACME HTTP-01 before routing
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -82,3 +82,16 @@ colour = "blue"
     assert _errors(BASE + LISTENER.replace("acme = true", "acme = false")) == [
         "http[0].tls[0].acme: acme = false means nothing here: leave the item out"
     ]
+
+
+def test_plain_listeners_answer_http01_only_when_acme_is_in_use() -> None:
+    plain = """
+[[http]]
+listen = ["127.0.0.1:8080"]
+  [[http.route]]
+  pool = "p"
+"""
+    with_acme = conf.load_text(BASE + plain + LISTENER)
+    assert [h.answers_http01 for h in with_acme.http] == [True, False]
+    without = conf.load_text(BASE + plain)
+    assert [h.answers_http01 for h in without.http] == [False]
