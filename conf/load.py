@@ -136,7 +136,7 @@ def _global(t: Table | None, issues: Issues) -> GlobalSettings:
     metrics = None
     if t.has("metrics"):
         metrics = address_item(issues)(t.get_str("metrics", None), t.key("metrics"))
-    metrics_allow = t.get_list("metrics_allow", network_item(issues), d.metrics_allow)
+    metrics_allow = _allow(t, d.metrics_allow, "metrics_allow")
     if t.has("metrics_allow") and t.raw["metrics_allow"] == []:
         t.error("metrics_allow", "an empty list shuts everyone out; omit it to allow every client")
     token_file = t.get_str("admin_token_file", None)
@@ -469,12 +469,12 @@ def _check_shadowed_routes(listener: HttpListener, t: Table) -> None:
                 break
 
 
-def _allow(t: Table, default: tuple[AccessEntry, ...]) -> tuple[AccessEntry, ...]:
+def _allow(t: Table, default: tuple[AccessEntry, ...], key: str = "allow") -> tuple[AccessEntry, ...]:
     """A listener's `allow` (conf.access): entries in order, first match wins."""
-    entries: tuple[AccessEntry, ...] = t.get_list("allow", access_item(t.issues), default)
-    if t.has("allow") and isinstance(t.raw["allow"], list) and len(entries) == len(t.raw["allow"]):
+    entries: tuple[AccessEntry, ...] = t.get_list(key, access_item(t.issues), default)
+    if t.has(key) and isinstance(t.raw[key], list) and len(entries) == len(t.raw[key]):
         for i, reason in access_problems(entries):
-            t.issues.add(f"{t.key('allow')}[{i}]", f"{entries[i]} {reason}")
+            t.issues.add(f"{t.key(key)}[{i}]", f"{entries[i]} {reason}")
     return entries
 
 

@@ -44,11 +44,8 @@ class Address:
 @dataclass(frozen=True)
 class GlobalSettings:
     metrics: Address | None = None  # admin listener: /metrics, /status, admin API
-    # Who may use the admin listener at all (others get 403); as [[http]] allow.
-    metrics_allow: tuple[IPNetwork, ...] = (
-        ipaddress.IPv4Network("0.0.0.0/0"),
-        ipaddress.IPv6Network("::/0"),
-    )
+    # Who may use the admin listener at all (others get 403); as [[http]] allow ("!CIDR" too).
+    metrics_allow: tuple[AccessEntry, ...] = EVERYONE
     # A file holding the bearer token that state-changing admin requests (POST: drain,
     # weights) must send; read at start and on reload. None: those requests are off.
     admin_token_file: str | None = None

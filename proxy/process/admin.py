@@ -37,7 +37,8 @@ from typing import Any
 
 import h11
 
-from conf.model import Address, GlobalSettings, IPNetwork
+from conf.access import EVERYONE, AccessEntry, admits, client_address, decide, network_of
+from conf.model import Address, GlobalSettings
 
 log = logging.getLogger("sekisho.admin")
 
@@ -75,7 +76,7 @@ MAX_BODY = 1 << 20
 
 TOKEN_KEY = "global.admin_token_file"
 READ_ONLY = frozenset({"GET", "HEAD"})
-ALL_NETWORKS: tuple[IPNetwork, ...] = (ipaddress.IPv4Network("0.0.0.0/0"), ipaddress.IPv6Network("::/0"))
+ALL_NETWORKS: tuple[AccessEntry, ...] = EVERYONE
 MAX_TOKEN_FILE = 4096
 SHORT_TOKEN = 16
 Origin = tuple[str, str, int]  # (scheme, host, port), as browsers compare them
@@ -93,16 +94,11 @@ class TokenError(Exception):
 @dataclass(frozen=True)
 class AdminPolicy:
     token: bytes | None = field(default=None, repr=False)  # None: state changes are off
-    allow: tuple[IPNetwork, ...] = ALL_NETWORKS
+    allow: tuple[AccessEntry, ...] = ALL_NETWORKS  # as a listener's allow (conf.access)
 
     def allows(self, peer: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(peer.split("%", maxsplit=1)[0])
-        except ValueError:
-            return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return any(addr in net for net in self.allow)
+        addr = client_address(peer)
+        return addr is not None and decide(self.allow, addr)
 
 
 def authorize(
@@ -222,7 +218,7 @@ def exposure_warnings(settings: GlobalSettings) -> list[str]:
     address = settings.metrics
     if address is None or _loopback(address.host):
         return []
-    if not any(net.prefixlen == 0 for net in settings.metrics_allow):
+    if not any(admits(e) and network_of(e).prefixlen == 0 for e in settings.metrics_allow):
         return []
     return [
         f"global.metrics: {address} is not a loopback address and no global.metrics_allow limits "

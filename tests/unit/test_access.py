@@ -91,9 +91,16 @@ def test_bad_entries_name_their_path(entry: str, reason: str) -> None:
     assert message.startswith(f"http[0].allow[0]: bad CIDR '{entry}'") and reason in message
 
 
-def test_metrics_allow_takes_no_deny_entries() -> None:
-    with pytest.raises(conf.ConfigError, match=r"global.metrics_allow\[0\]: bad CIDR"):
-        conf.load_text('[global]\nmetrics_allow = ["!10.0.0.1", "0.0.0.0/0"]\n')
+def test_metrics_allow_is_the_same_kind_of_list() -> None:
+    from proxy.process.admin import AdminPolicy, exposure_warnings
+
+    text = '[global]\nmetrics = "0.0.0.0:9100"\nmetrics_allow = ["!10.0.0.1", "0.0.0.0/0", "::/0"]\n'
+    settings = conf.load_text(text).global_
+    policy = AdminPolicy(allow=settings.metrics_allow)
+    assert not policy.allows("10.0.0.1") and policy.allows("10.0.0.2") and policy.allows("::1")
+    assert exposure_warnings(settings)  # all but one address is still everyone
+    with pytest.raises(conf.ConfigError, match=r"global.metrics_allow\[1\]: !10.0.0.1/32 never applies"):
+        conf.load_text('[global]\nmetrics_allow = ["0.0.0.0/0", "!10.0.0.1"]\n')
 
 
 def test_everyone_only_when_both_families_come_before_any_deny() -> None:
