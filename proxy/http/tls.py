@@ -270,10 +270,21 @@ def refresh_all() -> int:
 
 async def watch_certificates(interval: float = CERT_CHECK_INTERVAL) -> None:
     """Look for changed certificate files every `interval` seconds, forever (a stat per
-    file: certbot's renewals and the ACME service's, in every worker)."""
-    while True:
-        await asyncio.sleep(interval)
-        refresh_all()
+    file: certbot's renewals and the ACME service's, in every worker). One per event loop:
+    a second call returns at once (the serving layer and a worker may both start one)."""
+    loop = asyncio.get_running_loop()
+    if loop in _WATCHING:
+        return
+    _WATCHING.add(loop)
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            refresh_all()
+    finally:
+        _WATCHING.discard(loop)
+
+
+_WATCHING: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 def build_server_context(

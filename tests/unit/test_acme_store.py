@@ -163,3 +163,18 @@ def test_the_stored_account_belongs_to_one_ca(tmp_path: Path) -> None:
     assert other._saved_account() is None  # another CA: register there (same key)
     store.write_account(b"{not json")
     assert same._saved_account() is None
+
+
+@pytest.mark.asyncio
+async def test_one_certificate_watch_per_event_loop() -> None:
+    import asyncio
+
+    from proxy.http.tls import watch_certificates
+
+    first = asyncio.ensure_future(watch_certificates(0.01))
+    await asyncio.sleep(0.03)
+    second = asyncio.ensure_future(watch_certificates(0.01))
+    await asyncio.sleep(0.03)
+    assert second.done() and not first.done()  # the serving layer and a worker may both ask
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
