@@ -16,13 +16,23 @@ write per batch of frames (everything `h2` queued while one read was handled).
 
 Reload and shutdown (`retire`): GOAWAY with the last stream we took, the streams in
 flight finish, then the connection closes.
+
+WebSockets (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL is offered when a route of the
+listener tunnels `websocket`; an extended CONNECT becomes an HTTP/1.1 `GET` with
+`Upgrade: websocket` and a Sec-WebSocket-Key of ours (HTTP/2 clients send none), the
+backend's 101 (its Accept checked) becomes a 200, and the stream is a byte tunnel: DATA
+to the backend without body rules, the backend's bytes as DATA, END_STREAM as a
+half-close either way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import math
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -31,6 +41,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 
 from lb.pool import BackendPool
@@ -69,19 +80,33 @@ _H2_CONFIG = h2.config.H2Configuration(
 )
 
 
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
+
+
+def _client_key(triples: Sequence[Triple]) -> bytes | None:
+    return next((v for _, n, v in triples if n == b"sec-websocket-key"), None)
+
+
+def _accept(key: bytes) -> bytes:
+    """RFC 6455 4.2.2: the Sec-WebSocket-Accept a server answers `key` with."""
+    return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
+
+
 _TRANSLATED_MAX = 256
 _translated: dict[tuple[object, ...], tuple[H2Request, list[Triple]]] = {}
 
 
-def _translate(headers: Sequence[tuple[bytes, bytes]], end_stream: bool) -> tuple[H2Request, list[Triple]]:
+def _translate(
+    headers: Sequence[tuple[bytes, bytes]], end_stream: bool, extended_connect: bool
+) -> tuple[H2Request, list[Triple]]:
     """`translate_request`, and the fields as `Exchange.start` takes them, remembered per
     header list: a client repeats its blocks (see h2glue's decode cache), so most
     requests are one dict lookup here. Only what passed is remembered; the request is
     read-only (H2Request says so), the list is only read by the exchange."""
-    key = (end_stream, *headers)
+    key = (end_stream, extended_connect, *headers)
     hit = _translated.get(key)
     if hit is None:
-        req = translate_request(headers, end_stream=end_stream)
+        req = translate_request(headers, end_stream=end_stream, extended_connect=extended_connect)
         hit = (req, [(n, n, v) for n, v in req.h1_headers()])
         if len(_translated) >= _TRANSLATED_MAX:
             _translated.clear()
@@ -108,7 +133,9 @@ class Stream:
         "sid",
         "target",
         "to_ack",
+        "tunnel",
         "up_full",
+        "ws_key",
     )
 
     def __init__(self, conn: H2Connection, sid: int, ex: Exchange) -> None:
@@ -128,6 +155,10 @@ class Stream:
         self.out_end = False  # the response ends after `out`
         self.paused_up = False  # we stopped reading the backend (window, buffer or client full)
         self.sent = 0  # response body bytes sent to the client
+        # RFC 8441: an extended CONNECT for a WebSocket; `ws_key` is the Sec-WebSocket-Key we
+        # sent the backend (None: not such a stream), `tunnel` is set once it answered 101.
+        self.ws_key: bytes | None = None
+        self.tunnel = False
 
     @property
     def up(self) -> UpstreamConnection | None:
@@ -184,6 +215,10 @@ class H2Connection(asyncio.Protocol):
         limits = GuardLimits(max_concurrent_streams=self.site.config.max_concurrent_streams)
         self.guard = AbuseGuard(limits)
         self.h2 = h2.connection.H2Connection(config=_H2_CONFIG)
+        # RFC 8441: WebSockets over HTTP/2 when a route of the listener tunnels them.
+        self.extended_connect = any(
+            "websocket" in route.upgrade for route in self.site.config.routes if route.pool is not None
+        )
         install_decode_cache(self.h2)
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
@@ -204,7 +239,10 @@ class H2Connection(asyncio.Protocol):
     def _start(self) -> None:
         h2c = self.h2
         h2c.initiate_connection()
-        h2c.update_settings(dict(self.guard.limits.h2_settings()))
+        settings = dict(self.guard.limits.h2_settings())
+        if self.extended_connect:
+            settings[SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
+        h2c.update_settings(settings)
         self.idle_since = self.loop.time()
         self._flush()
         self._arm(self.idle_since + self.site.timeouts.header)  # the client's preface and SETTINGS
@@ -289,22 +327,26 @@ class H2Connection(asyncio.Protocol):
         ex = Exchange(self.site, now)
         st = self.streams[sid] = Stream(self, sid, ex)
         try:
-            req, triples = _translate(ev.headers or (), ev.stream_ended is not None)
+            req, triples = _translate(ev.headers or (), ev.stream_ended is not None, self.extended_connect)
         except StreamError as exc:
             if exc.status is None:
                 self._stream_error(st, exc.reason, now)
             else:
                 self._answer(st, ex.refuse(exc.status, exc.reason))
             return
-        if req.protocol is not None:  # extended CONNECT (RFC 8441): not carried yet
-            self._answer(st, ex.refuse(501, "extended CONNECT is not supported"))
-            return
+        upgrade = None
+        if req.protocol is not None:  # RFC 8441: a WebSocket, an HTTP/1.1 Upgrade to the backend
+            upgrade = req.protocol  # (translate_request takes "websocket" only)
+            st.ws_key = _client_key(triples)
+            if st.ws_key is None:  # (RFC 8441 5: HTTP/2 clients send none; the backend needs one)
+                st.ws_key = base64.b64encode(os.urandom(16))
+                triples = [*triples, (b"sec-websocket-key", b"sec-websocket-key", st.ws_key)]
         st.method = req.method
         st.target = req.target
         st.declared = req.content_length
         st.ended = not req.has_body
         decision = ex.start(
-            req.method,
+            req.h1_method,
             req.target,
             http11=True,
             keep_alive=True,
@@ -312,7 +354,7 @@ class H2Connection(asyncio.Protocol):
             items=triples,
             content_length=req.content_length,
             chunked=req.chunked,
-            upgrade=None,
+            upgrade=upgrade,
             peer=self.peer,
             proto=self.proto,
             allowed=self.allowed,
@@ -321,6 +363,9 @@ class H2Connection(asyncio.Protocol):
         if isinstance(decision, Answer):
             self._answer(st, decision)
             return
+        if upgrade is not None and ex.upgrade is None:  # the route's `upgrade` leaves it out
+            self._answer(st, ex.refuse(501, "this route does not tunnel websocket"))
+            return
         self._forward(st, decision.pool)
 
     def _on_data(self, ev: h2.events.DataReceived, now: float) -> None:
@@ -328,6 +373,17 @@ class H2Connection(asyncio.Protocol):
         data = ev.data or b""
         if st is None:  # answered already: the body is not wanted, but the window is
             self.h2.acknowledge_received_data(ev.flow_controlled_length or 0, ev.stream_id)
+            return
+        if st.ws_key is not None:  # WebSocket bytes: a tunnel, no body rules
+            st.received += len(data)
+            st.to_ack += ev.flow_controlled_length or 0
+            up = st.up
+            if up is None:
+                st.early.append(data)
+                return
+            if up.transport is not None and not up.closed:
+                up.transport.write(data)
+            self.ack(st)
             return
         try:
             check_body_length(st.declared, st.received + len(data), end=False)
@@ -365,6 +421,12 @@ class H2Connection(asyncio.Protocol):
     def _on_end(self, sid: int, now: float) -> None:
         st = self.streams.get(sid)
         if st is None:
+            return
+        if st.ws_key is not None:  # the client is done sending: half-close towards the backend
+            st.ended = True
+            up = st.up
+            if up is not None and up.transport is not None and not up.closed and up.transport.can_write_eof():
+                up.transport.write_eof()
             return
         try:
             check_body_length(st.declared, st.received, end=True)
@@ -412,7 +474,11 @@ class H2Connection(asyncio.Protocol):
         if self.write_paused:
             self._pause_up(st)
         self.ack(st)
-        if st.ended:
+        if st.ws_key is not None:  # the upgrade request is its head; then it waits for the 101
+            self._request_end(st, up, self.loop.time())
+            if st.ended and up.transport.can_write_eof():
+                up.transport.write_eof()
+        elif st.ended:
             self._request_end(st, up, self.loop.time())
         else:
             self._arm(ex.deadline)
@@ -440,6 +506,11 @@ class H2Connection(asyncio.Protocol):
         up = st.up
         if up is None:
             return
+        if st.tunnel:
+            st.out += data
+            self._send_body(st)
+            self._flush_soon()
+            return
         st.ex.heard(self.loop.time())
         up.reader.receive_data(data)
         self._pump_upstream(st, up)
@@ -449,6 +520,13 @@ class H2Connection(asyncio.Protocol):
         up = st.up
         if up is None:
             return
+        if st.tunnel:  # the backend closed the WebSocket's connection: END_STREAM
+            if not st.out_end:
+                st.ex.response_end()
+                st.out_end = True
+                self._send_body(st)
+                self._flush_soon()
+            return
         up.reader.receive_data(b"")
         self._pump_upstream(st, up)
         self._flush_soon()
@@ -456,6 +534,9 @@ class H2Connection(asyncio.Protocol):
     def upstream_lost(self, st: Stream, exc: Exception | None) -> None:
         up = st.up
         if up is None:
+            return
+        if st.tunnel:
+            self.upstream_eof(st)
             return
         if not st.ex.response_done:
             up.reader.receive_data(b"")
@@ -479,9 +560,15 @@ class H2Connection(asyncio.Protocol):
             elif t is Head:
                 head: Head = ev  # type: ignore[assignment]
                 if head.status < 200:
+                    if head.status == 101 and st.ws_key is not None:
+                        self._switch(st, up, head)
+                        return
                     if head.status != 101 and st.sid in self.streams:  # (101: never asked for)
                         self.h2.send_headers(st.sid, response_headers(head.status, head.headers))
                     continue
+                if st.ws_key is not None and head.status < 300:  # a 2xx would open no tunnel
+                    self._upstream_failed(st, 502, "backend did not switch to websocket")
+                    return
                 ex.status = head.status
                 bodiless = ex.method == b"HEAD" or head.status in (204, 304)
                 try:
@@ -523,6 +610,30 @@ class H2Connection(asyncio.Protocol):
         if queued:
             out += queued
         out += frames
+
+    def _switch(self, st: Stream, up: UpstreamConnection, head: Head) -> None:
+        """The backend switched to WebSocket: the client gets 200 (RFC 8441 5), the stream
+        becomes a tunnel, and what followed the 101 is its first bytes."""
+        ex = st.ex
+        assert st.ws_key is not None
+        accept = next((v for n, v in head.headers if n == b"sec-websocket-accept"), None)
+        if accept != _accept(st.ws_key):
+            self._upstream_failed(st, 502, "backend's Sec-WebSocket-Accept does not match our key")
+            return
+        ex.switched()
+        ex.status = 200
+        fields = [(n, v) for n, v in head.headers if n != b"sec-websocket-accept"]
+        try:
+            self.h2.send_headers(st.sid, response_headers(200, fields), end_stream=False)
+        except h2.exceptions.StreamClosedError:
+            self._on_reset(st.sid)
+            return
+        self.guard.response_started(st.sid)
+        st.tunnel = True
+        rest = up.reader.trailing
+        if rest:
+            st.out += rest
+        self._send_body(st)
 
     def _send_body(self, st: Stream) -> None:
         """Send what the client's windows allow; pause the backend while much waits."""

@@ -9,6 +9,7 @@ backend; an abusive connection gets GOAWAY and is counted.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import ssl
@@ -25,7 +26,7 @@ from h2.errors import ErrorCodes
 from hpack import Decoder
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame
 
-from tests.integration.http_backends import HttpBackend, Proxy, config
+from tests.integration.http_backends import HttpBackend, Proxy, config, ws_frame
 from tests.support import require_tool
 
 ROUTES = """
@@ -355,3 +356,143 @@ async def test_chromium_negotiates_h2_by_itself(backend: HttpBackend, tmp_path: 
         assert "/echo/page" in dom  # the backend's JSON, rendered
         protocols = {key[2] for key in p.frontend.counters.requests}
         assert "h2" in protocols and "http/1.1" not in protocols
+
+
+# ---------------------------------------------------------------- WebSocket over HTTP/2 (RFC 8441)
+
+
+def _ws_connect(path: bytes = b"/ws") -> Fields:
+    return [
+        (b":method", b"CONNECT"),
+        (b":protocol", b"websocket"),
+        (b":scheme", b"http"),
+        (b":authority", b"a.test"),
+        (b":path", path),
+        (b"sec-websocket-version", b"13"),
+    ]
+
+
+def _server_frame(payload: bytes) -> bytes:
+    """An unmasked (server) text frame, as the backend echoes it (payload < 126 bytes)."""
+    return bytes([0x81, len(payload)]) + payload
+
+
+@pytest.mark.asyncio
+async def test_websocket_over_h2_reaches_a_websocket_backend(backend: HttpBackend) -> None:
+    """Extended CONNECT (RFC 8441): the setting is advertised, the backend gets an HTTP/1.1
+    Upgrade with a key of ours and answers 101, the client gets 200 and a byte tunnel
+    both ways, each way ends with END_STREAM."""
+    async with Proxy(config({"alpha": [backend.address]}, ROUTES, "h2c = true")) as p:
+        client = await asyncio.to_thread(H2Client, p.port)
+        try:
+            await asyncio.to_thread(client.events, h2.events.RemoteSettingsChanged)
+            assert client.conn.remote_settings.enable_connect_protocol == 1
+            client.conn.send_headers(1, _ws_connect(), end_stream=False)
+            client.flush()
+            events = await asyncio.to_thread(client.events, h2.events.ResponseReceived)
+            (resp,) = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+            got = dict(resp.headers or [])
+            assert got[b":status"] == b"200"
+            assert b"sec-websocket-accept" not in got and b"upgrade" not in got
+            echoed = b""
+            for msg in (b"hello", b"over h2", b"x" * 100):
+                client.conn.send_data(1, ws_frame(msg))
+                client.flush()
+                want = _server_frame(msg)
+                while len(echoed) < len(want):
+                    events = await asyncio.to_thread(client.events, h2.events.DataReceived)
+                    for e in events:
+                        if isinstance(e, h2.events.DataReceived):
+                            echoed += e.data or b""
+                            client.conn.acknowledge_received_data(e.flow_controlled_length or 0, 1)
+                assert echoed[: len(want)] == want
+                echoed = echoed[len(want) :]
+            client.conn.end_stream(1)  # the backend sees EOF, closes: END_STREAM back
+            client.flush()
+            events = await asyncio.to_thread(client.events, h2.events.StreamEnded)
+            assert any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 1 for e in events)
+        finally:
+            client.close()
+    (req,) = backend.requests
+    assert req["method"] == "GET" and req["target"] == "/ws"
+    fields = dict(req["headers"])
+    assert fields["upgrade"] == "websocket"
+    assert "upgrade" in fields["connection"].lower()
+    assert len(base64.b64decode(fields["sec-websocket-key"])) == 16
+    assert fields["sec-websocket-version"] == "13"
+
+
+@pytest.mark.asyncio
+async def test_websocket_over_h2_needs_the_route_to_allow_it(backend: HttpBackend) -> None:
+    routes = '[[http.route]]\npath = "/"\npool = "alpha"\nupgrade = []\n'
+    async with Proxy(config({"alpha": [backend.address]}, routes, "h2c = true")) as p:
+        client = await asyncio.to_thread(H2Client, p.port)
+        try:
+            await asyncio.to_thread(client.events, h2.events.RemoteSettingsChanged)
+            # No route tunnels websocket: the setting is not advertised, and a :protocol is
+            # malformed without it (RFC 8441 3).
+            assert client.conn.remote_settings.enable_connect_protocol == 0
+            client.conn.send_headers(1, _ws_connect(), end_stream=False)
+            client.flush()
+            events = await asyncio.to_thread(client.events, h2.events.StreamReset)
+            resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
+            assert resets and resets[0].error_code == ErrorCodes.PROTOCOL_ERROR
+        finally:
+            client.close()
+    assert not backend.requests
+
+
+@pytest.mark.asyncio
+async def test_websocket_over_h2_refused_on_a_route_without_it(backend: HttpBackend) -> None:
+    """One route tunnels websocket (the setting is on), another does not: 501 there."""
+    routes = (
+        '[[http.route]]\npath = "/ws"\npool = "alpha"\n\n'
+        '[[http.route]]\npath = "/"\npool = "alpha"\nupgrade = []\n'
+    )
+    async with Proxy(config({"alpha": [backend.address]}, routes, "h2c = true")) as p:
+        client = await asyncio.to_thread(H2Client, p.port)
+        try:
+            client.conn.send_headers(1, _ws_connect(b"/other"), end_stream=False)
+            client.flush()
+            events = await asyncio.to_thread(client.events, h2.events.StreamEnded)
+            (resp,) = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+            assert dict(resp.headers or [])[b":status"] == b"501"
+        finally:
+            client.close()
+    assert not backend.requests
+
+
+# The image (answered after 2 s) holds the load event, after which --dump-dom reads the page.
+_WS_PAGE = """<html><body><p id="out">waiting</p><img src="/slow/2"><script>
+const ws = new WebSocket("wss://h2.example.test:PORT/ws");
+ws.onopen = () => ws.send("ping over h2");
+ws.onmessage = (e) => { document.getElementById("out").textContent = "echo:" + e.data; ws.close(); };
+ws.onerror = () => { document.getElementById("out").textContent = "error"; };
+</script></body></html>"""
+
+
+@pytest.mark.asyncio
+async def test_chromium_websocket_over_h2(backend: HttpBackend, tmp_path: Path) -> None:
+    """A browser's own WebSocket: Chromium opens it on its HTTP/2 connection (it saw
+    SETTINGS_ENABLE_CONNECT_PROTOCOL), the echo comes back through the tunnel."""
+    from tests.integration.test_ops_status_page import chromium
+
+    require_tool("chromium")
+    async with Proxy(config({"alpha": [backend.address]}, ROUTES, tls_config(tmp_path))) as p:
+        page = _WS_PAGE.replace("PORT", str(p.port)).encode()
+        backend.raw_response = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(page) + page
+        )
+        url = f"https://h2.example.test:{p.port}/raw/page"
+        extra = [
+            "--ignore-certificate-errors",
+            "--host-resolver-rules=MAP h2.example.test 127.0.0.1",
+            "--virtual-time-budget=10000",
+        ]
+        dom = await asyncio.to_thread(chromium, url, tmp_path, None, extra)
+        assert "echo:ping over h2" in dom
+        protocols = {key[2] for key in p.frontend.counters.requests}
+        assert protocols == {"h2"}  # the page and the WebSocket: no HTTP/1.1 connection at all
+    ws = [r for r in backend.requests if r["target"] == "/ws"]
+    assert len(ws) == 1 and dict(ws[0]["headers"])["upgrade"] == "websocket"
+    assert len(base64.b64decode(dict(ws[0]["headers"])["sec-websocket-key"])) == 16
