@@ -496,3 +496,19 @@ async def test_chromium_websocket_over_h2(backend: HttpBackend, tmp_path: Path) 
     ws = [r for r in backend.requests if r["target"] == "/ws"]
     assert len(ws) == 1 and dict(ws[0]["headers"])["upgrade"] == "websocket"
     assert len(base64.b64decode(dict(ws[0]["headers"])["sec-websocket-key"])) == 16
+
+
+@pytest.mark.asyncio
+async def test_websocket_over_h2_backend_that_does_not_switch_is_a_502(backend: HttpBackend) -> None:
+    """A backend that answers the Upgrade with a 2xx opened no tunnel: the client must not
+    take it for one (RFC 8441 5: a 2xx means the tunnel is up)."""
+    async with Proxy(config({"alpha": [backend.address]}, ROUTES, "h2c = true")) as p:
+        client = await asyncio.to_thread(H2Client, p.port)
+        try:
+            client.conn.send_headers(1, _ws_connect(b"/echo"), end_stream=False)
+            client.flush()
+            events = await asyncio.to_thread(client.events, h2.events.StreamEnded)
+            (resp,) = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+            assert dict(resp.headers or [])[b":status"] == b"502"
+        finally:
+            client.close()
