@@ -80,7 +80,8 @@ class Daemon:
         self.notifier = Notifier.from_env()
         self.anycast = Anycast(self.tasks, lambda: self.pools, lambda: [key[1] for key in self.sockets])
         # One process serves the front ends itself; more: it supervises worker processes.
-        count = count_for(config.global_.workers)
+        # (A config with no listener, only VRRP or anycast, has nothing for workers to do.)
+        count = count_for(config.global_.workers) if any(sections(config)) else 1
         self.serving: LocalServing | Workers = (
             LocalServing(self.pools, self.tasks) if count == 1 else Workers(count, self.pools, self.tasks)
         )
@@ -246,7 +247,9 @@ class Daemon:
             return False
         if new.global_.metrics != self.config.global_.metrics:
             log.warning("global.metrics changed: takes effect at the next restart")
-        if (count_for(new.global_.workers) == 1) != isinstance(self.serving, LocalServing):
+        if any(sections(new)) and (count_for(new.global_.workers) == 1) != isinstance(
+            self.serving, LocalServing
+        ):
             log.warning("global.workers: between one process and several takes effect at the next restart")
         try:
             prepared = self.serving.prepare(new)
