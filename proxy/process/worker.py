@@ -24,7 +24,6 @@ from typing import Any
 import conf
 from lb.pool import PoolSet, ServerView
 from lb.shared import SharedCounts
-from proxy.http.tls import watch_certificates
 from proxy.process import control
 from proxy.process.serving import Key, LocalServing, tune_gc
 from proxy.process.tasks import Background
@@ -110,9 +109,6 @@ class Worker:
             sock.setblocking(False)
             sockets[(kind, address)] = sock
         await self.serving.commit(self.serving.prepare(self.config), sockets)
-        # Certificates renewed on disk (certbot, or the supervisor's ACME service) are
-        # picked up here as in a single process: every worker serves the new one.
-        self.tasks.spawn(watch_certificates(), name="tls watch")
         tune_gc()
         control.send(self.writer, "ready", os.getpid())
         log.info("worker %d (generation %d) serving", self.init.index, self.init.generation)
