@@ -17,6 +17,7 @@ once a second.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 
 from proxy.http.h2request import RESPONSE_DROP
@@ -152,6 +153,9 @@ def fields_block(fields: bytes) -> bytes:
     return block
 
 
+_FRAME_HEAD = struct.Struct("!BHBBL")
+
+
 def frame_head(length: int, kind: int, flags: int, stream_id: int) -> bytes:
-    """RFC 9113 4.1: the 9-byte frame header."""
-    return length.to_bytes(3, "big") + bytes((kind, flags)) + stream_id.to_bytes(4, "big")
+    """RFC 9113 4.1: the 9-byte frame header (a 24-bit length, type, flags, stream id)."""
+    return _FRAME_HEAD.pack(length >> 16, length & 0xFFFF, kind, flags, stream_id)

@@ -29,6 +29,7 @@ from proxy.http.h2frames import (
     encode_block,
     encode_integer,
     fields_block,
+    frame_head,
     literal,
     status_field,
 )
@@ -327,3 +328,13 @@ def test_received_frames_are_not_formatted(monkeypatch: pytest.MonkeyPatch) -> N
     client = _client()
     events = server.receive_data(client.data_to_send() + _requests(client, 2, vary=False))
     assert sum(isinstance(e, RequestReceived) for e in events) == 2
+
+
+@given(st.integers(min_value=0, max_value=(1 << 24) - 1), st.integers(min_value=0, max_value=(1 << 31) - 1))
+@settings(max_examples=200)
+def test_frame_head_is_hyperframes(length: int, sid: int) -> None:
+    assert frame_head(length, 0, 1, sid) == length.to_bytes(3, "big") + b"\x00\x01" + sid.to_bytes(4, "big")
+    frame = hyperframe.frame.DataFrame(sid or 1, data=b"x" * min(length, 300))
+    frame.flags.add("END_STREAM")
+    wire = frame.serialize()
+    assert frame_head(len(frame.data), 0, 1, sid or 1) == wire[:9]
