@@ -48,6 +48,7 @@ Rules and where their defaults come from:
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,9 @@ KINDS = (
     "slow_read_stream",
     "framing",
 )
+
+
+_FRAME_HEAD = struct.Struct("!BHBBL")  # RFC 9113 4.1: 24-bit length, type, flags, R + stream id
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +229,15 @@ class AbuseGuard:
                 k = min(self._skip, n - i)
                 self._skip -= k
                 i += k
+                continue
+            if not self._head and n - i >= 9:  # (the usual case: a whole frame header here)
+                high, low, kind, flags, sid = _FRAME_HEAD.unpack_from(data, i)
+                i += 9
+                length = high << 16 | low
+                verdict = self._frame(kind, flags, sid & 0x7FFFFFFF, length, now)
+                if verdict is not None:
+                    return verdict
+                self._skip = length
                 continue
             need = 9 - len(self._head)
             if n - i < need:
