@@ -106,8 +106,11 @@ def data_frame(conn: h2.connection.H2Connection, sid: int, data: bytes, end_stre
 
 # ---------------------------------------------------------------- receiving
 
-_DECODE_CACHE_MAX = 64  # distinct blocks remembered per connection
-_DECODE_BLOCK_MAX = 4096  # longer blocks are decoded every time (and rarely repeat)
+# Per connection, so bounded tightly (a client chooses what is remembered): at most 16 blocks
+# of at most 2 KiB and 64 fields each, some tens of KiB per connection at worst.
+_DECODE_CACHE_MAX = 16
+_DECODE_BLOCK_MAX = 2048
+_DECODE_FIELDS_MAX = 64
 _TABLE_MAXSIZE: Any = HeaderTable.__dict__["maxsize"]  # hpack's property, extended below
 
 
@@ -155,12 +158,16 @@ class CachingDecoder(hpack.Decoder):
         ):
             return hit[2]  # (h2 copies it into the event: `H2Stream._process_received_headers`)
         generation = table.generation
-        headers = super().decode(data, raw=True)
-        if table.generation == generation and len(data) <= _DECODE_BLOCK_MAX:
+        headers = tuple(super().decode(data, raw=True))
+        if (
+            table.generation == generation
+            and len(data) <= _DECODE_BLOCK_MAX
+            and len(headers) <= _DECODE_FIELDS_MAX
+        ):
             cache = self._cache
             if len(cache) >= _DECODE_CACHE_MAX:
                 cache.clear()
-            cache[bytes(data)] = (generation, self.max_header_list_size, tuple(headers))
+            cache[bytes(data)] = (generation, self.max_header_list_size, headers)
         return headers
 
 

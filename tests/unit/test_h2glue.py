@@ -257,8 +257,8 @@ def test_a_cached_block_is_decoded_again_once_the_table_changed() -> None:
     encoder = hpack.Encoder()
     first = encoder.encode([(b"x-a", b"1")])  # literal with incremental indexing
     assert first[0] & 0xC0 == 0x40
-    assert decoder.decode(first, raw=True) == [(b"x-a", b"1")]
-    assert decoder.decode(b"\xbe", raw=True) == [(b"x-a", b"1")]
+    assert list(decoder.decode(first, raw=True)) == [(b"x-a", b"1")]
+    assert list(decoder.decode(b"\xbe", raw=True)) == [(b"x-a", b"1")]
     assert list(decoder.decode(b"\xbe", raw=True)) == [(b"x-a", b"1")]  # (from the cache)
     decoder.decode(encoder.encode([(b"x-a", b"2")]), raw=True)
     assert list(decoder.decode(b"\xbe", raw=True)) == [(b"x-a", b"2")]
@@ -268,6 +268,18 @@ def test_a_cached_block_is_decoded_again_once_the_table_changed() -> None:
     decoder.max_header_list_size = 10  # a lower limit: what was cached is judged again
     with pytest.raises(hpack.OversizedHeaderListError):
         decoder.decode(b"\x82\x86\x84", raw=True)
+
+
+def test_the_decode_cache_keeps_little_per_connection() -> None:
+    """A client chooses what is remembered: long blocks, many fields, many blocks are not."""
+    decoder = CachingDecoder(1 << 20)
+    many = b"\x82" * 65  # 65 fields, no table change
+    decoder.decode(many, raw=True)
+    decoder.decode(b"\x00\x01a" + encode_integer(2200, 7) + b"v" * 2200, raw=True)  # a 2 KiB+ literal
+    assert not decoder._cache
+    for i in range(40):
+        decoder.decode(b"\x00\x01a\x02%02d" % i, raw=True)
+    assert 0 < len(decoder._cache) <= 16
 
 
 def _requests(client: H2Connection, n: int, vary: bool) -> bytes:
