@@ -21,7 +21,7 @@ from tests.integration.test_tcp_failover import run
 RECORDER = """
 import json, os, sys
 out, port = sys.argv[1], sys.argv[3]
-env = {k: v for k, v in os.environ.items() if k.startswith("SEKISHO_")}
+env = {k: v for k, v in os.environ.items() if k.startswith(("SEKISHO_POOL", "SEKISHO_SERVER"))}
 with open(f"{out}/{port}.seen", "a") as f:
     f.write(json.dumps({"argv": sys.argv[1:], "env": env}) + "\\n")
 status = f"{out}/{port}.status"

@@ -70,7 +70,7 @@ def test_failing_track_script_hands_the_vip_to_keepalived(lab: Lab) -> None:
     flag.touch()
     toml = sekisho_instance(lab.b, priority=150, initial_state="MASTER")
     toml += 'track_script = [{ name = "chk", weight = -100 }]\n'
-    toml += check(flag, interval=0.1, rise=2, fall=2)
+    toml += check(flag, interval=0.1, timeout=2.0, rise=2, fall=2)
     sk = lab.sekisho(lab.b, toml)
     lab.wait_vip(lab.b, 5)
     ka = lab.keepalived(lab.a, keepalived_instance(lab.a, priority=100))
@@ -120,7 +120,7 @@ def test_weight_zero_track_script_faults_and_releases_at_once(lab: Lab) -> None:
     flag = lab.tmp / "ok"
     flag.touch()
     toml = sekisho_instance(lab.b, priority=150, initial_state="MASTER") + 'track_script = ["chk"]\n'
-    toml += check(flag, interval=0.1)
+    toml += check(flag, interval=0.1, timeout=2.0)  # a loaded machine spawns slowly
     sk = lab.sekisho(lab.b, toml)
     lab.wait_vip(lab.b, 5)
     ka = lab.keepalived(lab.a, keepalived_instance(lab.a, priority=100))
@@ -165,7 +165,7 @@ def test_notify_scripts_follow_keepalived_calling_convention(lab: Lab) -> None:
     sk_script, ka_script = appender(lab.tmp, sk_log), appender(lab.tmp, ka_log)
     toml = sekisho_instance(lab.b, priority=100, name="VI_1")
     toml += 'track_script = ["chk", "always_down"]\n' + notify_table(sk_script)
-    toml += check(flag, interval=0.1)
+    toml += check(flag, interval=0.1, timeout=2.0)  # a loaded machine spawns slowly
     toml += '\n[vrrp_script.always_down]\ncommand = ["/bin/false"]\nweight = -10\ninit_fail = true\n'
     sk = lab.sekisho(lab.b, toml)
     wait_for(lambda: lines(sk_log)[:2] == ["backup", "INSTANCE VI_1 BACKUP 90"], 5, "sekisho BACKUP notify")
