@@ -92,7 +92,8 @@ def _accept(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
 
 
-_TRANSLATED_MAX = 256
+_TRANSLATED_MAX = 256  # header lists remembered (one dict for the process)
+_TRANSLATED_FIELDS_MAX = 64
 _translated: dict[tuple[object, ...], tuple[H2Request, list[Triple]]] = {}
 
 
@@ -108,9 +109,10 @@ def _translate(
     if hit is None:
         req = translate_request(headers, end_stream=end_stream, extended_connect=extended_connect)
         hit = (req, [(n, n, v) for n, v in req.h1_headers()])
-        if len(_translated) >= _TRANSLATED_MAX:
-            _translated.clear()
-        _translated[key] = hit
+        if len(headers) <= _TRANSLATED_FIELDS_MAX:
+            if len(_translated) >= _TRANSLATED_MAX:
+                _translated.clear()
+            _translated[key] = hit
     return hit
 
 
