@@ -69,12 +69,12 @@ class BackendPool:
         self._tasks: dict[Backend | str, asyncio.Task[None]] = {}
         self.started = False
         self.picks_none = 0
-        # With worker processes: the connection counts of every worker (lb.shared), who
+        # With worker processes: the connection counts of every worker (lb.shared; only
+        # where picks need them, see share_counts), who
         # hears of a state change (the supervisor), and where a worker's failed connects go.
         self.counts: SharedCounts | None = None
         self.on_change: Callable[[], None] | None = None
         self.report_failure: Callable[[str, str], None] | None = None
-        self._counted = False  # picks need the shared counts (share_counts)
         old = {b.key: b for b in previous.backends} if previous is not None else {}
         for server in config.servers:
             if server.address.is_ip:
@@ -228,7 +228,7 @@ class BackendPool:
     def pick(self, client_ip: str | None = None, exclude: Collection[Backend] = ()) -> Backend | None:
         if self._ramping:
             self._ramp()
-        if self.counts is not None and self._counted:
+        if self.counts is not None:
             self._read_counts(self.counts)
         b = self.scheduler.pick(client_ip, exclude)
         if b is None:
@@ -275,8 +275,11 @@ class BackendPool:
 
     # ------------------------------------------------- state across workers
     def share_counts(self, counts: SharedCounts) -> None:
-        self.counts = counts
-        self._counted = self.scheduler.uses_counts or any(s.max_connections for s in self.config.servers)
+        """Count in the workers' shared table if picks need every worker's connections (lc,
+        wlc, lblc, max_connections). Other pools count only here (no cost per request);
+        the supervisor adds the workers' counts up when it reports them."""
+        if self.scheduler.uses_counts or any(s.max_connections for s in self.config.servers):
+            self.counts = counts
 
     def _read_counts(self, counts: SharedCounts) -> None:
         for b in self.backends:
@@ -509,7 +512,7 @@ class PoolSet(Mapping[str, BackendPool]):
             bp.report_failure = report
 
     def _wire(self, bp: BackendPool) -> None:
-        if self._counts is not None and bp.counts is None:
+        if self._counts is not None:
             bp.share_counts(self._counts)
         bp.on_change = self._on_change
 

@@ -57,13 +57,15 @@ def snapshot(serving: LocalServing, pools: PoolSet, started: float) -> dict[str,
                 "picks_none": bp.picks_none,
                 "servers": {
                     b.key: {
+                        # (a pool with shared counts reads them there: lb.shared)
+                        "active": b.active if bp.counts is None else 0,
                         "total": b.total,
                         "picks": b.picks,
                         "bytes_in": b.bytes_in,
                         "bytes_out": b.bytes_out,
                         "connect_failures": b.connect_failures,
                     }
-                    for b in bp.backends
+                    for b in (*bp.backends, *((bp.sorry,) if bp.sorry else ()))
                 },
             }
             for name, bp in pools.items()

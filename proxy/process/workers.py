@@ -366,7 +366,8 @@ class Workers:
                 continue
             pool.picks_none = report["picks_none"]
             for key, counters in report["servers"].items():
-                for backend in pool.find(key):
+                sorry = [pool.sorry] if pool.sorry is not None and pool.sorry.key == key else []
+                for backend in pool.find(key) or sorry:
                     for field, value in counters.items():
                         setattr(backend, field, value)
 

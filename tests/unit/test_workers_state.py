@@ -114,6 +114,19 @@ def test_lc_in_a_worker_sees_the_connections_of_the_others(counts: SharedCounts)
     assert counts.total(busy.slot) == 0
 
 
+def test_pools_whose_picks_need_no_counts_leave_the_table_alone(counts: SharedCounts) -> None:
+    """rr (no max_connections) counts in the worker only: no shared write per request."""
+    config = _config("rr")
+    supervisor, worker = PoolSet(config.pools), PoolSet(config.pools)
+    supervisor.share_counts(counts, Columns(counts))
+    worker.share_counts(counts.attach(0))
+    worker.apply_view(supervisor.view())
+    b = worker["web"].backends[0]
+    worker["web"].take(b)
+    assert b.active == 1 and counts.total(b.slot) == 0
+    assert worker["web"].counts is None
+
+
 def test_a_failed_connect_in_a_worker_goes_to_the_supervisor() -> None:
     config = _config(extra='health = { kind = "tcp", fall = 1 }')
     worker = PoolSet(config.pools)
