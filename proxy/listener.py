@@ -42,6 +42,7 @@ _FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _BACKOFF = 0.1
 _LOG_EVERY = 10.0
 _BURST = 64  # accepts per wakeup before letting other callbacks run
+_HOLD = 0.005  # a worker holding back takes the connection after all if it is still queued
 
 
 class Frontend(Protocol):
@@ -86,8 +87,14 @@ def bind(address: Address, backlog: int = 1024) -> socket.socket:
 
 
 class Listener:
-    def __init__(
-        self, kind: str, address: Address, sock: socket.socket, frontend: Frontend, share: int = 1
+    def __init__(  # noqa: PLR0917
+        self,
+        kind: str,
+        address: Address,
+        sock: socket.socket,
+        frontend: Frontend,
+        share: int = 1,
+        hold_back: Callable[[], bool] | None = None,
     ) -> None:
         self.kind = kind
         self.address = address
@@ -95,6 +102,9 @@ class Listener:
         # With N worker processes on one socket each takes 1/N of `max_connections`: a
         # worker at its share leaves the queue to the others (the accept queue is shared).
         self.share = share
+        # A worker with clearly more connections than another leaves a new one to it
+        # (lb.shared.AcceptBalance); taken after all if nobody has within _HOLD.
+        self.hold_back = hold_back
         self.frontend = frontend
         self.active = 0
         self.accepted = 0
@@ -169,11 +179,14 @@ class Listener:
         if self._pending is None and self._poller is not None:
             self._pending = asyncio.get_running_loop().call_soon(self._accept_ready, 0)
 
-    def _accept_ready(self, _events: int) -> None:
+    def _accept_ready(self, _events: int, force: bool = False) -> None:
         """The listening socket is readable (edge-triggered): accept until the
         backlog is empty, the service is full, or a burst is done."""
         self._pending = None
         if self._poller is None:
+            return
+        if not force and self.hold_back is not None and self.hold_back():
+            self._pending = asyncio.get_running_loop().call_later(_HOLD, self._accept_ready, 0, True)
             return
         sock = self.sock
         family = self._family

@@ -19,7 +19,7 @@ import contextlib
 import gc
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,7 @@ class LocalServing:
         self._old_access_logs: list[AccessLog] = []
         self.drain_timeout = conf.GlobalSettings().drain_timeout
         self.share = 1  # in a worker: how many workers share each listener's max_connections
+        self.hold_back: Callable[[], bool] | None = None  # in a worker: AcceptBalance.ahead
         self._tls_watch: asyncio.Task[None] | None = None  # certificate files changed on disk
 
     def prepare(self, config: conf.Config) -> Prepared:
@@ -104,7 +105,7 @@ class LocalServing:
             if key in self.listeners:
                 self.listeners[key].frontend = frontend
             else:
-                listener = Listener(key[0], key[1], sockets[key], frontend, self.share)
+                listener = Listener(key[0], key[1], sockets[key], frontend, self.share, self.hold_back)
                 self.listeners[key] = listener
                 listener.start()
                 log.info("listening: %s %s", key[0], key[1])

@@ -23,7 +23,7 @@ from typing import Any
 
 import conf
 from lb.pool import PoolSet, ServerView
-from lb.shared import SharedCounts
+from lb.shared import AcceptBalance, SharedCounts
 from proxy.process import control
 from proxy.process.serving import Key, LocalServing, tune_gc
 from proxy.process.tasks import Background
@@ -94,11 +94,13 @@ class Worker:
         self.tasks = Background(log)
         self.pools = PoolSet(config.pools)
         fd, rows, columns, row = init.counts
-        self.pools.share_counts(SharedCounts(fd, rows, columns, row))
+        self.counts = SharedCounts(fd, rows, columns, row)
+        self.pools.share_counts(self.counts)
         self.pools.apply_view(init.view)
         self.pools.report_failures(lambda pool, server: control.send(writer, "connect_failed", pool, server))
         self.serving = LocalServing(self.pools, self.tasks)
         self.serving.share = init.workers
+        self.serving.hold_back = AcceptBalance(self.counts, self.serving.connections).ahead
         self.drain = asyncio.Event()
 
     def snapshot(self) -> dict[str, Any]:
@@ -124,6 +126,7 @@ class Worker:
             log.error("worker %d: the supervisor has gone; exiting", self.init.index)
             return 1
         reading.cancel()
+        self.counts.set_load(None)  # no longer accepting: the others stop leaving work to us
         await self.serving.stop()
         await self.tasks.close()
         control.send(self.writer, "bye", self.snapshot())

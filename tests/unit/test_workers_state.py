@@ -11,7 +11,7 @@ import pytest
 
 import conf
 from lb.pool import PoolSet
-from lb.shared import Columns, SharedCounts
+from lb.shared import AcceptBalance, Columns, SharedCounts
 from proxy.http.stats import HttpStats
 from proxy.process import totals
 from proxy.process.workers import count_for
@@ -53,6 +53,24 @@ def test_readers_sum_only_the_rows_in_use(counts: SharedCounts) -> None:
     assert counts.total(2) == 1
     counts.rows_in_use(2)
     assert counts.total(2) == 2
+
+
+def test_a_worker_with_clearly_more_connections_leaves_new_ones_to_another(counts: SharedCounts) -> None:
+    a, b, c = counts.attach(0), counts.attach(1), counts.attach(2)
+    open_a, open_b = [10], [0]
+    ahead_a = AcceptBalance(a, lambda: open_a[0]).ahead
+    ahead_b = AcceptBalance(b, lambda: open_b[0]).ahead
+    assert not ahead_a()  # nobody else accepts yet
+    assert not ahead_b()  # b has fewer
+    assert ahead_a()  # 10 > 0 + 1
+    open_b[0] = 9
+    assert not ahead_b() and not ahead_a()  # within the slack
+    c.set_load(None)  # a third row, not accepting (starting, or draining): not counted
+    assert counts.least_other_load() == 9
+    b.set_load(None)  # b drains: a takes everything again
+    assert not ahead_a()
+    columns = Columns(counts)
+    assert [columns.take() for _ in range(8)] == [0, 1, 2, 3, 4, 5, 6, -1]  # 7: the load column
 
 
 def test_a_column_is_reused_only_once_nobody_counts_in_it(counts: SharedCounts) -> None:
