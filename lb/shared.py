@@ -109,7 +109,7 @@ class AcceptBalance:
         mine = self._connections()
         self._counts.set_load(mine)
         least = self._counts.least_other_load()
-        return least is not None and mine > least + 1 + least // 8
+        return least is not None and mine > least + 3 + least // 8
 
 
 class Columns:

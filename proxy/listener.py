@@ -191,10 +191,13 @@ class Listener:
         sock = self.sock
         family = self._family
         make_socket, stream = socket.SocketType, socket.SOCK_STREAM
-        # One worker of several takes one connection per wakeup and lets the others take
-        # the next: a burst of connects (a client opening its keep-alive pool) spreads
-        # over the workers instead of landing whole on the first one awake.
-        for _ in range(_BURST if self.share == 1 else 1):
+        # Workers sharing the socket: before each further accept, a worker ahead of the
+        # others (hold_back) leaves the rest of a burst to them.
+        hold = self.hold_back
+        for i in range(_BURST):
+            if i and hold is not None and hold():
+                self._pending = asyncio.get_running_loop().call_later(_HOLD, self._accept_ready, 0, True)
+                return
             frontend = self.frontend
             if self.active >= self.limit:
                 self._full = True  # the backlog waits; _closed() resumes
