@@ -72,8 +72,9 @@ class WorkerProcess:
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.draining = False
+        self.gone = False  # its control socket closed: it exited or is exiting
         self.last: dict[str, Any] | None = None  # its latest counters
-        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._replies: dict[int, asyncio.Future[dict[str, Any] | None]] = {}
         self._closed: dict[Key, asyncio.Future[None]] = {}
         self._seq = 0
 
@@ -86,14 +87,16 @@ class WorkerProcess:
             control.send(self.writer, *message)
 
     async def snapshot(self) -> dict[str, Any] | None:
-        if not self.ready.done() or self.exited.done():
+        if not self.ready.done() or self.gone:
             return self.last
         self._seq += 1
         reply = asyncio.get_running_loop().create_future()
         self._replies[self._seq] = reply
         self.send("snapshot", self._seq)
         try:
-            self.last = await asyncio.wait_for(reply, SNAPSHOT_TIMEOUT)
+            report = await asyncio.wait_for(reply, SNAPSHOT_TIMEOUT)
+            if report is not None:  # None: it exited meanwhile
+                self.last = report
         except TimeoutError:
             log.warning("worker %d (pid %d): no counters in %.0fs", self.index, self.pid, SNAPSHOT_TIMEOUT)
         finally:
@@ -264,6 +267,10 @@ class Workers:
             while (message := await control.receive(reader)) is not None:
                 self._heard(w, message)
         finally:
+            w.gone = True
+            for reply in w._replies.values():  # a scrape waiting on a worker that died
+                if not reply.done():
+                    reply.set_result(None)
             w.writer.close()
             code = await asyncio.to_thread(w.proc.wait) if w.proc is not None else 0
             w.exited.set_result(code)
