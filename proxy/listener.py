@@ -198,7 +198,7 @@ class Listener:
             if i and hold is not None and hold():
                 self._pending = asyncio.get_running_loop().call_later(_HOLD, self._accept_ready, 0, True)
                 return
-            frontend = self.frontend
+            frontend = self._frontend
             if self.active >= self.limit:
                 self._full = True  # the backlog waits; _closed() resumes
                 return
@@ -260,7 +260,7 @@ class Listener:
             conn.setblocking(False)
             self.accepted += 1
             self.active += 1
-            frontend = self.frontend
+            frontend = self._frontend
             done = _once(self._closed)
             ctx = frontend.ssl_context()
             if ctx is None:

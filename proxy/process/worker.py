@@ -94,13 +94,16 @@ class Worker:
         self.tasks = Background(log)
         self.pools = PoolSet(config.pools)
         fd, rows, columns, row = init.counts
-        self.counts = SharedCounts(fd, rows, columns, row)
-        self.pools.share_counts(self.counts)
+        # No row left in the table (more workers than it has room for): count alone.
+        self.counts = SharedCounts(fd, rows, columns, row) if row >= 0 else None
+        if self.counts is not None:
+            self.pools.share_counts(self.counts)
         self.pools.apply_view(init.view)
         self.pools.report_failures(lambda pool, server: control.send(writer, "connect_failed", pool, server))
         self.serving = LocalServing(self.pools, self.tasks)
         self.serving.share = init.workers
-        self.serving.hold_back = AcceptBalance(self.counts, self.serving.connections).ahead
+        if self.counts is not None:
+            self.serving.hold_back = AcceptBalance(self.counts, self.serving.connections).ahead
         self.drain = asyncio.Event()
 
     def snapshot(self) -> dict[str, Any]:
@@ -126,7 +129,8 @@ class Worker:
             log.error("worker %d: the supervisor has gone; exiting", self.init.index)
             return 1
         reading.cancel()
-        self.counts.set_load(None)  # no longer accepting: the others stop leaving work to us
+        if self.counts is not None:
+            self.counts.set_load(None)  # no longer accepting: the others stop leaving work to us
         await self.serving.stop()
         await self.tasks.close()
         control.send(self.writer, "bye", self.snapshot())

@@ -131,7 +131,6 @@ class Workers:
         rows = 4 * count + 4  # two generations during a reload, and restarts, with room
         self.counts = SharedCounts.create(rows, SERVER_COLUMNS)
         self._free_rows = list(range(rows))
-        self._rows_in_use: set[int] = set()
         self.counts.rows_in_use(0)
         pools.share_counts(self.counts, Columns(self.counts))
         pools.watch(self._view_changed)
@@ -173,7 +172,9 @@ class Workers:
     async def commit(self, prepared: Prepared, sockets: Mapping[Key, socket.socket]) -> bool:
         """Start a generation on this config; once it listens, the previous one drains."""
         config = prepared.config
-        self.count = count_for(config.global_.workers) if config.global_.workers != 1 else self.count
+        wanted = count_for(config.global_.workers)
+        if wanted > 1:  # (to one process: at the next restart; the daemon says so)
+            self.count = wanted
         self.generation += 1
         self._config, self._config_text = config, prepared.text or ""
         self._sockets = dict(sockets)
@@ -220,11 +221,10 @@ class Workers:
     # --------------------------------------------------------------- workers
     def _spawn(self, index: int, generation: int) -> WorkerProcess:
         self._free_rows.sort()  # lowest first: readers sum only up to the highest in use
-        row = self._free_rows.pop(0) if self._free_rows else -1
+        row = self._free_rows.pop(0) if self._free_rows else -1  # -1: counts its own only
         if row >= 0:
             self.counts.clear_row(row)
-            self._rows_in_use.add(row)
-            self.counts.rows_in_use(max(self._rows_in_use) + 1)
+            self._publish_rows()
         w = WorkerProcess(index, generation, row)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fds = [theirs.fileno(), self.counts.fd, *(s.fileno() for s in self._sockets.values())]
@@ -249,6 +249,10 @@ class Workers:
         )
         self.tasks.spawn(self._talk(w, ours, init), name=f"worker {index} pid {w.pid}")
         return w
+
+    def _publish_rows(self) -> None:
+        in_use = set(range(self.counts.rows)).difference(self._free_rows)
+        self.counts.rows_in_use(max(in_use, default=-1) + 1)
 
     async def _wait_ready(self, w: WorkerProcess) -> bool:
         done, _ = await asyncio.wait(
@@ -301,8 +305,7 @@ class Workers:
         if w.row >= 0:
             self.counts.clear_row(w.row)  # its connections are gone with it
             self._free_rows.append(w.row)
-            self._rows_in_use.discard(w.row)
-            self.counts.rows_in_use(max(self._rows_in_use, default=-1) + 1)
+            self._publish_rows()
         self.draining.discard(w)
         if w not in self.current:
             log.info("worker %d (pid %d, generation %d) exited", w.index, w.pid, w.generation)
@@ -364,9 +367,8 @@ class Workers:
         for kind in ("http", "smtp", "tcp"):
             book = total["stats"].get(kind, {})
             self.stats.by_kind[kind] = {n: v for n, v in book.items() if (kind, n) in names}
-        self._listeners = [{"active": 0, **s} for s in total["listeners"].values()]
         wanted = {f"{k} {a}" for k, a in self._sockets}
-        self._listeners = [s for s in self._listeners if f"{s['kind']} {s['address']}" in wanted]
+        self._listeners = [{"active": 0, **s} for name, s in total["listeners"].items() if name in wanted]
         for name, report in total["pools"].items():
             pool = self.pools.get(name)
             if pool is None:
