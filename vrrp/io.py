@@ -97,10 +97,7 @@ class VrrpSocket:
         loop.add_reader(self.sock.fileno(), self.receive, on_packet, on_bad)
 
     def close(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        if self.sock.fileno() >= 0:
-            if loop is not None:
-                loop.remove_reader(self.sock.fileno())
-            self.sock.close()
+        close_raw(self.sock, loop)
 
 
 class VrrpSocket6:
@@ -190,10 +187,15 @@ class VrrpSocket6:
         loop.add_reader(self.sock.fileno(), self.receive, on_packet, on_bad)
 
     def close(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        if self.sock.fileno() >= 0:
-            if loop is not None:
-                loop.remove_reader(self.sock.fileno())
-            self.sock.close()
+        close_raw(self.sock, loop)
+
+
+def close_raw(sock: socket.socket, loop: asyncio.AbstractEventLoop | None) -> None:
+    """Stop watching a VRRP socket (IPv4 or IPv6) and close it; twice is harmless."""
+    if sock.fileno() >= 0:
+        if loop is not None:
+            loop.remove_reader(sock.fileno())
+        sock.close()
 
 
 class ArpSender:
