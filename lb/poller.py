@@ -33,9 +33,6 @@ IN = select.EPOLLIN | select.EPOLLRDHUP
 OUT = select.EPOLLOUT
 RDHUP = select.EPOLLRDHUP
 ERR = select.EPOLLERR | select.EPOLLHUP
-# A listening socket shared by processes: one waiter woken per connection (EPOLLEXCLUSIVE
-# takes only IN, OUT and ET beside it).
-EXCLUSIVE_IN = select.EPOLLIN | select.EPOLLEXCLUSIVE
 _ET = select.EPOLLET
 _BATCH = 256  # events per wakeup; the rest wait for the next loop iteration
 BUF_SIZE = 65536

@@ -17,17 +17,12 @@ by the supervisor; a column is reused only once every row reads zero for it.
 The first cell of the table is not a count: the supervisor keeps there how many rows
 are in use (rows are handed out lowest first), so a reader sums N rows, not the
 table's room for reloads; the sum itself is one strided slice, added up in C.
-
-The last column is not a server's either: each worker keeps its own load there (open
-client connections + 1 while it accepts, 0 when it does not), which `AcceptBalance`
-reads to leave a new connection to a less loaded worker.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Callable
 
 _CELL = 4  # bytes: int32
 
@@ -68,19 +63,6 @@ class SharedCounts:
     def of_row(self, row: int, column: int) -> int:
         return int(self._cells[1 + row * self.columns + column])
 
-    def set_load(self, connections: int | None) -> None:
-        """This worker's load: its open connections, or None when it does not accept."""
-        self._cells[self.row * self.columns + self.columns] = 0 if connections is None else connections + 1
-
-    def least_other_load(self) -> int | None:
-        """The fewest connections of another worker that accepts (None: no other does)."""
-        step = self.columns
-        loads = self._cells[step : step + self._cells[0] * step : step].tolist()
-        if 0 <= self.row < len(loads):
-            loads[self.row] = 0
-        accepting = [n for n in loads if n]
-        return min(accepting) - 1 if accepting else None
-
     def clear_row(self, row: int) -> None:
         start = 1 + row * self.columns
         self._cells[start : start + self.columns] = memoryview(bytes(self.columns * _CELL)).cast("i")
@@ -92,24 +74,6 @@ class SharedCounts:
 
 def _size(rows: int, columns: int) -> int:
     return (1 + rows * columns) * _CELL
-
-
-class AcceptBalance:
-    """Should this worker leave the next connection to another? Yes when it has clearly
-    more connections than the least loaded worker that accepts (nginx's
-    `ngx_accept_disabled` compares a worker with its own limit; here, with the others).
-    The kernel wakes every worker sharing a socket (through uvloop's epoll, a nested
-    epoll, EPOLLEXCLUSIVE does not hold), and the one that wins is not the least busy."""
-
-    def __init__(self, counts: SharedCounts, connections: Callable[[], int]) -> None:
-        self._counts = counts
-        self._connections = connections
-
-    def ahead(self) -> bool:
-        mine = self._connections()
-        self._counts.set_load(mine)
-        least = self._counts.least_other_load()
-        return least is not None and mine > least + 3 + least // 8
 
 
 class Columns:
@@ -128,7 +92,7 @@ class Columns:
             if self._counts.total(column) == 0:
                 del self._freed[i]
                 return column
-        if self._next < self._counts.columns - 1:  # the last column is the workers' load
+        if self._next < self._counts.columns:
             self._next += 1
             return self._next - 1
         return -1

@@ -19,6 +19,10 @@ wakeup accepts what is queued (up to _BURST, then other callbacks run) and hands
 the sockets over directly. A slow client then costs no transport, protocol or
 loop timer, and a burst of connections no task wakeup per accept. SMTP keeps the
 accept loop and its transports.
+
+With worker processes, each listen address is a SO_REUSEPORT group of sockets (`bind`
+opens it, `join` adds to it), one per worker: a worker's listener watches its own
+socket, and for a while a dead sibling's (proxy.process.workers).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from conf import Address
-from lb.poller import EXCLUSIVE_IN, IN, Poller, poller
+from lb.poller import IN, Poller, poller
 
 log = logging.getLogger("sekisho.listener")
 
@@ -42,7 +46,6 @@ _FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _BACKOFF = 0.1
 _LOG_EVERY = 10.0
 _BURST = 64  # accepts per wakeup before letting other callbacks run
-_HOLD = 0.005  # a worker holding back takes the connection after all if it is still queued
 
 
 class Frontend(Protocol):
@@ -65,59 +68,87 @@ class Frontend(Protocol):
         """Wait until no connection is left; abort what remains after `timeout`."""
 
 
-def bind(address: Address, backlog: int = 1024) -> socket.socket:
-    """Bind and listen (non-blocking, SO_REUSEADDR); raises OSError."""
+def bind(address: Address, backlog: int = 1024, reuseport: bool = False) -> socket.socket:
+    """Bind and listen (non-blocking, SO_REUSEADDR); raises OSError.
+
+    `reuseport`: the socket opens a SO_REUSEPORT group that `join` adds worker sockets
+    to. It is bound first without SO_REUSEPORT, so the bind still fails when anything
+    else holds the address (another sekisho left running, or any process's SO_REUSEPORT
+    group), instead of silently sharing its connections; the option is set before
+    listen(), where the kernel forms the group."""
     infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
     family, kind, proto, _, sockaddr = infos[0]
-    sock = socket.socket(family, kind, proto)
+    sock = _socket(family, kind, proto)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # A service on the VRRP VIP must start on the backup too, before the VIP
-        # is there (HAProxy's `transparent`, net.ipv4.ip_nonlocal_bind).
-        sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(sockaddr)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.listen(backlog)
-        sock.setblocking(False)
     except OSError:
         sock.close()
         raise
     return sock
 
 
+def join(group: socket.socket, backlog: int = 1024) -> socket.socket:
+    """Another listening socket in `group`'s SO_REUSEPORT group (one per worker): the
+    kernel hashes each new connection to one socket of the group, so only the worker
+    watching that socket wakes for it."""
+    sock = _socket(group.family, group.type, group.proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(group.getsockname())
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _socket(family: int, kind: int, proto: int) -> socket.socket:
+    sock = socket.socket(family, kind, proto)
+    sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # A service on the VRRP VIP must start on the backup too, before the VIP
+    # is there (HAProxy's `transparent`, net.ipv4.ip_nonlocal_bind).
+    sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return sock
+
+
 class Listener:
-    def __init__(  # noqa: PLR0917
+    """Accepting on one listen address: one socket, or (a worker process) the sockets of
+    the SO_REUSEPORT group this worker watches; `watch`/`unwatch` change them."""
+
+    def __init__(
         self,
         kind: str,
         address: Address,
         sock: socket.socket,
         frontend: Frontend,
         share: int = 1,
-        hold_back: Callable[[], bool] | None = None,
     ) -> None:
         self.kind = kind
         self.address = address
-        self.sock = sock
-        # With N worker processes on one socket each takes 1/N of `max_connections`: a
-        # worker at its share leaves the queue to the others (the accept queue is shared).
+        self.sock = sock  # the first socket: its name is the listener's
+        # With N worker processes each takes 1/N of `max_connections`.
         self.share = share
-        # A worker with clearly more connections than another leaves a new one to it
-        # (lb.shared.AcceptBalance); taken after all if nobody has within _HOLD.
-        self.hold_back = hold_back
         self.frontend = frontend
         self.active = 0
         self.accepted = 0
         self.accept_errors = 0
         self._room = asyncio.Event()
         self._room.set()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: dict[socket.socket, asyncio.Task[None]] = {}  # accept loops (SMTP)
         self._last_fd_log = 0.0
         self._poller: Poller | None = None  # set while accepting from poller callbacks
+        self._watched: list[socket.socket] = []
         self._full = False
-        self._pending: asyncio.Handle | None = None
+        self._pending: dict[socket.socket, asyncio.Handle] = {}
         self._on_closed = self._closed  # bound once, handed to every accepted connection
         self._family = int(sock.family)  # the property builds an enum on every read
+        self._started = False
 
     @property
     def frontend(self) -> Frontend:
@@ -134,70 +165,77 @@ class Listener:
         return host, port
 
     def start(self) -> None:
+        self._started = True
         if hasattr(self.frontend, "take_socket"):
-            # Accepted sockets inherit TCP_NODELAY (the transports set it per connection).
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._poller = poller()
-            # Workers sharing the socket: wake one of them per new connection, not all
-            # (the others would find the queue empty: a thundering herd per connect).
-            events = EXCLUSIVE_IN if self.share > 1 else IN
-            self._poller.add(self.sock.fileno(), self._accept_ready, events)
-            self._accept_soon()
+        self.watch(self.sock)
+
+    def watch(self, sock: socket.socket) -> None:
+        """Accept from `sock` too (a worker's own socket, or a dead sibling's it covers)."""
+        if sock in self._watched or not self._started:
             return
-        self._task = asyncio.get_running_loop().create_task(
-            self._accept_loop(), name=f"accept {self.kind} {self.address}"
+        self._watched.append(sock)
+        if self._poller is not None:
+            # Accepted sockets inherit TCP_NODELAY (the transports set it per connection).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._poller.add(sock.fileno(), lambda _events: self._accept_ready(sock), IN)
+            self._accept_soon(sock)
+            return
+        self._tasks[sock] = asyncio.get_running_loop().create_task(
+            self._accept_loop(sock), name=f"accept {self.kind} {self.address}"
         )
 
-    async def stop_accepting(self) -> None:
-        """Stop the accept loop and close the socket; accepted connections go on."""
+    async def unwatch(self, sock: socket.socket) -> None:
+        """Stop accepting from `sock`; it stays open (what is queued waits for its owner)."""
+        if sock not in self._watched:
+            return
+        self._watched.remove(sock)
         if self._poller is not None:
-            self._poller.remove(self.sock.fileno())
-            self._poller = None
-            if self._pending is not None:
-                self._pending.cancel()
-                self._pending = None
-        if self._task is not None:
-            self._task.cancel()
+            self._poller.remove(sock.fileno())
+            pending = self._pending.pop(sock, None)
+            if pending is not None:
+                pending.cancel()
+        task = self._tasks.pop(sock, None)
+        if task is not None:
+            task.cancel()
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
-            self._task = None
-        self.sock.close()
+
+    async def stop_accepting(self) -> None:
+        """Stop accepting and close the sockets; accepted connections go on."""
+        watched = list(self._watched)
+        for sock in watched:
+            await self.unwatch(sock)
+        self._poller = None
+        for sock in {self.sock, *watched}:
+            sock.close()
 
     def _closed(self) -> None:
         self.active -= 1
         if self._poller is None:
             if self.active < self.limit:
-                self._room.set()  # the accept loop waits for it
+                self._room.set()  # the accept loops wait for it
         elif self._full and self.active < self.limit:
             self._full = False
-            self._accept_soon()
+            for sock in self._watched:
+                self._accept_soon(sock)
 
     # ------------------------------------------- raw sockets, poller-driven
-    def _accept_soon(self) -> None:
-        if self._pending is None and self._poller is not None:
-            self._pending = asyncio.get_running_loop().call_soon(self._accept_ready, 0)
+    def _accept_soon(self, sock: socket.socket) -> None:
+        if sock not in self._pending and self._poller is not None:
+            self._pending[sock] = asyncio.get_running_loop().call_soon(self._accept_ready, sock)
 
-    def _accept_ready(self, _events: int, force: bool = False) -> None:
+    def _accept_ready(self, sock: socket.socket) -> None:
         """The listening socket is readable (edge-triggered): accept until the
         backlog is empty, the service is full, or a burst is done."""
-        self._pending = None
-        if self._poller is None:
+        self._pending.pop(sock, None)
+        if self._poller is None or sock not in self._watched:
             return
-        if not force and self.hold_back is not None and self.hold_back():
-            self._pending = asyncio.get_running_loop().call_later(_HOLD, self._accept_ready, 0, True)
-            return
-        sock = self.sock
         family = self._family
         make_socket, stream = socket.SocketType, socket.SOCK_STREAM
-        # Workers sharing the socket: before each further accept, a worker ahead of the
-        # others (hold_back) leaves the rest of a burst to them.
-        hold = self.hold_back
-        for i in range(_BURST):
-            if i and hold is not None and hold():
-                self._pending = asyncio.get_running_loop().call_later(_HOLD, self._accept_ready, 0, True)
-                return
+        for _ in range(_BURST):
             frontend = self._frontend
             if self.active >= self.limit:
                 self._full = True  # the backlog waits; _closed() resumes
@@ -212,7 +250,8 @@ class Listener:
                 self.accept_errors += 1
                 if exc.errno in _FD_ERRORS:
                     self._log_fd_exhaustion(exc)
-                    self._pending = asyncio.get_running_loop().call_later(_BACKOFF, self._accept_ready, 0)
+                    loop = asyncio.get_running_loop()
+                    self._pending[sock] = loop.call_later(_BACKOFF, self._accept_ready, sock)
                     return
                 continue
             self.accepted += 1
@@ -222,12 +261,12 @@ class Listener:
             except Exception:
                 log.exception("%s %s: taking a connection failed", self.kind, self.address)
                 conn.close()
-        self._accept_soon()  # more may be queued, and no new edge will say so
+        self._accept_soon(sock)  # more may be queued, and no new edge will say so
 
-    async def _wait_readable(self) -> None:
+    async def _wait_readable(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         ready = loop.create_future()
-        fd = self.sock.fileno()
+        fd = sock.fileno()
 
         def wake() -> None:
             if not ready.done():
@@ -239,7 +278,7 @@ class Listener:
         finally:
             loop.remove_reader(fd)
 
-    async def _accept_loop(self) -> None:
+    async def _accept_loop(self, sock: socket.socket) -> None:
         while True:
             if self.active >= self.limit:
                 self._room.clear()
@@ -247,9 +286,9 @@ class Listener:
             try:
                 # Accept straight off the socket while connections are queued:
                 # one readiness wait serves a whole burst of connects.
-                conn, _ = self.sock.accept()
+                conn, _ = sock.accept()
             except BlockingIOError:
-                await self._wait_readable()
+                await self._wait_readable(sock)
                 continue
             except OSError as exc:
                 self.accept_errors += 1

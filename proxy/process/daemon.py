@@ -132,7 +132,8 @@ class Daemon:
                     if key in existing or key in bound:
                         continue
                     try:
-                        bound[key] = bind(address)
+                        # Workers: a SO_REUSEPORT group, a socket per worker (proxy.process.workers)
+                        bound[key] = bind(address, reuseport=isinstance(self.serving, Workers))
                     except OSError as exc:
                         raise StartupError(
                             f"{section.path}.listen[{i}]: cannot bind {address}: {exc.strerror}"

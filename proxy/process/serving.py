@@ -19,7 +19,7 @@ import contextlib
 import gc
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +68,6 @@ class LocalServing:
         self._old_access_logs: list[AccessLog] = []
         self.drain_timeout = conf.GlobalSettings().drain_timeout
         self.share = 1  # in a worker: how many workers share each listener's max_connections
-        self.hold_back: Callable[[], bool] | None = None  # in a worker: AcceptBalance.ahead
         self._tls_watch: asyncio.Task[None] | None = None  # certificate files changed on disk
 
     def prepare(self, config: conf.Config) -> Prepared:
@@ -105,7 +104,7 @@ class LocalServing:
             if key in self.listeners:
                 self.listeners[key].frontend = frontend
             else:
-                listener = Listener(key[0], key[1], sockets[key], frontend, self.share, self.hold_back)
+                listener = Listener(key[0], key[1], sockets[key], frontend, self.share)
                 self.listeners[key] = listener
                 listener.start()
                 log.info("listening: %s %s", key[0], key[1])
@@ -124,6 +123,16 @@ class LocalServing:
         if frontend is not None and frontend not in self.frontends.values():
             self._retire(frontend)
         log.info("closed: %s %s", key[0], key[1])
+
+    async def watch(self, key: Key, sock: socket.socket, on: bool) -> None:
+        """A worker accepts from one more socket of `key`'s group, or stops (it stays open)."""
+        listener = self.listeners.get(key)
+        if listener is None:
+            return
+        if on:
+            listener.watch(sock)
+        else:
+            await listener.unwatch(sock)
 
     def _retire(self, frontend: Frontend) -> None:
         if frontend in self.retired:

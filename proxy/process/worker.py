@@ -23,7 +23,7 @@ from typing import Any
 
 import conf
 from lb.pool import PoolSet, ServerView
-from lb.shared import AcceptBalance, SharedCounts
+from lb.shared import SharedCounts
 from proxy.process import control
 from proxy.process.serving import Key, LocalServing, tune_gc
 from proxy.process.tasks import Background
@@ -41,9 +41,17 @@ class WorkerInit:
     workers: int  # how many serve this generation (they share each listener's max_connections)
     config_text: str
     config_source: str
-    sockets: tuple[tuple[str, conf.Address, int], ...]  # kind, address, inherited fd
+    # kind, address, the inherited fds of its SO_REUSEPORT group: worker i watches slots
+    # i, i+workers, ... (and a dead sibling's while the supervisor says so)
+    sockets: tuple[tuple[str, conf.Address, tuple[int, ...]], ...]
     counts: tuple[int, int, int, int]  # fd, rows, columns, our row
     view: dict[str, list[ServerView]]
+
+
+def slots_of(index: int, workers: int, slots: int) -> list[int]:
+    """The sockets of an address's group that worker `index` of `workers` watches: its
+    own, and after a reload to fewer workers, those left over (none is ever unwatched)."""
+    return list(range(index, slots, workers))
 
 
 def snapshot(serving: LocalServing, pools: PoolSet, started: float) -> dict[str, Any]:
@@ -102,20 +110,30 @@ class Worker:
         self.pools.report_failures(lambda pool, server: control.send(writer, "connect_failed", pool, server))
         self.serving = LocalServing(self.pools, self.tasks)
         self.serving.share = init.workers
-        if self.counts is not None:
-            self.serving.hold_back = AcceptBalance(self.counts, self.serving.connections).ahead
+        self.groups: dict[Key, list[socket.socket]] = {}
+        for kind, address, fds in init.sockets:
+            self.groups[(kind, address)] = [socket.socket(fileno=fd) for fd in fds]
         self.drain = asyncio.Event()
+
+    def slots(self, index: int) -> dict[Key, list[socket.socket]]:
+        """The sockets of worker `index`, per address."""
+        n = self.init.workers
+        return {key: [group[j] for j in slots_of(index, n, len(group))] for key, group in self.groups.items()}
+
+    async def watch(self, index: int, on: bool) -> None:
+        for key, socks in self.slots(index).items():
+            for sock in socks:
+                await self.serving.watch(key, sock, on)
 
     def snapshot(self) -> dict[str, Any]:
         return snapshot(self.serving, self.pools, self.started)
 
     async def run(self, reader: asyncio.StreamReader) -> int:
-        sockets: dict[Key, socket.socket] = {}
-        for kind, address, sock_fd in self.init.sockets:
-            sock = socket.socket(fileno=sock_fd)
-            sock.setblocking(False)
-            sockets[(kind, address)] = sock
-        await self.serving.commit(self.serving.prepare(self.config), sockets)
+        mine = self.slots(self.init.index)
+        await self.serving.commit(self.serving.prepare(self.config), {k: s[0] for k, s in mine.items() if s})
+        for key, socks in mine.items():  # more slots than workers: a reload to fewer workers
+            for sock in socks[1:]:
+                await self.serving.watch(key, sock, True)
         tune_gc()
         control.send(self.writer, "ready", os.getpid())
         log.info("worker %d (generation %d) serving", self.init.index, self.init.generation)
@@ -129,8 +147,8 @@ class Worker:
             log.error("worker %d: the supervisor has gone; exiting", self.init.index)
             return 1
         reading.cancel()
-        if self.counts is not None:
-            self.counts.set_load(None)  # no longer accepting: the others stop leaving work to us
+        await self.serving.stop_accepting()
+        self._close_sockets()  # the slots we did not watch too: an address dropped is freed now
         await self.serving.stop()
         await self.tasks.close()
         control.send(self.writer, "bye", self.snapshot())
@@ -147,10 +165,20 @@ class Worker:
                 control.send(self.writer, "snapshot", message[1], self.snapshot())
             elif kind == "close":
                 await self.serving.close(message[1])
+                self._close_sockets(message[1])
                 control.send(self.writer, "closed", message[1])
+            elif kind in ("adopt", "release"):
+                await self.watch(message[1], kind == "adopt")
             elif kind == "drain":
                 self.drain.set()
                 return
+
+    def _close_sockets(self, key: Key | None = None) -> None:
+        """Close our copies of listening sockets: the kernel frees an address (or stops
+        queueing on a slot) only once no process holds the socket."""
+        for k in [key] if key is not None else list(self.groups):
+            for sock in self.groups.pop(k, []):
+                sock.close()
 
 
 async def run(control_fd: int) -> int:

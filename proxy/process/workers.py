@@ -6,11 +6,13 @@ VRRP and the admin listener, and this object stands in for `LocalServing` with t
 methods (prepare, commit, close, stop). Each worker (proxy.process.worker) runs a
 LocalServing of its own on the sockets it inherits.
 
-- Sockets: one per address, bound here and inherited by every worker (not one
-  SO_REUSEPORT socket per worker). The accept queue is shared, so a connection queued
-  when a worker dies or drains is accepted by another: nothing queued is lost on a
-  reload or a crash, with no need for `tcp_migrate_req`. Which worker accepts is left
-  to the kernel's wake-up (idle workers wake first); the bench shows how even it is.
+- Sockets: one SO_REUSEPORT group per listen address, one socket per worker slot
+  (proxy.listener `bind`, `join`): the kernel hashes each new connection to one socket,
+  so only the worker watching it wakes. The sockets belong to the supervisor and are
+  never closed while their address is configured, so nothing queued on one is lost
+  when its worker dies or drains: worker i of every generation watches slots i, i+N,
+  ... (more than N slots after a reload to fewer workers), and while a dead worker is
+  being replaced a live sibling watches its slots too ("adopt", then "release").
 - One health view: the pools here run the checks; every change (up, down, weight,
   slow-start, addresses) is sent to every worker at the next loop turn ("view").
   Connection counts are shared through lb.shared; a worker's failed connect comes
@@ -40,6 +42,7 @@ from typing import Any
 import conf
 from lb.pool import PoolSet
 from lb.shared import Columns, SharedCounts
+from proxy.listener import join
 from proxy.process import control, totals
 from proxy.process.frontends import StatsBook, sections
 from proxy.process.serving import Key, LocalServing, Prepared, StartupError
@@ -52,6 +55,7 @@ START_TIMEOUT = 20.0  # a worker imports, builds its front ends and says "ready"
 SNAPSHOT_TIMEOUT = 1.0
 CRASH_LOOP = 1.0  # a worker that dies sooner than this after its start is restarted after this
 SERVER_COLUMNS = 4096
+Group = list[socket.socket]  # the SO_REUSEPORT sockets of one address, a slot each
 
 
 def count_for(setting: int | str) -> int:
@@ -143,7 +147,8 @@ class Workers:
         self._gone: dict[str, Any] | None = None  # counters of workers that have exited
         self._config_text = ""
         self._config: conf.Config | None = None
-        self._sockets: dict[Key, socket.socket] = {}
+        self._groups: dict[Key, Group] = {}  # slot 0 is the daemon's socket
+        self._covered: dict[int, WorkerProcess] = {}  # a dead worker's index -> who watches its slots
         self._view_pending = False
         self._stopping = False
         self.drain_timeout = conf.GlobalSettings().drain_timeout
@@ -175,9 +180,14 @@ class Workers:
         wanted = count_for(config.global_.workers)
         if wanted > 1:  # (to one process: at the next restart; the daemon says so)
             self.count = wanted
+        try:
+            groups, made = self._grow(sockets)
+        except OSError as exc:
+            log.error("cannot add a worker socket to a listen address: %s", exc.strerror)
+            return False
+        old_groups, self._groups = self._groups, groups
         self.generation += 1
         self._config, self._config_text = config, prepared.text or ""
-        self._sockets = dict(sockets)
         self.drain_timeout = config.global_.drain_timeout
         fresh = [self._spawn(i, self.generation) for i in range(self.count)]
         results = await asyncio.gather(*(self._wait_ready(w) for w in fresh))
@@ -185,15 +195,44 @@ class Workers:
             for w in fresh:
                 self._kill(w)
             self.generation -= 1
+            self._groups = old_groups
+            for sock in made:
+                sock.close()
             return False
         old, self.current = self.current, fresh
+        self._covered.clear()
         for w in old:
             self._drain(w)
+        for key, group in old_groups.items():  # addresses gone (or bound anew): their worker sockets
+            if groups.get(key, [None])[0] is not group[0]:
+                for sock in group[1:]:
+                    sock.close()
         return True
+
+    def _grow(self, sockets: Mapping[Key, socket.socket]) -> tuple[dict[Key, Group], Group]:
+        """Each address's group with a socket per worker: the groups open now, new ones
+        for new sockets, and `join`ed sockets where there are fewer than workers."""
+        groups: dict[Key, Group] = {}
+        made: Group = []
+        try:
+            for key, sock in sockets.items():
+                kept = self._groups.get(key)
+                group = list(kept) if kept and kept[0] is sock else [sock]
+                while len(group) < self.count:
+                    made.append(join(sock))
+                    group.append(made[-1])
+                groups[key] = group
+        except OSError:
+            for extra in made:
+                extra.close()
+            raise
+        return groups, made
 
     async def close(self, key: Key) -> None:
         live = [w for w in (*self.current, *self.draining) if w.ready.done()]
         await asyncio.gather(*(w.close(key) for w in live), return_exceptions=True)
+        for sock in self._groups.pop(key, [])[1:]:  # slot 0 is the daemon's to close
+            sock.close()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -227,7 +266,7 @@ class Workers:
             self._publish_rows()
         w = WorkerProcess(index, generation, row)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [theirs.fileno(), self.counts.fd, *(s.fileno() for s in self._sockets.values())]
+        fds = [theirs.fileno(), self.counts.fd, *(s.fileno() for g in self._groups.values() for s in g)]
         env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
         if self._config is not None:
             env["SEKISHO_LOG_LEVEL"] = self._config.global_.log_level
@@ -243,7 +282,7 @@ class Workers:
             workers=self.count,
             config_text=self._config_text,
             config_source=self._config.source if self._config else "",
-            sockets=tuple((k[0], k[1], s.fileno()) for k, s in self._sockets.items()),
+            sockets=tuple((k[0], k[1], tuple(s.fileno() for s in g)) for k, g in self._groups.items()),
             counts=(self.counts.fd, self.counts.rows, self.counts.columns, row),
             view=self.pools.view(),
         )
@@ -313,6 +352,7 @@ class Workers:
         self.current.remove(w)
         if self._stopping:
             return
+        self._cover(w)
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         self.restarts += 1
         log.error("worker %d (pid %d) died (%s); starting another", w.index, w.pid, how)
@@ -326,7 +366,24 @@ class Workers:
             return  # a reload started a new generation meanwhile
         w = self._spawn(dead.index, dead.generation)
         self.current.append(w)
-        await self._wait_ready(w)
+        if await self._wait_ready(w):
+            adopter = self._covered.pop(w.index, None)
+            if adopter is not None and not adopter.gone:
+                adopter.send("release", w.index)
+
+    def _cover(self, dead: WorkerProcess) -> None:
+        """Until it is replaced, a live worker watches the dead one's sockets (and those
+        the dead one was watching for others): what the kernel queues there is served."""
+        live = [w for w in self.current if w.ready.done() and not w.gone and not w.draining]
+        if not live:
+            return  # nobody to take them: they wait, queued, for the new worker
+        orphans = [dead.index, *(i for i, w in self._covered.items() if w is dead)]
+        for n, index in enumerate(orphans):
+            if (adopter := self._covered.get(index)) is not None and adopter in live:
+                continue  # a replacement that died too: still covered
+            adopter = live[(dead.index + n) % len(live)]
+            self._covered[index] = adopter
+            adopter.send("adopt", index)
 
     def _drain(self, w: WorkerProcess) -> None:
         if not w.draining:
@@ -367,7 +424,7 @@ class Workers:
         for kind in ("http", "smtp", "tcp"):
             book = total["stats"].get(kind, {})
             self.stats.by_kind[kind] = {n: v for n, v in book.items() if (kind, n) in names}
-        wanted = {f"{k} {a}" for k, a in self._sockets}
+        wanted = {f"{k} {a}" for k, a in self._groups}
         self._listeners = [{"active": 0, **s} for name, s in total["listeners"].items() if name in wanted]
         for name, report in total["pools"].items():
             pool = self.pools.get(name)

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from conf import Address
+from proxy.listener import bind, join
 from tests.support import free_port, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,6 +187,8 @@ def test_every_worker_serves_and_the_totals_add_up(start: Any, backends: list[Ba
     assert s.metric("sekisho_workers") == 2
     status = s.status()
     assert sum(w["requests"] for w in status["workers"]) == 60
+    # one SO_REUSEPORT socket per worker: the kernel spread 60 connections over both
+    assert all(w["requests"] > 0 for w in status["workers"]), status["workers"]
     (server,) = status["pools"][0]["servers"]
     assert server["total"] == 60 and server["active"] == 0
     table = subprocess.run(
@@ -233,6 +237,93 @@ def test_a_killed_worker_is_replaced_within_a_second_and_counted(start: Any, bac
         assert s.request() == 200
     assert s.metric("sekisho_http_requests_total") >= before + 10
     assert "died (killed by signal 9)" in s.log.read_text()
+
+
+def test_a_listen_address_is_a_group_of_sockets_and_a_second_daemon_is_refused() -> None:
+    first = bind(Address("127.0.0.1", 0), reuseport=True)
+    second = join(first)
+    port = first.getsockname()[1]
+    stranger = socket.socket()
+    try:
+        # Another sekisho on the same address fails to start, as with one socket: asking
+        # for a group of its own or not.
+        for reuseport in (True, False):
+            with pytest.raises(OSError):
+                bind(Address("127.0.0.1", port), reuseport=reuseport).close()
+        # And we refuse to join a group somebody else opened (a daemon left running).
+        stranger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        stranger.bind(("127.0.0.1", 0))
+        stranger.listen()
+        with pytest.raises(OSError):
+            bind(Address("127.0.0.1", stranger.getsockname()[1]), reuseport=True).close()
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(64)]
+        accepted = [0, 0]
+        for i, sock in enumerate((first, second)):
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except BlockingIOError:
+                    break
+                conn.close()
+                accepted[i] += 1
+        assert sum(accepted) == 64 and min(accepted) > 0, accepted  # each socket has its queue
+        for client in clients:
+            client.close()
+    finally:
+        for sock in (first, second, stranger):
+            sock.close()
+
+
+def test_a_dead_workers_socket_is_served_by_its_sibling_until_it_is_replaced(
+    start: Any, backends: list[Backend]
+) -> None:
+    """The kernel keeps queueing a share of new connections on a dead worker's socket:
+    while it is replaced, a live worker accepts them (nothing waits for the new one)."""
+    backends.append(Backend())
+    s = start([backends[0].port], workers=2)
+    first, other = s.serving()
+    victim = first["pid"]
+    for _attempt in range(5):
+        os.kill(victim, signal.SIGKILL)
+        # A worker that dies within a second of its start is restarted a second later
+        # (the crash-loop brake): kill the replacement as soon as it serves, and that
+        # second is the window in which only its sibling can take the connections.
+        deadline = time.monotonic() + 20
+        while not (fresh := [w for w in s.serving() if w["pid"] not in (victim, other["pid"])]):
+            assert time.monotonic() < deadline, s.log.read_text()[-2000:]
+            time.sleep(0.02)
+        victim = fresh[0]["pid"]
+        young = fresh[0]["uptime"] < 0.6
+        os.kill(victim, signal.SIGKILL)
+        before = next(w["requests"] for w in s.status()["workers"] if w["pid"] == other["pid"])
+        assert [s.request() for _ in range(16)] == [200] * 16
+        burst_done = time.time()
+        replaced = next(w for w in s.wait_serving(2) if w["pid"] != other["pid"])
+        started = time.time() - replaced["uptime"]
+        if young and started > burst_done + 0.1:  # the burst fell inside the window
+            break
+        victim = replaced["pid"]  # too slow a machine this time: again
+    else:
+        pytest.fail("the machine never let a burst fall inside a restart's window")
+    workers = {w["pid"]: w for w in s.status()["workers"]}
+    assert workers[replaced["pid"]]["requests"] == 0
+    assert workers[other["pid"]]["requests"] == before + 16
+    assert "died (killed by signal 9)" in s.log.read_text()
+
+
+def test_a_reload_to_fewer_workers_keeps_serving_every_socket(start: Any, backends: list[Backend]) -> None:
+    backends.append(Backend())
+    s = start([backends[0].port], workers=3)
+    s.config.write_text(s.config.read_text().replace("workers = 3", "workers = 2"))
+    os.kill(s.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while {(w["generation"], w["state"]) for w in s.status()["workers"]} != {(2, "serving")}:
+        assert time.monotonic() < deadline, s.status()["workers"]
+        time.sleep(0.05)
+    # three sockets, two workers: a connection hashed to the third is still accepted
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(lambda _: s.request(), range(60))) == [200] * 60
+    assert len(s.serving()) == 2
 
 
 def test_the_supervisor_dying_takes_the_workers_with_it(start: Any, backends: list[Backend]) -> None:

@@ -11,9 +11,10 @@ import pytest
 
 import conf
 from lb.pool import PoolSet
-from lb.shared import AcceptBalance, Columns, SharedCounts
+from lb.shared import Columns, SharedCounts
 from proxy.http.stats import HttpStats
 from proxy.process import totals
+from proxy.process.worker import slots_of
 from proxy.process.workers import count_for
 from proxy.smtp.stats import SmtpStats
 
@@ -55,22 +56,22 @@ def test_readers_sum_only_the_rows_in_use(counts: SharedCounts) -> None:
     assert counts.total(2) == 2
 
 
-def test_a_worker_with_clearly_more_connections_leaves_new_ones_to_another(counts: SharedCounts) -> None:
-    a, b, c = counts.attach(0), counts.attach(1), counts.attach(2)
-    open_a, open_b = [10], [0]
-    ahead_a = AcceptBalance(a, lambda: open_a[0]).ahead
-    ahead_b = AcceptBalance(b, lambda: open_b[0]).ahead
-    assert not ahead_a()  # nobody else accepts yet
-    assert not ahead_b()  # b has fewer
-    assert ahead_a()  # 10 > 0 + 1
-    open_b[0] = 9
-    assert not ahead_b() and not ahead_a()  # within the slack
-    c.set_load(None)  # a third row, not accepting (starting, or draining): not counted
-    assert counts.least_other_load() == 9
-    b.set_load(None)  # b drains: a takes everything again
-    assert not ahead_a()
-    columns = Columns(counts)
-    assert [columns.take() for _ in range(8)] == [0, 1, 2, 3, 4, 5, 6, -1]  # 7: the load column
+def test_worker_i_watches_slots_i_plus_multiples_of_n() -> None:
+    # as many slots as workers: one each
+    assert [slots_of(i, 2, 2) for i in range(2)] == [[0], [1]]
+    # a reload from 4 workers to 3 keeps the 4 sockets (nothing queued is lost): all watched
+    assert [slots_of(i, 3, 4) for i in range(3)] == [[0, 3], [1], [2]]
+    assert sorted(j for i in range(3) for j in slots_of(i, 3, 4)) == [0, 1, 2, 3]
+
+
+def test_every_column_is_a_servers() -> None:
+    table = SharedCounts.create(rows=2, columns=8)
+    try:
+        columns = Columns(table)
+        assert [columns.take() for _ in range(9)] == [0, 1, 2, 3, 4, 5, 6, 7, -1]
+    finally:
+        table.close()
+        os.close(table.fd)
 
 
 def test_a_column_is_reused_only_once_nobody_counts_in_it(counts: SharedCounts) -> None:
@@ -82,7 +83,7 @@ def test_a_column_is_reused_only_once_nobody_counts_in_it(counts: SharedCounts) 
     assert columns.take() == 2  # not 0 yet
     counts.attach(2).add(first, -1)
     assert columns.take() == first
-    for _ in range(5):
+    for _ in range(6):
         columns.take()
     assert columns.take() == -1  # full: that server is counted per worker
 
