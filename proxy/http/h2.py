@@ -1,18 +1,19 @@
 """One HTTP/2 client connection: the I/O around one `Exchange` per stream.
 
-The `h2` package (python-hyper, h11's sans-IO sibling) frames; every stream's request
-is checked and translated in one pass of our own (proxy/http/h2request.py, so h2's
-own header passes are off), judged by the same `Exchange` as HTTP/1.1 requests
-(routing, the `/-/` rule, header policy, limits, retries, timeouts) and sent to an
-HTTP/1.1 backend connection, as nginx and HAProxy do by default. The abuse rules
-(rapid reset, CONTINUATION and control-frame floods, HPACK bombs, slow reads) are
-`AbuseGuard`'s (proxy/http/h2guard.py); a connection it condemns gets GOAWAY.
+The protocol (framing, stream states, flow-control windows, HPACK) is our sans-IO
+`ServerConnection` (proxy/http/h2server.py); every stream's request is checked and
+translated in one pass of our own (proxy/http/h2request.py), judged by the same
+`Exchange` as HTTP/1.1 requests (routing, the `/-/` rule, header policy, limits,
+retries, timeouts) and sent to an HTTP/1.1 backend connection, as nginx and HAProxy
+do by default. The abuse rules (rapid reset, CONTINUATION and control-frame floods,
+HPACK bombs, slow reads) are `AbuseGuard`'s (proxy/http/h2guard.py); a connection it
+condemns gets GOAWAY.
 
 Flow control: a stream's request body is acknowledged to the client (WINDOW_UPDATE)
 only once it is written to the backend, and not while the backend's transport is
 full, so a slow backend slows its own client down and nobody else; a response body
 waits for the client's windows, and its backend is not read while it waits. One
-write per batch of frames (everything `h2` queued while one read was handled).
+write per batch of frames (everything queued while one read was handled).
 
 Reload and shutdown (`retire`): GOAWAY with the last stream we took, the streams in
 flight finish, then the connection closes.
@@ -36,18 +37,10 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-from h2.errors import ErrorCodes
-from h2.settings import SettingCodes
-from hyperframe.frame import GoAwayFrame
-
 from lb.pool import BackendPool
+from proxy.http import h2server
 from proxy.http.exchange import ABORT, RETRY, Answer, Exchange, Outcome, Triple
 from proxy.http.h2frames import encode_block, fields_block, status_field
-from proxy.http.h2glue import data_frame, headers_frame, install_decode_cache
 from proxy.http.h2guard import AbuseGuard, GuardLimits, Verdict
 from proxy.http.h2request import (
     H2Request,
@@ -55,6 +48,24 @@ from proxy.http.h2request import (
     check_body_length,
     response_headers,
     translate_request,
+)
+from proxy.http.h2server import (
+    ABORTED,
+    CANCEL,
+    DATA_RECEIVED,
+    ENDED,
+    INTERNAL_ERROR,
+    PROTOCOL_ERROR,
+    REFUSED,
+    REFUSED_STREAM,
+    REQUEST,
+    RESET,
+    TERMINATED,
+    WINDOW,
+    H2ConnectionError,
+    HeaderListTooLarge,
+    ServerConnection,
+    StreamClosedError,
 )
 from proxy.http.leg import BackendLeg
 from proxy.http.response import END, Head, ResponseError
@@ -69,15 +80,6 @@ log = logging.getLogger("sekisho.http")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _OUT_HIGH = 1 << 16  # response bytes buffered per stream before its backend is paused
-_H2_CONFIG = h2.config.H2Configuration(
-    client_side=False,
-    header_encoding=None,
-    # Our one pass (proxy/http/h2request.py) covers these; the tests prove it.
-    validate_inbound_headers=False,
-    normalize_inbound_headers=False,
-    validate_outbound_headers=False,
-    normalize_outbound_headers=False,
-)
 
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
@@ -213,15 +215,18 @@ class H2Connection(asyncio.Protocol):
         self.goaway_sent = False
         self.write_paused = False
         self.flush_pending = False  # a _flush is scheduled for the end of this loop turn
-        self.out = bytearray()  # frames we built (h2glue), after what h2 had queued before them
         limits = GuardLimits(max_concurrent_streams=self.site.config.max_concurrent_streams)
         self.guard = AbuseGuard(limits)
-        self.h2 = h2.connection.H2Connection(config=_H2_CONFIG)
         # RFC 8441: WebSockets over HTTP/2 when a route of the listener tunnels them.
         self.extended_connect = any(
             "websocket" in route.upgrade for route in self.site.config.routes if route.pool is not None
         )
-        install_decode_cache(self.h2)
+        self.h2 = ServerConnection(
+            max_concurrent_streams=limits.max_concurrent_streams,
+            max_header_list_size=limits.max_header_list_size,
+            max_frame_size=limits.max_frame_size,
+            extended_connect=self.extended_connect,
+        )
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
         self.idle_since = 0.0
@@ -239,12 +244,7 @@ class H2Connection(asyncio.Protocol):
             self.data_received(data)
 
     def _start(self) -> None:
-        h2c = self.h2
-        h2c.initiate_connection()
-        settings = dict(self.guard.limits.h2_settings())
-        if self.extended_connect:
-            settings[SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
-        h2c.update_settings(settings)
+        self.h2.initiate()
         self.idle_since = self.loop.time()
         self._flush()
         self._arm(self.idle_since + self.site.timeouts.header)  # the client's preface and SETTINGS
@@ -259,32 +259,36 @@ class H2Connection(asyncio.Protocol):
             self._condemn(verdict)
             return
         try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.DenialOfServiceError:
+            events = self.h2.receive(data)
+        except HeaderListTooLarge:
             self._condemn(self.guard.hpack_bomb())
             return
-        except h2.exceptions.ProtocolError as exc:
+        except H2ConnectionError as exc:
             log.debug("%s: HTTP/2 protocol error: %s", self.peer, exc)
-            self._flush()  # (h2 queued its GOAWAY)
+            self._flush()  # (its GOAWAY is queued)
             self._close(linger=True)
             return
         for ev in events:
-            t = type(ev)
-            if t is h2.events.RequestReceived:
-                self._on_request(ev, now)  # type: ignore[arg-type]
-            elif t is h2.events.DataReceived:
-                self._on_data(ev, now)  # type: ignore[arg-type]
-            elif t is h2.events.StreamEnded:
-                self._on_end(ev.stream_id, now)  # type: ignore[attr-defined]
-            elif t is h2.events.StreamReset:
-                self._on_reset(ev.stream_id)  # type: ignore[attr-defined]
-            elif t is h2.events.WindowUpdated:
-                self._on_window(ev.stream_id)  # type: ignore[attr-defined]
-            elif t is h2.events.TrailersReceived:
-                pass  # dropped, as nginx does: HTTP/1.1 backends rarely read request trailers
-            elif t is h2.events.ConnectionTerminated:
+            kind = ev[0]
+            if kind is REQUEST:
+                self._on_request(ev[1], ev[2], ev[3], now)  # type: ignore[arg-type]
+            elif kind is DATA_RECEIVED:
+                self._on_data(ev[1], ev[2], ev[3], now)  # type: ignore[arg-type]
+            elif kind is ENDED:
+                self._on_end(ev[1], now)  # type: ignore[arg-type]
+            elif kind is RESET:
+                self._on_reset(ev[1])  # type: ignore[arg-type]
+            elif kind is WINDOW:
+                self._on_window(ev[1])  # type: ignore[arg-type]
+            elif kind is ABORTED or kind is REFUSED:  # (RST_STREAM queued: the client's fault)
+                self._on_reset(ev[1], 400)  # type: ignore[arg-type]
+                verdict = self.guard.stream_error(ev[1], now)  # type: ignore[arg-type]
+                if verdict is not None:
+                    self._condemn(verdict)
+            elif kind is TERMINATED:
                 self._flush()
                 self._close()
+            # (TRAILERS: dropped, as nginx does: HTTP/1.1 backends rarely read request trailers)
             if self._gone():
                 return
         self._flush()
@@ -320,16 +324,16 @@ class H2Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ the client's streams
 
-    def _on_request(self, ev: h2.events.RequestReceived, now: float) -> None:
-        sid = ev.stream_id
+    def _on_request(self, sid: int, headers: Sequence[tuple[bytes, bytes]], ended: bool, now: float) -> None:
         if self.goaway_sent and sid > self.last_sid:
-            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            self.h2.reset_stream(sid, REFUSED_STREAM)
+            self.guard.stream_closed(sid)
             return
         self.last_sid = max(self.last_sid, sid)
         ex = Exchange(self.site, now)
         st = self.streams[sid] = Stream(self, sid, ex)
         try:
-            req, triples = _translate(ev.headers or (), ev.stream_ended is not None, self.extended_connect)
+            req, triples = _translate(headers, ended, self.extended_connect)
         except StreamError as exc:
             if exc.status is None:
                 self._stream_error(st, exc.reason, now)
@@ -370,15 +374,14 @@ class H2Connection(asyncio.Protocol):
             return
         self._forward(st, decision.pool)
 
-    def _on_data(self, ev: h2.events.DataReceived, now: float) -> None:
-        st = self.streams.get(ev.stream_id)
-        data = ev.data or b""
+    def _on_data(self, sid: int, data: bytes, flow_len: int, now: float) -> None:
+        st = self.streams.get(sid)
         if st is None:  # answered already: the body is not wanted, but the window is
-            self.h2.acknowledge_received_data(ev.flow_controlled_length or 0, ev.stream_id)
+            self.h2.ack_data(sid, flow_len)
             return
         if st.ws_key is not None:  # WebSocket bytes: a tunnel, no body rules
             st.received += len(data)
-            st.to_ack += ev.flow_controlled_length or 0
+            st.to_ack += flow_len
             up = st.up
             if up is None:
                 st.early.append(data)
@@ -393,7 +396,7 @@ class H2Connection(asyncio.Protocol):
             self._stream_error(st, exc.reason, now)
             return
         st.received += len(data)
-        st.to_ack += ev.flow_controlled_length or 0
+        st.to_ack += flow_len
         out = st.ex.request_data(data, now)
         if type(out) is tuple:
             up = st.up
@@ -404,7 +407,7 @@ class H2Connection(asyncio.Protocol):
                 up.transport.writelines(out)
             self.ack(st)
         elif out is ABORT:
-            self._reset(st, ErrorCodes.CANCEL)
+            self._reset(st, CANCEL)
         elif isinstance(out, Answer):
             self._answer(st, out)
 
@@ -414,11 +417,9 @@ class H2Connection(asyncio.Protocol):
         n = st.to_ack
         if n > 0 and not st.up_full and st.up is not None and st.sid in self.streams:
             st.to_ack = 0
-            try:
-                self.h2.acknowledge_received_data(n, st.sid)
-            except h2.exceptions.StreamClosedError:
-                return
-            self._flush_soon()
+            self.h2.ack_data(st.sid, n)
+            if self.h2.out:
+                self._flush_soon()
 
     def _on_end(self, sid: int, now: float) -> None:
         st = self.streams.get(sid)
@@ -439,12 +440,14 @@ class H2Connection(asyncio.Protocol):
         if st.up is not None:
             self._request_end(st, st.up, now)
 
-    def _on_reset(self, sid: int) -> None:
+    def _on_reset(self, sid: int, status: int = 499) -> None:
+        """The stream is closed by the client's RST_STREAM (or, `status` 400, by our
+        RST_STREAM for a protocol error of the client's)."""
         st = self.streams.pop(sid, None)
         self.guard.stream_closed(sid)
         if st is not None:
             self._release(st)
-            st.ex.status = st.ex.status or 499  # (nginx logs a client gone as 499)
+            st.ex.status = st.ex.status or status  # (nginx logs a client gone as 499)
             self._log(st)
             self._maybe_done()
 
@@ -566,7 +569,12 @@ class H2Connection(asyncio.Protocol):
                         self._switch(st, up, head)
                         return
                     if head.status != 101 and st.sid in self.streams:  # (101: never asked for)
-                        self.h2.send_headers(st.sid, response_headers(head.status, head.headers))
+                        block = encode_block(response_headers(head.status, head.headers))
+                        try:
+                            self.h2.send_headers(st.sid, block, False)
+                        except StreamClosedError:
+                            self._on_reset(st.sid)
+                            return
                     continue
                 if st.ws_key is not None and head.status < 300:  # a 2xx would open no tunnel
                     self._upstream_failed(st, 502, "backend did not switch to websocket")
@@ -575,7 +583,7 @@ class H2Connection(asyncio.Protocol):
                 bodiless = ex.method == b"HEAD" or head.status in (204, 304)
                 try:
                     self._send_head(st.sid, head)
-                except h2.exceptions.StreamClosedError:
+                except StreamClosedError:
                     self._on_reset(st.sid)
                     return
                 ex.response_started = True
@@ -592,26 +600,13 @@ class H2Connection(asyncio.Protocol):
                 return
 
     def _send_head(self, sid: int, head: Head) -> None:
-        """A final response head as one HEADERS frame of our encoding (proxy/http/h2frames.py),
-        or through h2 when it needs CONTINUATION frames."""
+        """A final response head, encoded by proxy/http/h2frames.py (cached per field block)."""
         fields = head.fields
         if fields is not None and head.status != 204:
             block = status_field(head.status) + fields_block(fields)
         else:
             block = encode_block(response_headers(head.status, head.headers))
-        h2c = self.h2
-        if len(block) + 16 <= h2c.max_outbound_frame_size:  # (room for a table size update)
-            self._emit(headers_frame(h2c, sid, block, False))
-        else:
-            h2c.send_headers(sid, response_headers(head.status, head.headers), end_stream=False)
-
-    def _emit(self, frames: bytes) -> None:
-        """Queue frames we built, after everything h2 queued before them."""
-        out = self.out
-        queued = self.h2.data_to_send()
-        if queued:
-            out += queued
-        out += frames
+        self.h2.send_headers(sid, block, False)
 
     def _switch(self, st: Stream, up: UpstreamConnection, head: Head) -> None:
         """The backend switched to WebSocket: the client gets 200 (RFC 8441 5), the stream
@@ -626,8 +621,8 @@ class H2Connection(asyncio.Protocol):
         ex.status = 200
         fields = [(n, v) for n, v in head.headers if n != b"sec-websocket-accept"]
         try:
-            self.h2.send_headers(st.sid, response_headers(200, fields), end_stream=False)
-        except h2.exceptions.StreamClosedError:
+            self.h2.send_headers(st.sid, encode_block(response_headers(200, fields)), False)
+        except StreamClosedError:
             self._on_reset(st.sid)
             return
         self.guard.response_started(st.sid)
@@ -646,15 +641,13 @@ class H2Connection(asyncio.Protocol):
         out = st.out
         try:
             while out:
-                size = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size, len(out))
+                size = min(h2c.send_window_of(sid), h2c.max_outbound_frame_size, len(out))
                 if size <= 0:
-                    self.guard.flow_blocked(
-                        sid if h2c.local_flow_control_window(sid) <= 0 else 0, self.loop.time()
-                    )
+                    self.guard.flow_blocked(sid if h2c.stream_window(sid) <= 0 else 0, self.loop.time())
                     break
                 chunk = bytes(out[:size])
                 del out[:size]
-                self._emit(data_frame(h2c, sid, chunk, st.out_end and not out))
+                h2c.send_data(sid, chunk, st.out_end and not out)
                 self.guard.data_sent()
                 st.sent += size
                 self.fe.counters.bytes_out += size
@@ -664,10 +657,10 @@ class H2Connection(asyncio.Protocol):
             else:
                 self.guard.flow_unblocked(sid)
                 if st.out_end:
-                    self._emit(data_frame(h2c, sid, b"", True))
+                    h2c.send_data(sid, b"", True)
                     self._finish(st)
                     return
-        except h2.exceptions.StreamClosedError:
+        except StreamClosedError:
             self._on_reset(sid)
             return
         if len(out) > _OUT_HIGH or self.write_paused:
@@ -700,7 +693,7 @@ class H2Connection(asyncio.Protocol):
         ex = st.ex
         if outcome is ABORT:
             log.info("%s %s: %s", self.peer, ex.target, reason)
-            self._reset(st, ErrorCodes.INTERNAL_ERROR)
+            self._reset(st, INTERNAL_ERROR)
         elif isinstance(outcome, Answer):
             if reason and outcome.status >= 500:
                 log.info("%s %s: %d %s", self.peer, ex.target, outcome.status, reason)
@@ -721,13 +714,13 @@ class H2Connection(asyncio.Protocol):
             body = b""
         st.ex.status = answer.status
         try:
-            self.h2.send_headers(st.sid, headers, end_stream=not body)
+            self.h2.send_headers(st.sid, encode_block(headers), not body)
             if body:
                 st.out += body
                 st.out_end = True
                 self._send_body(st)
                 return
-        except h2.exceptions.StreamClosedError:
+        except StreamClosedError:
             pass
         self._finish(st)
 
@@ -736,20 +729,17 @@ class H2Connection(asyncio.Protocol):
         log.debug("%s: stream %d: %s", self.peer, st.sid, reason)
         self.site.stats.bad_requests += 1
         st.ex.status = 400
-        self._reset(st, ErrorCodes.PROTOCOL_ERROR)
+        self._reset(st, PROTOCOL_ERROR)
         verdict = self.guard.stream_error(st.sid, now)
         if verdict is not None:
             self._condemn(verdict)
 
-    def _reset(self, st: Stream, code: ErrorCodes) -> None:
+    def _reset(self, st: Stream, code: int) -> None:
         if self.streams.pop(st.sid, None) is None:
             return
         self._release(st)
         self.guard.stream_closed(st.sid)
-        try:
-            self.h2.reset_stream(st.sid, code)
-        except h2.exceptions.StreamClosedError:
-            pass
+        self.h2.reset_stream(st.sid, code)
         self._log(st)
         self._maybe_done()
 
@@ -762,10 +752,7 @@ class H2Connection(asyncio.Protocol):
             self._resume_up(st)
             st.leg.settle()
         if not st.ended:  # answered before the request was whole: stop its upload (RFC 9113 8.1)
-            try:
-                self.h2.reset_stream(st.sid, ErrorCodes.NO_ERROR)
-            except h2.exceptions.StreamClosedError:
-                pass
+            self.h2.reset_stream(st.sid, h2server.NO_ERROR)
         self._log(st)
         self._maybe_done()
 
@@ -809,11 +796,8 @@ class H2Connection(asyncio.Protocol):
         if self.closed or self.goaway_sent:
             return
         self.goaway_sent = True
+        self.h2.goaway(h2server.NO_ERROR, self.last_sid)
         self._flush()
-        frame = GoAwayFrame(0)
-        frame.last_stream_id = self.last_sid
-        frame.error_code = ErrorCodes.NO_ERROR
-        self._write(frame.serialize())
         if not self.streams:
             self._finish_connection()
 
@@ -822,29 +806,22 @@ class H2Connection(asyncio.Protocol):
         log.info("%s: HTTP/2 connection closed: %s (%s)", self.peer, verdict.kind, verdict.reason)
         abuse = self.fe.counters.h2_abuse
         abuse[verdict.kind] = abuse.get(verdict.kind, 0) + 1
-        try:
-            self.h2.close_connection(error_code=verdict.error_code, last_stream_id=self.last_sid)
-        except h2.exceptions.ProtocolError:
-            pass
+        if not self.h2.closed:  # (an HPACK bomb's GOAWAY is queued already)
+            self.h2.goaway(int(verdict.error_code), self.last_sid)
+            self.h2.closed = True
         self._flush()
         self._close(linger=True)  # (the client's unread frames must not reset our GOAWAY away)
 
     def _finish_connection(self) -> None:
-        try:
-            self.h2.close_connection(last_stream_id=self.last_sid)
-        except h2.exceptions.ProtocolError:
-            pass
+        if not self.h2.closed:
+            self.h2.goaway(h2server.NO_ERROR, self.last_sid)
+            self.h2.closed = True
         self._flush()
         self._close()
 
     def _flush(self) -> None:
         self.flush_pending = False
         data = self.h2.data_to_send()
-        out = self.out
-        if out:
-            out += data
-            data = bytes(out)
-            out.clear()
         if data:
             self._write(data)
 
@@ -899,7 +876,7 @@ class H2Connection(asyncio.Protocol):
         for sid in self.guard.expired_streams(now):
             st = self.streams.get(sid)
             if st is not None:
-                self._reset(st, ErrorCodes.CANCEL)
+                self._reset(st, CANCEL)
         if not self.streams:
             idle = self.site.timeouts.idle if self.last_sid else self.site.timeouts.header
             if now - self.idle_since >= idle - 0.001:

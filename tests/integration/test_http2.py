@@ -232,18 +232,19 @@ async def test_malformed_stream_is_reset_and_reaches_no_backend(
 
 
 @pytest.mark.asyncio
-async def test_conflicting_content_lengths_end_the_connection(backend: HttpBackend) -> None:
-    """h2 itself calls conflicting content-lengths a connection error (before our checks
-    see the stream): GOAWAY(PROTOCOL_ERROR), and nothing reaches a backend."""
+async def test_conflicting_content_lengths_reset_the_stream(backend: HttpBackend) -> None:
+    """Conflicting content-lengths make the request malformed: RST_STREAM(PROTOCOL_ERROR)
+    (RFC 9113 8.1.1), and nothing reaches a backend. (Until the connection was ours, h2
+    called it a connection error before our checks saw the stream.)"""
     async with Proxy(config({"alpha": [backend.address]}, ROUTES, "h2c = true")) as p:
         client = await asyncio.to_thread(H2Client, p.port)
         try:
             cl = [(b"content-length", b"1"), (b"content-length", b"2")]
             client.conn.send_headers(1, _headers(extra=cl), end_stream=False)
             client.flush()
-            events = await asyncio.to_thread(client.events, h2.events.ConnectionTerminated)
-            ends = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
-            assert ends and ends[0].error_code == ErrorCodes.PROTOCOL_ERROR
+            events = await asyncio.to_thread(client.events, h2.events.StreamReset)
+            resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
+            assert resets and resets[0].error_code == ErrorCodes.PROTOCOL_ERROR
         finally:
             client.close()
     assert not backend.requests
