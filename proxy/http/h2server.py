@@ -157,7 +157,11 @@ class ServerConnection:
         self.last_sid = 0  # the highest stream id the client opened
         self.out = bytearray()  # frames queued for the transport
         self.closed = False  # GOAWAY for an error was queued: nothing more is read
-        self._buf = b""  # received bytes not yet a whole frame
+        # Received bytes not yet a whole frame, kept in pieces until `_need` of them are here
+        # (a frame trickling in a byte per read is joined once, not once per read).
+        self._parts: list[bytes] = []
+        self._have = 0
+        self._need = 0
         self._preface = len(PREFACE)  # preface bytes still expected
         self._settings_seen = False  # the client's first frame (SETTINGS) arrived
         self._block: tuple[int, int, list[bytes]] | None = None  # (sid, flags, fragments) open
@@ -199,7 +203,15 @@ class ServerConnection:
         """Take received bytes; return the events of every whole frame in them."""
         if self.closed:
             return []
-        buf = self._buf + data if self._buf else data
+        if self._parts:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            buf = b"".join(self._parts)
+            self._parts = []
+        else:
+            buf = data
         if self._preface:
             buf = self._take_preface(buf)
             if self._preface:
@@ -254,9 +266,13 @@ class ServerConnection:
                     self._fail(PROTOCOL_ERROR, "PUSH_PROMISE from a client")
                 # other types: ignored (RFC 9113 5.5)
         except H2ConnectionError:
-            self._buf = b""
+            self._parts = []
             raise
-        self._buf = buf[i:] if i < n else b""
+        if i < n:
+            rest = buf[i:]
+            self._parts = [rest]
+            self._have = n - i
+            self._need = 9 + (rest[0] << 16 | rest[1] << 8 | rest[2]) if n - i >= 9 else 9
         return events
 
     def _take_preface(self, buf: bytes) -> bytes:
@@ -265,7 +281,6 @@ class ServerConnection:
         if buf[:k] != PREFACE[done : done + k]:
             self._fail(PROTOCOL_ERROR, "not the HTTP/2 client preface")
         self._preface -= k
-        self._buf = b""
         return buf[k:]
 
     def _fail(self, code: int, reason: str, kind: type[H2ConnectionError] = H2ConnectionError) -> NoReturn:

@@ -593,7 +593,8 @@ def _theirs(events: list[object]) -> list[tuple[object, ...]]:
             out.append((WINDOW, e.stream_id))
         elif isinstance(e, RemoteSettingsChanged):
             change = e.changed_settings.get(SettingCodes.INITIAL_WINDOW_SIZE)
-            if change is not None and change.new_value > (change.original_value or 65535):
+            before = 65535 if change is None or change.original_value is None else change.original_value
+            if change is not None and change.new_value > before:
                 out.append((WINDOW, 0))  # (every stream's window grew)
         elif isinstance(e, ConnectionTerminated):
             out.append((TERMINATED, int(e.error_code or 0), e.last_stream_id))
