@@ -9,7 +9,7 @@ them; the figures are medians of per-round ratios:
 - gain: req/s (or conn/s) at N over the same target at 1, paired by round;
 - CPU per request at N over at 1 (the cost of crossing workers on the hot path);
 - for sekisho, each worker's share of the tree's CPU: how evenly the kernel spread the
-  connections over the workers sharing one listening socket.
+  connections over the workers (one SO_REUSEPORT socket each).
 
     python -m bench.scaling                       # 1 and 2, HTTP_small_ka L4_HTTP_ka TCP_CRR, 3 rounds
     python -m bench.scaling --workers 1,2,4 --rounds 5 --duration 3

@@ -178,12 +178,14 @@ class Workers:
         """Start a generation on this config; once it listens, the previous one drains."""
         config = prepared.config
         wanted = count_for(config.global_.workers)
+        old_count = self.count
         if wanted > 1:  # (to one process: at the next restart; the daemon says so)
             self.count = wanted
         try:
             groups, made = self._grow(sockets)
         except OSError as exc:
             log.error("cannot add a worker socket to a listen address: %s", exc.strerror)
+            self.count = old_count
             return False
         old_groups, self._groups = self._groups, groups
         self.generation += 1
@@ -195,7 +197,7 @@ class Workers:
             for w in fresh:
                 self._kill(w)
             self.generation -= 1
-            self._groups = old_groups
+            self.count, self._groups = old_count, old_groups
             for sock in made:
                 sock.close()
             return False
@@ -249,6 +251,10 @@ class Workers:
                 await asyncio.wait(waits, timeout=5)
         self.counts.close()
         os.close(self.counts.fd)
+        for group in self._groups.values():
+            for sock in group[1:]:  # slot 0 is the daemon's to close
+                sock.close()
+        self._groups.clear()
 
     def listener_stats(self) -> list[dict[str, Any]]:
         return self._listeners
