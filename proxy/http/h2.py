@@ -23,7 +23,9 @@ listener tunnels `websocket`; an extended CONNECT becomes an HTTP/1.1 `GET` with
 `Upgrade: websocket` and a Sec-WebSocket-Key of ours (HTTP/2 clients send none), the
 backend's 101 (its Accept checked) becomes a 200, and the stream is a byte tunnel: DATA
 to the backend without body rules, the backend's bytes as DATA, END_STREAM as a
-half-close either way.
+half-close either way. A tunnel with no bytes either way for `timeouts.response` is reset
+(RST_STREAM CANCEL) and its backend connection closed, as nginx closes one after
+proxy_read_timeout (HAProxy: `timeout tunnel`).
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class Stream:
     """One stream: its exchange and the backend connection that carries it (its owner)."""
 
     __slots__ = (
+        "active",
         "conn",
         "declared",
         "early",
@@ -163,6 +166,7 @@ class Stream:
         # sent the backend (None: not such a stream), `tunnel` is set once it answered 101.
         self.ws_key: bytes | None = None
         self.tunnel = False
+        self.active = 0.0  # when bytes last moved through the tunnel, either way
 
     @property
     def up(self) -> UpstreamConnection | None:
@@ -380,6 +384,7 @@ class H2Connection(asyncio.Protocol):
             self.h2.ack_data(sid, flow_len)
             return
         if st.ws_key is not None:  # WebSocket bytes: a tunnel, no body rules
+            st.active = now
             st.received += len(data)
             st.to_ack += flow_len
             up = st.up
@@ -512,6 +517,7 @@ class H2Connection(asyncio.Protocol):
         if up is None:
             return
         if st.tunnel:
+            st.active = self.loop.time()
             st.out += data
             self._send_body(st)
             self._flush_soon()
@@ -627,6 +633,8 @@ class H2Connection(asyncio.Protocol):
             return
         self.guard.response_started(st.sid)
         st.tunnel = True
+        st.active = self.loop.time()
+        self._arm(st.active + self.site.timeouts.response)
         rest = up.reader.trailing
         if rest:
             st.out += rest
@@ -887,6 +895,14 @@ class H2Connection(asyncio.Protocol):
         for st in list(self.streams.values()):
             ex = st.ex
             if st.leg is None:
+                continue
+            if st.tunnel:  # idle both ways for `timeouts.response`: as nginx's proxy_read_timeout
+                quiet_until = st.active + self.site.timeouts.response
+                if now >= quiet_until - 0.001:
+                    log.info("%s %s: WebSocket tunnel idle, closed", self.peer, ex.target)
+                    self._reset(st, CANCEL)
+                else:
+                    due = min(due, quiet_until)
                 continue
             outcome = ex.expired(now, backend_full=st.up_full)
             if outcome is not None:  # (an answer or an abort: timeouts are never retried)

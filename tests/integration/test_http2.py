@@ -424,6 +424,42 @@ async def test_websocket_over_h2_reaches_a_websocket_backend(backend: HttpBacken
 
 
 @pytest.mark.asyncio
+async def test_an_idle_websocket_over_h2_is_reset_after_the_response_timeout(backend: HttpBackend) -> None:
+    """A tunnel with no bytes either way for `timeouts.response` gets RST_STREAM(CANCEL), as
+    nginx closes one after proxy_read_timeout; traffic keeps it open, and the connection
+    (and its other streams) goes on."""
+    listener = "h2c = true\ntimeouts = { header = 5.0, idle = 5.0, connect = 1.0, response = 0.6 }"
+    async with Proxy(config({"alpha": [backend.address]}, ROUTES, listener)) as p:
+        client = await asyncio.to_thread(H2Client, p.port)
+        try:
+            await asyncio.to_thread(client.events, h2.events.RemoteSettingsChanged)
+            client.conn.send_headers(1, _ws_connect(), end_stream=False)
+            client.flush()
+            await asyncio.to_thread(client.events, h2.events.ResponseReceived)
+            for _ in range(4):  # 4 x 0.3 s: longer than the timeout, but never 0.6 s quiet
+                await asyncio.sleep(0.3)
+                client.conn.send_data(1, ws_frame(b"ping"))
+                client.flush()
+                events = await asyncio.to_thread(client.events, h2.events.DataReceived)
+                assert not any(isinstance(e, h2.events.StreamReset) for e in events)
+                for e in events:
+                    if isinstance(e, h2.events.DataReceived):
+                        client.conn.acknowledge_received_data(e.flow_controlled_length or 0, 1)
+            t0 = asyncio.get_running_loop().time()
+            events = await asyncio.to_thread(client.events, h2.events.StreamReset)
+            waited = asyncio.get_running_loop().time() - t0
+            resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
+            assert resets and resets[0].stream_id == 1 and resets[0].error_code == ErrorCodes.CANCEL
+            assert 0.3 < waited < 4.0  # (about 0.6 s; generous: the machine is shared)
+            client.conn.send_headers(3, _headers(), end_stream=True)  # the connection goes on
+            client.flush()
+            events = await asyncio.to_thread(client.events, h2.events.StreamEnded)
+            assert any(isinstance(e, h2.events.ResponseReceived) for e in events)
+        finally:
+            client.close()
+
+
+@pytest.mark.asyncio
 async def test_websocket_over_h2_needs_the_route_to_allow_it(backend: HttpBackend) -> None:
     routes = '[[http.route]]\npath = "/"\npool = "alpha"\nupgrade = []\n'
     async with Proxy(config({"alpha": [backend.address]}, routes, "h2c = true")) as p:
