@@ -4,15 +4,15 @@ The connection's protocol object tells the guard what happens and asks it whethe
 close the connection; the answer is a `Verdict` (GOAWAY with its error code), or None.
 Each abuse class is one small rule below; `stats()` counts the verdicts per class.
 
-Where the checks sit. `h2` buffers a header block until END_HEADERS without an event
-per CONTINUATION frame (`h2.frame_buffer.FrameBuffer`, which only stops at 64
-frames: about 1 MiB held and then HPACK-decoded), so the guard reads the 9-byte frame
-headers itself from the raw bytes, *before* they are fed to
-`H2Connection.receive_data`: `receive(data, now)`. That one scan also counts the
-control frames, the new streams and the RST_STREAMs. What the guard cannot see in
-the bytes, the protocol reports: a response started (`response_started`), a stream
-we reset for the client's fault (`stream_error`), h2's HPACK limit tripping
-(`hpack_bomb`), DATA sent (`data_sent`), a send window at zero (`flow_blocked`).
+Where the checks sit. The connection (proxy/http/h2server.py, as `h2` before it)
+buffers a header block until END_HEADERS without an event per CONTINUATION frame,
+so the guard reads the 9-byte frame headers itself from the raw bytes, *before* they
+are fed to `ServerConnection.receive`: `receive(data, now)`; it is what bounds a
+header block. That one scan also counts the control frames, the new streams and the
+RST_STREAMs. What the guard cannot see in the bytes, the protocol reports: a response
+started (`response_started`), a stream we reset for the client's fault or refused
+(`stream_error`), the HPACK limit tripping (`hpack_bomb`), DATA sent (`data_sent`),
+a send window at zero (`flow_blocked`).
 
 Rules and where their defaults come from:
 
@@ -29,12 +29,12 @@ Rules and where their defaults come from:
   under 1 KiB (HAProxy mux_h2.c counts those as glitches), or still open after 60 s
   (nginx `client_header_timeout`).
 - HPACK bomb: hpack's `Decoder.max_header_list_size` stops decoding past the limit
-  (h2 raises `DenialOfServiceError` and queues GOAWAY ENHANCE_YOUR_CALM itself); the
-  guard only counts it. Its limit is 65536 (h2's default, advertised as
+  (the connection raises `HeaderListTooLarge` and queues GOAWAY ENHANCE_YOUR_CALM
+  itself); the guard only counts it. Its limit is 65536 (h2's default, advertised as
   SETTINGS_MAX_HEADER_LIST_SIZE; nginx allows 32 KiB of headers, Go about 1 MiB).
 - SETTINGS, PING, empty DATA, unknown-type frames: more than 50, 100, 100, 100 in
   10 s. The first three are sozu's flood defaults (per 1 s there), the fourth ours by
-  analogy (h2 turns each such frame into an event); the window is 10 s here because
+  analogy (h2 turned each such frame into an event); the window is 10 s here because
   a frame costs a Python server ten times what it costs a C or Rust one.
   nginx, HAProxy and Go only bound such frames by their queued replies (Go's
   `maxQueuedControlFrames` 10000): the protocol object stops reading while its
