@@ -670,7 +670,17 @@ def test_what_we_read_is_what_h2_reads(actions: list[tuple[object, ...]], cuts: 
         at += cut
     expected = _theirs(theirs.receive_data(data))
     assert _ours(got) == expected
-    client.receive_data(ours.data_to_send())  # our ACKs are well formed
+    for event in got:  # the body consumed: windows given back
+        if event[0] == DATA_RECEIVED:
+            ours.ack_data(event[1], event[3])  # type: ignore[arg-type]
+    client.receive_data(ours.data_to_send())  # our ACKs and WINDOW_UPDATEs are well formed
+    for sid_, stream in ours.streams.items():  # both ends agree on every window
+        if sid_ not in client.streams:
+            continue  # (h2's client forgets a stream an action it refused was about)
+        if stream.remote_open:
+            assert client.local_flow_control_window(sid_) == min(stream.recv_window, ours.recv_window)
+        if stream.local_open:
+            assert client.remote_flow_control_window(sid_) == ours.send_window_of(sid_)
 
 
 _frame_kind = st.integers(0, 10)
