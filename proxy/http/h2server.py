@@ -165,6 +165,7 @@ class ServerConnection:
         self._preface = len(PREFACE)  # preface bytes still expected
         self._settings_seen = False  # the client's first frame (SETTINGS) arrived
         self._block: tuple[int, int, list[bytes]] | None = None  # (sid, flags, fragments) open
+        self._block_bytes = 0
         self.recv_window = DEFAULT_WINDOW  # what the client may still send on the connection
         self._conn_unacked = 0
         self.send_window = DEFAULT_WINDOW  # what we may still send on the connection
@@ -346,12 +347,17 @@ class ServerConnection:
             self._block_done(sid, flags, block, events)
         else:
             self._block = (sid, flags, [block])
+            self._block_bytes = len(block)
 
     def _continuation(self, sid: int, flags: int, payload: bytes, events: list[Event]) -> None:
         pending = self._block
         if pending is None or pending[0] != sid:
             self._fail(PROTOCOL_ERROR, "CONTINUATION outside a header block")
         pending[2].append(payload)
+        self._block_bytes += len(payload)
+        if self._block_bytes > 2 * self.max_header_list_size:
+            # (the abuse guard closes such a block first; this bounds the buffer without it)
+            self._fail(ENHANCE_YOUR_CALM, "header block over twice SETTINGS_MAX_HEADER_LIST_SIZE")
         if flags & FLAG_END_HEADERS:
             self._block = None
             self._block_done(sid, pending[1], b"".join(pending[2]), events)

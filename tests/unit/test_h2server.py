@@ -531,6 +531,15 @@ def test_the_preface_may_come_a_byte_at_a_time() -> None:
     assert [e[:2] for e in events] == [(REQUEST, 1)]
 
 
+def test_a_header_block_is_bounded_without_the_guard() -> None:
+    """The abuse guard closes a long CONTINUATION chain first; the connection bounds it too."""
+    server = _opened()
+    wire = HeadersFrame(1, data=b"\x00" * 16384).serialize()
+    wire += b"".join(ContinuationFrame(1, data=b"\x00" * 16384).serialize() for _ in range(8))
+    code, _ = _error(server, wire)
+    assert code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
 def test_an_hpack_bomb_is_a_header_list_too_large() -> None:
     """A 4 KB field in the dynamic table, referenced 20 times: 80 KB decoded from 4 KB sent."""
     block = Encoder().encode([*GET, *[(b"x-bomb", b"b" * 4000)] * 20])
