@@ -97,6 +97,7 @@ class H1Connection(asyncio.Protocol):
         self.pending = False  # h11's events wait: a backend is being found, or a response runs
         self.early: Sequence[h11.Event] = ()  # the body parsed before the backend was attached
         self.tunnel = False
+        self.tunnel_active = 0.0  # a tunnel's last bytes either way (its idle timeout)
         self.replaying = False  # _next_cycle is feeding pipelined bytes back in (see there)
         self.replay: tuple[bytes, bool] | None = None
         self.sent = 0  # response bytes written to the client for this request
@@ -144,6 +145,7 @@ class H1Connection(asyncio.Protocol):
         fe = self.fe
         fe.counters.bytes_in += len(data)
         if self.tunnel:
+            self.tunnel_active = self.loop.time()
             up = self.leg.up if self.leg is not None else None
             if up is not None and up.transport is not None:
                 up.transport.write(data)
@@ -541,6 +543,7 @@ class H1Connection(asyncio.Protocol):
 
     def upstream_data(self, data: bytes) -> None:
         if self.tunnel:
+            self.tunnel_active = self.loop.time()
             self._write(data)
             return
         leg = self.leg
@@ -608,6 +611,7 @@ class H1Connection(asyncio.Protocol):
         up = self.leg.up if self.leg is not None else None
         assert up is not None and up.transport is not None
         self.tunnel = True
+        self.tunnel_active = self.loop.time()
         self.waiting = C_NONE
         self._log()
         client_rest = self.h11.trailing_data[0] if self.h11 is not None else self.held
@@ -619,6 +623,7 @@ class H1Connection(asyncio.Protocol):
         self.pending = False
         if not self.closed:
             self.flow.reading_resumed()
+            self._rearm()  # the tunnel's idle timeout
 
     def upstream_eof(self) -> None:
         if self.tunnel:
@@ -906,7 +911,14 @@ class H1Connection(asyncio.Protocol):
                 self._close()
             return
         ex = self.ex
-        if ex is not None and not self.tunnel:
+        if self.tunnel:
+            # Idle both ways for `timeouts.response`: closed, as nginx's proxy_read_timeout
+            # closes a WebSocket (and as HTTP/2 tunnels are reset).
+            if now >= self.tunnel_active + self.timeouts.response - 0.001:
+                log.info("%s %s: tunnel idle, closed", self.peer, ex.target if ex is not None else "-")
+                self._close()
+                return
+        elif ex is not None:
             outcome = ex.expired(now, backend_full=bool(self.flow.read_paused & BACKPRESSURE))
             if outcome is not None:  # (an answer or an abort: timeouts are never retried)
                 self._release_upstream()
@@ -919,7 +931,9 @@ class H1Connection(asyncio.Protocol):
             return
         ex = self.ex
         due = self.conn_deadline if self.waiting != C_NONE else math.inf
-        if ex is not None and not self.tunnel:
+        if self.tunnel:
+            due = min(due, self.tunnel_active + self.timeouts.response)
+        elif ex is not None:
             due = min(due, ex.deadline)
         self._arm(due)
 

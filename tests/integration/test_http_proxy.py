@@ -296,6 +296,34 @@ async def test_websocket_echo_through_upgrade(backends: tuple[HttpBackend, HttpB
 
 
 @pytest.mark.asyncio
+async def test_an_idle_websocket_is_closed_after_the_response_timeout(
+    backends: tuple[HttpBackend, HttpBackend],
+) -> None:
+    """A tunnel with no bytes either way for `timeouts.response` is closed (nginx's
+    proxy_read_timeout, HAProxy's `timeout tunnel`); traffic keeps it open."""
+    a, _ = backends
+    listener = "timeouts = { header = 5.0, idle = 5.0, connect = 1.0, response = 0.6 }"
+    async with Proxy(config({"alpha": [a.address], "beta": [a.address]}, ROUTES, listener)) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: www.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        status, _, _ = await read_response(reader)
+        assert status == 101
+        for _ in range(4):  # 4 x 0.3 s: longer than the timeout, but never 0.6 s quiet
+            await asyncio.sleep(0.3)
+            writer.write(ws_frame(b"ping"))
+            async with asyncio.timeout(5):
+                assert (await reader.readexactly(6))[2:] == b"ping"
+        t0 = asyncio.get_running_loop().time()
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""  # closed by sekisho
+        assert asyncio.get_running_loop().time() - t0 > 0.3  # (about 0.6 s)
+        writer.close()
+
+
+@pytest.mark.asyncio
 async def test_limits_431_and_413(backends: tuple[HttpBackend, HttpBackend]) -> None:
     a, _ = backends
     listener = "max_header_bytes = 2048\nmax_body_bytes = 1000"
