@@ -9,6 +9,8 @@ the payloads are the plain dataclasses the metrics already read.
                            ("snapshot", seq)                 counters, please
                            ("close", key)                    stop accepting on one address
                            ("drain",)                        finish in-flight work, then exit
+                           ("adopt", index)                  watch a dead worker's sockets too
+                           ("release", index)                its replacement serves: stop
     worker -> supervisor   ("ready", pid)                    listening
                            ("snapshot", seq, data)
                            ("closed", key)

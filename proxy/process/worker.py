@@ -142,6 +142,7 @@ class Worker:
         reading = asyncio.ensure_future(self._messages(reader))
         draining = asyncio.ensure_future(self.drain.wait())
         await asyncio.wait((reading, draining), return_when=asyncio.FIRST_COMPLETED)
+        draining.cancel()
         if reading.done() and not self.drain.is_set():
             # The supervisor's end of the socket closed: it has gone, no one to report to.
             log.error("worker %d: the supervisor has gone; exiting", self.init.index)
@@ -158,20 +159,26 @@ class Worker:
 
     async def _messages(self, reader: asyncio.StreamReader) -> None:
         while (message := await control.receive(reader)) is not None:
-            kind = message[0]
-            if kind == "view":
-                self.pools.apply_view(message[1])
-            elif kind == "snapshot":
-                control.send(self.writer, "snapshot", message[1], self.snapshot())
-            elif kind == "close":
-                await self.serving.close(message[1])
-                self._close_sockets(message[1])
-                control.send(self.writer, "closed", message[1])
-            elif kind in ("adopt", "release"):
-                await self.watch(message[1], kind == "adopt")
-            elif kind == "drain":
+            if message[0] == "drain":
                 self.drain.set()
                 return
+            try:
+                await self._heard(message)
+            except Exception:  # one message we failed on must not take the worker down
+                log.exception("worker %d: handling %r failed", self.init.index, message[0])
+
+    async def _heard(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "view":
+            self.pools.apply_view(message[1])
+        elif kind == "snapshot":
+            control.send(self.writer, "snapshot", message[1], self.snapshot())
+        elif kind == "close":
+            await self.serving.close(message[1])
+            self._close_sockets(message[1])
+            control.send(self.writer, "closed", message[1])
+        elif kind in ("adopt", "release"):
+            await self.watch(message[1], kind == "adopt")
 
     def _close_sockets(self, key: Key | None = None) -> None:
         """Close our copies of listening sockets: the kernel frees an address (or stops

@@ -8,6 +8,7 @@ connections over all workers, and a reload under load fails no request.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -28,6 +29,8 @@ import pytest
 
 from conf import Address
 from proxy.listener import bind, join
+from proxy.process import control
+from proxy.process.worker import Worker, WorkerInit
 from tests.support import free_port, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -511,3 +514,32 @@ def _echo(conn: socket.socket) -> None:
     with conn:
         while data := conn.recv(65536):
             conn.sendall(data)
+
+
+@pytest.mark.asyncio
+async def test_a_message_a_worker_fails_on_does_not_stop_it(caplog: pytest.LogCaptureFixture) -> None:
+    """In process: a worker that fails on one supervisor message logs it and goes on."""
+    ours, theirs = socket.socketpair()
+    supervisor_reader, supervisor_writer = await asyncio.open_unix_connection(sock=ours)
+    reader, writer = await asyncio.open_unix_connection(sock=theirs)
+    init = WorkerInit(
+        index=0,
+        generation=1,
+        workers=1,
+        config_text='[pool.web]\nservers = [{ address = "127.0.0.1:9" }]\n',
+        config_source="test",
+        sockets=(),
+        counts=(-1, 0, 0, -1),  # no row of the shared table: counts alone
+        view={},
+    )
+    worker = Worker(init, writer)
+    listening = asyncio.create_task(worker._messages(reader))
+    control.send(supervisor_writer, "view", None)  # not a view: applying it fails
+    control.send(supervisor_writer, "snapshot", 7)
+    reply = await asyncio.wait_for(control.receive(supervisor_reader), 5)
+    assert reply is not None and reply[:2] == ("snapshot", 7)
+    assert "handling 'view' failed" in caplog.text
+    supervisor_writer.close()
+    await asyncio.wait_for(listening, 5)  # end of file: the supervisor has gone
+    writer.close()
+    await worker.tasks.close()
