@@ -78,13 +78,17 @@ class Daemon:
         self.tasks = Background(log)  # every background task: tracked, failures logged
         self.acme: AcmeService | None = None  # automatic HTTPS (proxy/acme), when a listener asks
         self.notifier = Notifier.from_env()
-        self.anycast = Anycast(self.tasks, lambda: self.pools, lambda: [key[1] for key in self.sockets])
+        self.anycast = Anycast(self.tasks, lambda: self.pools, self._listening)
         # One process serves the front ends itself; more: it supervises worker processes.
         # (A config with no listener, only VRRP or anycast, has nothing for workers to do.)
         count = count_for(config.global_.workers) if any(sections(config)) else 1
         self.serving: LocalServing | Workers = (
             LocalServing(self.pools, self.tasks) if count == 1 else Workers(count, self.pools, self.tasks)
         )
+
+    def _listening(self) -> list[conf.Address]:
+        """The addresses served now: none while no worker accepts (anycast withdraws)."""
+        return [key[1] for key in self.sockets] if self.serving.accepting() else []
 
     # ------------------------------------------------------------------ start
 

@@ -175,6 +175,10 @@ class LocalServing:
     async def refresh(self) -> None:
         """Counters are read live in one process (workers gather theirs here)."""
 
+    def accepting(self) -> bool:
+        """Some process accepts on the listeners (here: this one, once they are open)."""
+        return bool(self.listeners)
+
     def connections(self) -> int:
         return sum(listener.active for listener in self.listeners.values())
 

@@ -416,6 +416,10 @@ class Workers:
             w.send("view", view)
 
     # ------------------------------------------------------------ the totals
+    def accepting(self) -> bool:
+        """Some worker accepts: with every worker dead (a crash loop), nobody does."""
+        return any(w.ready.done() and not w.gone and not w.draining for w in self.current)
+
     async def refresh(self) -> None:
         """Ask every worker for its counters and add them up (before a scrape or status)."""
         live = [*self.current, *self.draining]

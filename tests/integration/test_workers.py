@@ -27,10 +27,13 @@ from typing import Any
 
 import pytest
 
+import conf
 from conf import Address
 from proxy.listener import bind, join
 from proxy.process import control
+from proxy.process.daemon import Daemon
 from proxy.process.worker import Worker, WorkerInit
+from proxy.process.workers import WorkerProcess, Workers
 from tests.support import free_port, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -543,3 +546,26 @@ async def test_a_message_a_worker_fails_on_does_not_stop_it(caplog: pytest.LogCa
     await asyncio.wait_for(listening, 5)  # end of file: the supervisor has gone
     writer.close()
     await worker.tasks.close()
+
+
+@pytest.mark.asyncio
+async def test_anycast_sees_the_listeners_only_while_a_worker_accepts(tmp_path: Path) -> None:
+    """In process: with every worker dead (a crash loop), the node has nothing to announce."""
+    path = tmp_path / "sekisho.toml"
+    path.write_text(_config(tmp_path, free_port(), free_port(), [9], extra="workers = 2"))
+    daemon = Daemon(str(path), conf.load_file(str(path)))
+    assert isinstance(daemon.serving, Workers)
+    key = ("http", Address("127.0.0.1", 8080))
+    daemon.sockets[key] = socket.socket()
+    try:
+        assert daemon._listening() == []  # no worker serves yet
+        worker = WorkerProcess(0, 1, -1)
+        worker.ready.set_result(True)
+        daemon.serving.current.append(worker)
+        assert daemon._listening() == [key[1]]
+        worker.gone = True  # it died; its replacement does not serve yet
+        assert daemon._listening() == []
+    finally:
+        daemon.sockets.pop(key).close()
+        daemon.serving.counts.close()
+        os.close(daemon.serving.counts.fd)
