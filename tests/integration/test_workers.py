@@ -569,3 +569,24 @@ async def test_anycast_sees_the_listeners_only_while_a_worker_accepts(tmp_path: 
         daemon.sockets.pop(key).close()
         daemon.serving.counts.close()
         os.close(daemon.serving.counts.fd)
+
+
+def test_a_reload_moves_an_address_from_http_to_tcp(start: Any, backends: list[Backend]) -> None:
+    """The address is freed by every process (the supervisor's sockets and each worker's
+    copies of the whole group) before it is bound again for its new kind."""
+    backends.append(Backend())
+    s = start([backends[0].port], workers=2)
+    assert s.request() == 200
+    text = s.config.read_text()
+    s.config.write_text(
+        text.replace("[[http]]", "[[tcp]]").replace('  [[http.route]]\n  pool = "web"\n', 'pool = "web"\n')
+    )
+    os.kill(s.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while {(w["generation"], w["state"]) for w in s.status()["workers"]} != {(2, "serving")}:
+        assert time.monotonic() < deadline, s.log.read_text()[-2000:]
+        time.sleep(0.05)
+    assert "reloaded:" in s.log.read_text()
+    for _ in range(20):  # relayed as bytes now, by either worker
+        assert s.request() == 200
+    assert s.metric("sekisho_tcp_connections_total") >= 20
