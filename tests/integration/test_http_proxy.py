@@ -274,15 +274,18 @@ async def test_expect_100_continue(backends: tuple[HttpBackend, HttpBackend]) ->
         writer.close()
 
 
+WS_UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: www.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
 @pytest.mark.asyncio
 async def test_websocket_echo_through_upgrade(backends: tuple[HttpBackend, HttpBackend]) -> None:
     a, _ = backends
     async with Proxy(config({"alpha": [a.address], "beta": [a.address]}, ROUTES)) as p:
         reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
-        writer.write(
-            b"GET /ws HTTP/1.1\r\nHost: www.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        writer.write(WS_UPGRADE)
         status, headers, _ = await read_response(reader)
         assert status == 101
         assert headers["upgrade"] == "websocket"
@@ -305,10 +308,7 @@ async def test_an_idle_websocket_is_closed_after_the_response_timeout(
     listener = "timeouts = { header = 5.0, idle = 5.0, connect = 1.0, response = 0.6 }"
     async with Proxy(config({"alpha": [a.address], "beta": [a.address]}, ROUTES, listener)) as p:
         reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
-        writer.write(
-            b"GET /ws HTTP/1.1\r\nHost: www.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        writer.write(WS_UPGRADE)
         status, _, _ = await read_response(reader)
         assert status == 101
         for _ in range(4):  # 4 x 0.3 s: longer than the timeout, but never 0.6 s quiet
