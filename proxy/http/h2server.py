@@ -11,9 +11,18 @@ HTTP/2 request here. What is kept from RFC 9113, checked where the frame is read
   padding shorter than the payload, header blocks (HEADERS, then CONTINUATION on the
   same stream only, until END_HEADERS), no PUSH_PROMISE from a client;
 - stream ids: client streams odd and increasing; DATA, WINDOW_UPDATE, RST_STREAM on a
-  stream never opened is a connection error; frames on a stream already closed are
-  ignored (we may have reset it: RFC 9113 5.4.2), except that their DATA still counts
-  against the connection's window, which we give back;
+  stream never opened is a connection error;
+- closed streams (RFC 9113 5.1), a late frame read by how the stream closed: on one of
+  the last `RECENTLY_RESET` streams we reset, everything is ignored (the client may have
+  sent it before our RST_STREAM arrived; DATA's connection window is given back, HEADERS
+  still decoded); after the client's own RST_STREAM, DATA or HEADERS is a stream error
+  STREAM_CLOSED; after both sides ended it (what a closed stream that is not a recent
+  reset is taken for), HEADERS is a connection error STREAM_CLOSED (the client knows it
+  sent END_STREAM) and DATA a stream error STREAM_CLOSED (as Go's server); HEADERS on an
+  id the client skipped (never opened, below the last: the last `RECENTLY_RESET` gaps
+  are kept) is a connection error PROTOCOL_ERROR (5.1.1; nginx and Go call every HEADERS
+  below the last id that); WINDOW_UPDATE, RST_STREAM, PRIORITY on a closed stream are
+  ignored. Normal ends cost nothing here: only resets and gaps are kept;
 - stream states: a stream is open, half-closed (remote) after the client's END_STREAM,
   half-closed (local) after ours, closed after both or a reset; DATA or HEADERS after
   the client's END_STREAM is a stream error (STREAM_CLOSED); a second HEADERS
@@ -41,6 +50,7 @@ Events are tuples, kind first (see the constants), in the order the frames came.
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -91,6 +101,11 @@ ENABLE_CONNECT_PROTOCOL = 0x8
 # (WINDOW, sid): a send window grew (0: the connection's, or every stream's),
 # (TERMINATED, code, last_sid): the client's GOAWAY.
 REQUEST, DATA_RECEIVED, ENDED, TRAILERS, RESET, ABORTED, REFUSED, WINDOW, TERMINATED = range(9)
+
+# Who reset a stream, kept for the last RECENTLY_RESET resets (a late frame on a closed
+# stream is read by how it closed: see the module docstring); as many gaps in the ids.
+RESET_BY_US, RESET_BY_CLIENT = range(2)
+RECENTLY_RESET = 256
 
 MAX_WINDOW = (1 << 31) - 1
 DEFAULT_WINDOW = 65535
@@ -154,6 +169,8 @@ class ServerConnection:
         self.extended_connect = extended_connect
         self.decoder = decoder if decoder is not None else CachingDecoder(max_header_list_size)
         self.streams: dict[int, _Stream] = {}
+        self.recently_reset: OrderedDict[int, int] = OrderedDict()  # sid -> RESET_BY_US/_CLIENT
+        self.skipped: deque[tuple[int, int]] = deque(maxlen=RECENTLY_RESET)  # ids never opened
         self.last_sid = 0  # the highest stream id the client opened
         self.out = bytearray()  # frames queued for the transport
         self.closed = False  # GOAWAY for an error was queued: nothing more is read
@@ -313,7 +330,9 @@ class ServerConnection:
         if st is None:
             if sid > self.last_sid or not sid & 1:
                 self._fail(PROTOCOL_ERROR, f"DATA on idle stream {sid}")
-            self._give_back(size)  # a stream we closed: its window is nobody's now
+            self._give_back(size)  # a closed stream: its window is nobody's now
+            if self.recently_reset.get(sid) != RESET_BY_US:  # (our reset: in flight, ignored)
+                self._late_frame_error(sid, events)
             return
         if not st.remote_open:
             self._give_back(size)
@@ -377,13 +396,17 @@ class ServerConnection:
             if not sid & 1:
                 self._fail(PROTOCOL_ERROR, f"HEADERS on even stream {sid}")
             if sid <= self.last_sid:
-                return  # a stream we closed (trailers after our reset, say): ignored
+                self._late_headers(sid, events)
+                return
+            if sid > self.last_sid + 2:  # (ids skipped: closed, never opened)
+                self.skipped.append((self.last_sid + 2 if self.last_sid else 1, sid - 2))
             self.last_sid = sid
             if flags & 0x100:
                 self._stream_error(sid, PROTOCOL_ERROR, events, opened=True)
                 return
             if len(self.streams) >= self.max_concurrent_streams:
                 self.out += _rst(sid, REFUSED_STREAM)
+                self._remember(sid, RESET_BY_US)
                 events.append((REFUSED, sid))
                 return
             self.streams[sid] = _Stream(self.local_initial_window, self.peer_initial_window, not end_stream)
@@ -401,6 +424,19 @@ class ServerConnection:
         if not st.local_open:
             del self.streams[sid]
 
+    def _late_headers(self, sid: int, events: list[Event]) -> None:
+        """HEADERS (decoded: the table is in step) on a closed stream, or on an id below the
+        last one that was never opened."""
+        how = self.recently_reset.get(sid)
+        if how == RESET_BY_US:
+            return  # (trailers sent before our RST_STREAM arrived, say)
+        if how == RESET_BY_CLIENT:
+            self._late_frame_error(sid, events)
+        elif any(low <= sid <= high for low, high in self.skipped):
+            self._fail(PROTOCOL_ERROR, f"HEADERS on stream {sid}, not above stream {self.last_sid}")
+        else:
+            self._fail(STREAM_CLOSED, f"HEADERS on stream {sid} after its END_STREAM")
+
     def _rst_stream(self, sid: int, payload: bytes, events: list[Event]) -> None:
         if len(payload) != 4:
             self._fail(FRAME_SIZE_ERROR, "RST_STREAM not 4 bytes")
@@ -410,6 +446,7 @@ class ServerConnection:
             if sid > self.last_sid:
                 self._fail(PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
             return
+        self._remember(sid, RESET_BY_CLIENT)
         events.append((RESET, sid, _U32.unpack(payload)[0]))
 
     def _settings(self, sid: int, flags: int, payload: bytes, events: list[Event]) -> None:
@@ -499,7 +536,22 @@ class ServerConnection:
         known = self.streams.pop(sid, None) is not None
         self.out += _rst(sid, code)
         if known or opened:
+            self._remember(sid, RESET_BY_US)
             events.append((ABORTED, sid, code))
+
+    def _late_frame_error(self, sid: int, events: list[Event]) -> None:
+        """DATA or HEADERS on a stream closed other than by our reset: stream error
+        STREAM_CLOSED (RFC 9113 5.1), reported as ABORTED so the abuse guard counts it
+        (each one is a RST_STREAM we send)."""
+        self.out += _rst(sid, STREAM_CLOSED)
+        self._remember(sid, RESET_BY_US)
+        events.append((ABORTED, sid, STREAM_CLOSED))
+
+    def _remember(self, sid: int, how: int) -> None:
+        recent = self.recently_reset
+        recent[sid] = how
+        if len(recent) > RECENTLY_RESET:
+            recent.popitem(last=False)
 
     def _give_back(self, size: int) -> None:
         """Return connection window for DATA nobody will acknowledge."""
@@ -573,6 +625,7 @@ class ServerConnection:
         """RST_STREAM for an open stream (nothing for one already closed)."""
         if self.streams.pop(sid, None) is not None:
             self.out += _rst(sid, code)
+            self._remember(sid, RESET_BY_US)
 
     def ack_data(self, sid: int, size: int) -> None:
         """`size` flow-controlled bytes of `sid` were consumed: give the window back once

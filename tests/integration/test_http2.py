@@ -24,7 +24,7 @@ import pytest_asyncio
 import trustme
 from h2.errors import ErrorCodes
 from hpack import Decoder
-from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
 from tests.integration.http_backends import HttpBackend, Proxy, config, ws_frame
 from tests.support import require_tool
@@ -309,6 +309,32 @@ def read_frames(sock: socket.socket, until_stream_end: int, timeout: float = 5.0
         if not data:
             return frames
         buf += data
+
+
+@pytest.mark.asyncio
+async def test_data_after_the_clients_reset_is_stream_closed_and_the_connection_goes_on(
+    backend: HttpBackend,
+) -> None:
+    """h2spec http2/5.1/8: DATA on a stream the client reset gets RST_STREAM(STREAM_CLOSED)
+    (it was silently dropped); the connection and its other streams go on."""
+    async with Proxy(config({"alpha": [backend.address]}, ROUTES, "h2c = true")) as p:
+        client = await asyncio.to_thread(H2Client, p.port)
+        try:
+            post = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/echo")]
+            client.conn.send_headers(1, post)
+            client.conn.reset_stream(1, ErrorCodes.CANCEL)
+            client.flush()
+            client.sock.sendall(DataFrame(1, data=b"late", flags=("END_STREAM",)).serialize())
+            client.conn.send_headers(3, _headers(), end_stream=True)
+            client.flush()
+            frames = await asyncio.to_thread(read_frames, client.sock, 3)
+        finally:
+            client.close()
+    resets = [f for f in frames if isinstance(f, RstStreamFrame)]
+    assert [(f.stream_id, f.error_code) for f in resets] == [(1, ErrorCodes.STREAM_CLOSED)]
+    headers = next(f for f in frames if isinstance(f, HeadersFrame) and f.stream_id == 3)
+    assert dict(Decoder().decode(headers.data, raw=True))[b":status"] == b"200"
+    assert not any(isinstance(f, GoAwayFrame) for f in frames)
 
 
 @pytest.mark.asyncio

@@ -414,6 +414,96 @@ def test_a_stream_window_past_the_maximum_is_a_stream_error() -> None:
     assert events == [(ABORTED, 1, h2server.FLOW_CONTROL_ERROR)]
 
 
+# -- frames on closed streams (RFC 9113 5.1; h2spec http2/5.1/8-12, 5.1.1/2) ----------------
+
+
+def _request(server: ServerConnection, sid: int, end_stream: bool) -> None:
+    flags = ("END_HEADERS", "END_STREAM") if end_stream else ("END_HEADERS",)
+    assert server.receive(HeadersFrame(sid, data=BLOCK, flags=flags).serialize())[0][:2] == (REQUEST, sid)
+
+
+def test_data_after_the_clients_reset_is_stream_closed_once() -> None:
+    server = _opened()
+    _request(server, 1, end_stream=False)
+    assert server.receive(RstStreamFrame(1, error_code=ErrorCodes.CANCEL).serialize()) == [
+        (RESET, 1, ErrorCodes.CANCEL)
+    ]
+    events = server.receive(b"".join(DataFrame(1, data=b"x" * 10000).serialize() for _ in range(4)))
+    assert events == [(ABORTED, 1, h2server.STREAM_CLOSED)]  # one RST_STREAM for the stream
+    rst, update = _frames(server.data_to_send())
+    assert isinstance(rst, RstStreamFrame) and rst.error_code == ErrorCodes.STREAM_CLOSED
+    assert isinstance(update, WindowUpdateFrame) and update.stream_id == 0
+    assert server.recv_window == 65535  # (the connection's window given back)
+
+
+def test_headers_after_the_clients_reset_are_stream_closed() -> None:
+    server = _opened()
+    _request(server, 1, end_stream=False)
+    server.receive(RstStreamFrame(1, error_code=ErrorCodes.CANCEL).serialize())
+    late = HeadersFrame(1, data=BLOCK, flags=("END_HEADERS", "END_STREAM")).serialize()
+    assert server.receive(late) == [(ABORTED, 1, h2server.STREAM_CLOSED)]
+    assert _rst(server).error_code == ErrorCodes.STREAM_CLOSED
+    _request(server, 3, end_stream=True)  # the connection goes on, its HPACK table in step
+
+
+def test_data_after_both_sides_ended_is_stream_closed() -> None:
+    server = _opened()
+    _request(server, 1, end_stream=True)
+    server.send_headers(1, encode_block([(b":status", b"204")]), True)
+    server.data_to_send()
+    assert server.receive(DataFrame(1, data=b"late", flags=("END_STREAM",)).serialize()) == [
+        (ABORTED, 1, h2server.STREAM_CLOSED)
+    ]
+    assert _rst(server).error_code == ErrorCodes.STREAM_CLOSED
+
+
+def test_headers_after_both_sides_ended_are_a_connection_error() -> None:
+    server = _opened()
+    _request(server, 1, end_stream=True)
+    server.send_headers(1, encode_block([(b":status", b"204")]), True)
+    server.data_to_send()
+    code, _ = _error(server, HeadersFrame(1, data=BLOCK, flags=("END_HEADERS", "END_STREAM")).serialize())
+    assert code == ErrorCodes.STREAM_CLOSED
+
+
+def test_headers_on_a_lower_id_never_opened_are_a_connection_error() -> None:
+    server = _opened()
+    _request(server, 5, end_stream=True)
+    code, _ = _error(server, HeadersFrame(3, data=BLOCK, flags=("END_HEADERS", "END_STREAM")).serialize())
+    assert code == ErrorCodes.PROTOCOL_ERROR
+
+
+def test_what_follows_a_refused_stream_is_ignored() -> None:
+    server, _ = _pair(max_concurrent_streams=1)
+    _request(server, 1, end_stream=False)
+    assert server.receive(HeadersFrame(3, data=BLOCK, flags=("END_HEADERS",)).serialize()) == [(REFUSED, 3)]
+    server.data_to_send()
+    assert server.receive(DataFrame(3, data=b"x" * 100).serialize() + _trailers(3)) == []
+    assert server.data_to_send() == b""  # (100 bytes: no WINDOW_UPDATE due yet, and no RST_STREAM)
+
+
+def test_resets_are_remembered_within_a_bound() -> None:
+    server, _ = _pair()
+    last = 2 * h2server.RECENTLY_RESET + 41  # (odd: a client stream)
+    for sid in range(1, last + 1, 2):
+        _request(server, sid, end_stream=False)
+        server.reset_stream(sid, h2server.CANCEL)
+    assert len(server.recently_reset) == h2server.RECENTLY_RESET
+    server.data_to_send()
+    assert server.receive(_trailers(last)) == []  # a recent reset of ours: ignored
+    code, _ = _error(server, _trailers(1))
+    assert code == ErrorCodes.STREAM_CLOSED  # forgotten: taken for a stream that ended
+
+
+def test_gaps_in_the_stream_ids_are_remembered() -> None:
+    server = _opened()
+    for sid in (1, 9, 11, 21):
+        _request(server, sid, end_stream=True)
+    assert list(server.skipped) == [(3, 7), (13, 19)]
+    code, _ = _error(server, HeadersFrame(15, data=BLOCK, flags=("END_HEADERS", "END_STREAM")).serialize())
+    assert code == ErrorCodes.PROTOCOL_ERROR
+
+
 # -- connection errors: GOAWAY, nothing more read -------------------------------------------
 
 
