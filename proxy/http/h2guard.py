@@ -40,8 +40,10 @@ Rules and where their defaults come from:
   `maxQueuedControlFrames` 10000): the protocol object stops reading while its
   transport is paused, which bounds those queues here.
 - WINDOW_UPDATE and PRIORITY: Envoy's ratios, since legitimate rates grow with
-  traffic: WINDOW_UPDATEs over 1 + 2 x (streams + 10 x DATA frames sent), PRIORITY
-  frames over 100 x (1 + streams).
+  traffic: WINDOW_UPDATEs over 5 + 2 x (streams + 10 x DATA frames sent), PRIORITY
+  frames over 100 x (1 + streams). (The 5 is Envoy's since its PR 14924, 2021: peers
+  send several connection WINDOW_UPDATEs before any stream; with Envoy's earlier 1, a
+  second one closed the connection, before the connection could read the first.)
 - slow read: data waiting on a zero send window for over 60 s (nginx `send_timeout`):
   the connection window closes the connection, a stream window resets the stream.
 """
@@ -100,6 +102,7 @@ class GuardLimits:
     ping_frames: int = 100
     empty_data_frames: int = 100
     unknown_frames: int = 100
+    window_updates_free: int = 5
     window_updates_per_data: int = 10
     priority_per_stream: int = 100
     send_timeout: float = 60.0
@@ -359,7 +362,7 @@ class AbuseGuard:
                 return self._close("ping_flood", "PING frames")
         elif ftype == WINDOW_UPDATE:
             self.window_updates += 1
-            if self.window_updates > 1 + 2 * (
+            if self.window_updates > lim.window_updates_free + 2 * (
                 self.streams + lim.window_updates_per_data * self.data_frames_sent
             ):
                 return self._close("window_update_flood", "WINDOW_UPDATE frames beyond the data sent")

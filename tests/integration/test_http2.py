@@ -24,7 +24,7 @@ import pytest_asyncio
 import trustme
 from h2.errors import ErrorCodes
 from hpack import Decoder
-from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, RstStreamFrame, WindowUpdateFrame
 
 from tests.integration.http_backends import HttpBackend, Proxy, config, ws_frame
 from tests.support import require_tool
@@ -335,6 +335,23 @@ async def test_data_after_the_clients_reset_is_stream_closed_and_the_connection_
     headers = next(f for f in frames if isinstance(f, HeadersFrame) and f.stream_id == 3)
     assert dict(Decoder().decode(headers.data, raw=True))[b":status"] == b"200"
     assert not any(isinstance(f, GoAwayFrame) for f in frames)
+
+
+@pytest.mark.asyncio
+async def test_a_connection_window_overflow_is_a_flow_control_error_not_a_flood(backend: HttpBackend) -> None:
+    """h2spec http2/6.9.1/2: two WINDOW_UPDATEs of 2^31-1 on the connection in one read.
+    The first overflows the window: GOAWAY(FLOW_CONTROL_ERROR). (The abuse guard, which
+    scans a read before the connection does, called the second a WINDOW_UPDATE flood.)"""
+    async with Proxy(config({"alpha": [backend.address]}, ROUTES, "h2c = true")) as p:
+        client = await asyncio.to_thread(H2Client, p.port)
+        try:
+            client.sock.sendall(WindowUpdateFrame(0, window_increment=(1 << 31) - 1).serialize() * 2)
+            frames = await asyncio.to_thread(read_frames, client.sock, -1)
+        finally:
+            client.close()
+        assert not p.frontend.counters.h2_abuse
+    goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+    assert [f.error_code for f in goaways] == [ErrorCodes.FLOW_CONTROL_ERROR]
 
 
 @pytest.mark.asyncio
