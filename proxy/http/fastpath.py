@@ -92,15 +92,33 @@ class RequestHead:
 
 def recognise(buf: bytes) -> RequestHead | None:
     """The request head at the start of `buf` when it has the common shape (see the
-    module's docstring), else None: incomplete, anything unusual, a body. Never a refusal."""
+    module's docstring), else None: incomplete, anything unusual, a body. Never a refusal.
+
+    What a head judges to depends on its bytes alone, and clients send the same head
+    again and again (a benchmark always, a browser's requests for one page's assets
+    nearly), so short heads are remembered: a RequestHead is never changed after it is
+    made (its items are a tuple), so one can serve every request that sent those bytes."""
     m = _HEAD.match(buf)
     if m is None:
         return None
+    end = m.end()
+    if end > _MEMO_HEAD or type(buf) is not bytes:
+        return _judge(m)
+    key = buf if end == len(buf) else buf[:end]
+    known = _seen.get(key, _UNSEEN)
+    if known is _UNSEEN:
+        if len(_seen) >= _MEMO_SIZE:
+            _seen.clear()  # (varied heads, cookies: start again rather than keep order)
+        known = _seen[key] = _judge(m)
+    return known  # type: ignore[return-value]
+
+
+def _judge(m: re.Match[bytes]) -> RequestHead | None:
     method, target, minor, block = m.groups()
     if method == b"CONNECT":
         return None
     http11 = minor == b"1"
-    items = [(name, name.lower(), value) for name, value in _PAIR.findall(block)]
+    items = tuple([(name, name.lower(), value) for name, value in _PAIR.findall(block)])
     host = b""
     hosts = 0
     content_length = None
@@ -130,3 +148,9 @@ def recognise(buf: bytes) -> RequestHead | None:
     return RequestHead(
         method, target, b"1.1" if http11 else b"1.0", items, host, content_length, keep_alive, m.end()
     )
+
+
+_MEMO_HEAD = 1024  # longer heads are judged each time
+_MEMO_SIZE = 512
+_UNSEEN = object()
+_seen: dict[bytes, object] = {}

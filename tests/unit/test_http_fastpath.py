@@ -133,7 +133,7 @@ def check(raw: bytes) -> RequestHead | None:
     assert fast.method == ref.method
     assert fast.target == ref.target
     assert fast.http_version == ref.http_version
-    assert fast.items == ref.items  # names as sent, lower names, values, order
+    assert list(fast.items) == ref.items  # names as sent, lower names, values, order
     assert all(type(x) is bytes for item in fast.items for x in item)
     assert fast.host == ref.host
     assert fast.content_length == ref.content_length
@@ -537,3 +537,15 @@ def test_a_common_head_over_the_limit_is_still_refused() -> None:
     out = run([big], eof=True, fast=True)
     assert out.to_client.startswith(b"HTTP/1.1 431 ") and out.to_backend == b""
     assert out == run([big], eof=True, fast=False)
+
+
+def test_a_head_sent_again_is_judged_once_and_alike() -> None:
+    head = b"GET /memo HTTP/1.1\r\nHost: memo.example\r\nConnection: close\r\n\r\n"
+    first = recognise(head + b"GET /next")  # the next request's start follows in the buffer
+    again = recognise(head)
+    assert first is not None and again is first  # remembered: one object for the same bytes
+    assert again.end == len(head) and not again.keep_alive and isinstance(again.items, tuple)
+    assert recognise(head.replace(b"close", b"keep-alive")) is not first  # other bytes: judged
+    long = b"GET /long HTTP/1.1\r\nHost: memo.example\r\nX-Pad: " + b"a" * 2000 + b"\r\n\r\n"
+    judged = recognise(long)
+    assert judged is not None and recognise(long) is not judged  # long heads: not remembered
