@@ -167,6 +167,13 @@ class HttpFrontend:
         if counted:
             self.connections.add(conn)
             self._empty.clear()
+        if self._ssl is None and self._acme_tls is None:  # plain HTTP: no handshake to wait for
+            try:
+                sock.setblocking(False)
+                attach_accepted(self.loop, conn, sock, lambda exc: self._set_up_failed(conn, sock, exc))
+            except (OSError, ValueError) as exc:
+                self._set_up_failed(conn, sock, exc)
+            return
         task = self.loop.create_task(self._set_up(conn, sock))
         self._setups.add(task)
         task.add_done_callback(self._setups.discard)
@@ -183,14 +190,17 @@ class HttpFrontend:
                 lambda: conn, sock, ssl=ctx, ssl_handshake_timeout=10.0 if ctx else None
             )
         except (OSError, ssl.SSLError, TimeoutError) as exc:
-            # A client that went away during the TLS handshake is not ours to log loudly.
-            log.debug("http: connection setup failed: %s", exc)
-            sock.close()
-            if conn.transport is None:  # (else connection_lost comes, and does the rest)
-                self.conn_closed(conn)
-                on_close = conn.on_close
-                assert callable(on_close)
-                on_close()
+            self._set_up_failed(conn, sock, exc)
+
+    def _set_up_failed(self, conn: H1Connection, sock: socket.socket, exc: BaseException) -> None:
+        # A client that went away during the TLS handshake is not ours to log loudly.
+        log.debug("http: connection setup failed: %s", exc)
+        sock.close()
+        if conn.transport is None:  # (else connection_lost comes, and does the rest)
+            self.conn_closed(conn)
+            on_close = conn.on_close
+            assert callable(on_close)
+            on_close()
 
     def intake_done(self, intake: Intake) -> None:
         """`intake` is handed over or closed: it no longer waits for its head."""
@@ -201,6 +211,40 @@ class HttpFrontend:
         self.counters.connections_active -= 1
         if not self.connections and not self.intake:
             self._empty.set()
+
+
+def attach_accepted(
+    loop: asyncio.AbstractEventLoop,
+    protocol: asyncio.Protocol,
+    sock: socket.socket,
+    failed: Callable[[BaseException], None],
+) -> None:
+    """`loop.connect_accepted_socket(...)` for a plain socket, without a task per connection.
+
+    The loop makes the transport at once and then only waits for `connection_made`; a task
+    would cost an object, a registration, and three loop callbacks per connection for that
+    wait. So the coroutine is stepped here: to its first wait now, and once more when what it
+    waits for is done. This leans on the coroutine protocol (a coroutine yields the future it
+    waits for), which every asyncio loop's task relies on too; tests/integration/
+    test_http_intake.py's `test_attach_accepted_*` fail if a loop stops doing so."""
+    steps = loop.connect_accepted_socket(lambda: protocol, sock)
+    try:
+        waiting = steps.send(None)
+    except StopIteration:
+        return  # done already
+    except BaseException:
+        steps.close()
+        raise
+
+    def resume(_: object) -> None:
+        try:
+            steps.send(None)
+        except StopIteration:
+            pass
+        except Exception as exc:  # the loop closed the transport it made; say so once
+            failed(exc)
+
+    waiting.add_done_callback(resume)
 
 
 def _once(fn: Callable[[], None]) -> Callable[[], None]:

@@ -10,8 +10,10 @@ import time
 from typing import Any
 
 import pytest
+import uvloop
 
 from proxy import linger
+from proxy.http.frontend import attach_accepted
 from tests.integration.http_backends import HttpBackend, Proxy, config, read_response
 from tests.integration.test_http_proxy import ROUTES
 from tests.integration.test_tcp_failover import run
@@ -227,3 +229,75 @@ def test_drain_closes_what_still_waits_or_lingers(loop: str, monkeypatch: pytest
     counts, end = run(_drained(monkeypatch), loop)
     assert counts == {"waiting": 0, "conns": 0, "active": 0, "total": 3, "listener": 0}
     assert end in ("fin", "reset")
+
+
+class _Recorder(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.made = asyncio.get_running_loop().create_future()
+        self.lost = asyncio.get_running_loop().create_future()
+        self.data = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # (uvloop's is no asyncio.Transport subclass)
+        self.made.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(exc)
+
+
+_LOOPS = pytest.mark.parametrize("run_on", [uvloop.run, asyncio.run], ids=["uvloop", "asyncio"])
+
+
+@_LOOPS
+def test_attach_accepted_makes_the_transport_without_a_task(run_on: Any) -> None:
+    """The one reach into the coroutine protocol (proxy.http.frontend.attach_accepted): if
+    the loop's connect_accepted_socket stops yielding the future it waits for, this fails.
+    On uvloop, the loop sekisho runs, and on asyncio's own."""
+    run_on(_attach_accepted_round_trip())
+
+
+async def _attach_accepted_round_trip() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    accepted, _ = server.accept()
+    accepted.setblocking(False)
+    protocol = _Recorder()
+    failures: list[BaseException] = []
+    tasks = len(asyncio.all_tasks())
+    try:
+        attach_accepted(asyncio.get_running_loop(), protocol, accepted, failures.append)
+        assert len(asyncio.all_tasks()) == tasks  # no task for it
+        await asyncio.wait_for(protocol.made, 5)
+        client.sendall(b"hello")
+        for _ in range(100):
+            if protocol.data:
+                break
+            await asyncio.sleep(0.01)
+        assert protocol.data == b"hello" and not failures
+        assert protocol.transport is not None
+        protocol.transport.write(b"back")
+        await asyncio.sleep(0.05)
+        assert client.recv(10) == b"back"
+        protocol.transport.close()
+        await asyncio.wait_for(protocol.lost, 5)
+        await asyncio.sleep(0.05)  # the loop closes the handle (and lets the socket go) after that
+    finally:
+        client.close()
+        server.close()
+
+
+@_LOOPS
+def test_attach_accepted_refuses_what_the_loop_refuses(run_on: Any) -> None:
+    async def refuse() -> None:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            with pytest.raises(ValueError):  # raised at once, as the awaited call would
+                attach_accepted(asyncio.get_running_loop(), _Recorder(), udp, lambda exc: None)
+        finally:
+            udp.close()
+
+    run_on(refuse())
