@@ -387,13 +387,7 @@ class H2Connection(asyncio.Protocol):
             st.active = now
             st.received += len(data)
             st.to_ack += flow_len
-            up = st.up
-            if up is None:
-                st.early.append(data)
-                return
-            if up.transport is not None and not up.closed:
-                up.transport.write(data)
-            self.ack(st)
+            self._to_backend(st, (data,))
             return
         try:
             check_body_length(st.declared, st.received + len(data), end=False)
@@ -404,17 +398,22 @@ class H2Connection(asyncio.Protocol):
         st.to_ack += flow_len
         out = st.ex.request_data(data, now)
         if type(out) is tuple:
-            up = st.up
-            if up is None:
-                st.early.extend(out)
-                return
-            if up.transport is not None and not up.closed:
-                up.transport.writelines(out)
-            self.ack(st)
+            self._to_backend(st, out)
         elif out is ABORT:
             self._reset(st, CANCEL)
         elif isinstance(out, Answer):
             self._answer(st, out)
+
+    def _to_backend(self, st: Stream, chunks: tuple[bytes, ...]) -> None:
+        """Request bytes for the backend: kept until it is attached, else written and the
+        client's window given back."""
+        up = st.up
+        if up is None:
+            st.early.extend(chunks)
+            return
+        if up.transport is not None and not up.closed:
+            up.transport.writelines(chunks)
+        self.ack(st)
 
     def ack(self, st: Stream) -> None:
         """Give the client back the window of what was written to the backend (not while
@@ -814,16 +813,12 @@ class H2Connection(asyncio.Protocol):
         log.info("%s: HTTP/2 connection closed: %s (%s)", self.peer, verdict.kind, verdict.reason)
         abuse = self.fe.counters.h2_abuse
         abuse[verdict.kind] = abuse.get(verdict.kind, 0) + 1
-        if not self.h2.closed:  # (an HPACK bomb's GOAWAY is queued already)
-            self.h2.goaway(int(verdict.error_code), self.last_sid)
-            self.h2.closed = True
+        self.h2.close(int(verdict.error_code), self.last_sid)  # (an HPACK bomb's is queued already)
         self._flush()
         self._close(linger=True)  # (the client's unread frames must not reset our GOAWAY away)
 
     def _finish_connection(self) -> None:
-        if not self.h2.closed:
-            self.h2.goaway(h2server.NO_ERROR, self.last_sid)
-            self.h2.closed = True
+        self.h2.close(h2server.NO_ERROR, self.last_sid)
         self._flush()
         self._close()
 

@@ -70,6 +70,7 @@ FLAG_ACK = 0x1
 FLAG_END_HEADERS = 0x4
 FLAG_PADDED = 0x8
 FLAG_PRIORITY = 0x20
+_SELF_DEPENDENT = 0x100  # not a wire flag: a HEADERS whose priority names its own stream
 
 # Error codes (RFC 9113 7).
 NO_ERROR = 0x0
@@ -303,9 +304,7 @@ class ServerConnection:
 
     def _fail(self, code: int, reason: str, kind: type[H2ConnectionError] = H2ConnectionError) -> NoReturn:
         """A connection error: GOAWAY, nothing more is read."""
-        if not self.closed:
-            self.goaway(code)
-            self.closed = True
+        self.close(code)
         raise kind(code, reason)
 
     def _strip_padding(self, flags: int, payload: bytes) -> bytes:
@@ -332,7 +331,7 @@ class ServerConnection:
                 self._fail(PROTOCOL_ERROR, f"DATA on idle stream {sid}")
             self._give_back(size)  # a closed stream: its window is nobody's now
             if self.recently_reset.get(sid) != RESET_BY_US:  # (our reset: in flight, ignored)
-                self._late_frame_error(sid, events)
+                self._stream_error(sid, STREAM_CLOSED, events, report=True)
             return
         if not st.remote_open:
             self._give_back(size)
@@ -361,7 +360,7 @@ class ServerConnection:
             dependency = _U32.unpack_from(block)[0] & 0x7FFFFFFF
             block = block[5:]
             if dependency == sid:
-                flags |= 0x100  # (a stream error, once the block is decoded)
+                flags |= _SELF_DEPENDENT  # (a stream error, once the block is decoded)
         if flags & FLAG_END_HEADERS:
             self._block_done(sid, flags, block, events)
         else:
@@ -401,8 +400,8 @@ class ServerConnection:
             if sid > self.last_sid + 2:  # (ids skipped: closed, never opened)
                 self.skipped.append((self.last_sid + 2 if self.last_sid else 1, sid - 2))
             self.last_sid = sid
-            if flags & 0x100:
-                self._stream_error(sid, PROTOCOL_ERROR, events, opened=True)
+            if flags & _SELF_DEPENDENT:
+                self._stream_error(sid, PROTOCOL_ERROR, events, report=True)
                 return
             if len(self.streams) >= self.max_concurrent_streams:
                 self.out += _rst(sid, REFUSED_STREAM)
@@ -415,7 +414,7 @@ class ServerConnection:
         if not st.remote_open:
             self._stream_error(sid, STREAM_CLOSED, events)
             return
-        if not end_stream or flags & 0x100:  # trailers end the stream (RFC 9113 8.1)
+        if not end_stream or flags & _SELF_DEPENDENT:  # trailers end the stream (RFC 9113 8.1)
             self._stream_error(sid, PROTOCOL_ERROR, events)
             return
         events.append((TRAILERS, sid, headers))
@@ -431,7 +430,7 @@ class ServerConnection:
         if how == RESET_BY_US:
             return  # (trailers sent before our RST_STREAM arrived, say)
         if how == RESET_BY_CLIENT:
-            self._late_frame_error(sid, events)
+            self._stream_error(sid, STREAM_CLOSED, events, report=True)
         elif any(low <= sid <= high for low, high in self.skipped):
             self._fail(PROTOCOL_ERROR, f"HEADERS on stream {sid}, not above stream {self.last_sid}")
         else:
@@ -531,21 +530,16 @@ class ServerConnection:
             return
         events.append((WINDOW, sid))
 
-    def _stream_error(self, sid: int, code: int, events: list[Event], opened: bool = False) -> None:
-        """RFC 9113 5.4.2: RST_STREAM with `code`; the stream is closed."""
+    def _stream_error(self, sid: int, code: int, events: list[Event], report: bool = False) -> None:
+        """RFC 9113 5.4.2: RST_STREAM with `code`; the stream is closed. Reported as ABORTED
+        (the abuse guard counts each RST_STREAM we send) when it was open, or when `report`
+        says so: a stream just opened, or DATA/HEADERS on one closed other than by our
+        reset (STREAM_CLOSED, RFC 9113 5.1)."""
         known = self.streams.pop(sid, None) is not None
         self.out += _rst(sid, code)
-        if known or opened:
+        if known or report:
             self._remember(sid, RESET_BY_US)
             events.append((ABORTED, sid, code))
-
-    def _late_frame_error(self, sid: int, events: list[Event]) -> None:
-        """DATA or HEADERS on a stream closed other than by our reset: stream error
-        STREAM_CLOSED (RFC 9113 5.1), reported as ABORTED so the abuse guard counts it
-        (each one is a RST_STREAM we send)."""
-        self.out += _rst(sid, STREAM_CLOSED)
-        self._remember(sid, RESET_BY_US)
-        events.append((ABORTED, sid, STREAM_CLOSED))
 
     def _remember(self, sid: int, how: int) -> None:
         recent = self.recently_reset
@@ -647,6 +641,12 @@ class ServerConnection:
                 st.unacked = 0
                 st.recv_window += n
                 self.out += frame_head(4, WINDOW_UPDATE, 0, sid) + _U32.pack(n)
+
+    def close(self, code: int = NO_ERROR, last_sid: int | None = None) -> None:
+        """The connection ends: GOAWAY with `code` (once), and nothing more is read."""
+        if not self.closed:
+            self.goaway(code, last_sid)
+            self.closed = True
 
     def goaway(self, code: int = NO_ERROR, last_sid: int | None = None) -> None:
         last = self.last_sid if last_sid is None else last_sid

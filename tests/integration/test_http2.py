@@ -190,6 +190,14 @@ class H2Client:
 Fields = list[tuple[bytes, bytes]]
 
 
+async def _first_reset(client: H2Client) -> h2.events.StreamReset:
+    """The first RST_STREAM the client reads from now on (it waits for one)."""
+    events = await asyncio.to_thread(client.events, h2.events.StreamReset)
+    resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
+    assert resets, events
+    return resets[0]
+
+
 def _headers(path: bytes = b"/echo", extra: Fields | None = None) -> Fields:
     pseudo = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a.test"), (b":path", path)]
     return [*pseudo, *(extra or [])]
@@ -218,9 +226,7 @@ async def test_malformed_stream_is_reset_and_reaches_no_backend(
             # connection error, before our checks see it.)
             client.conn.send_headers(1, _headers(extra=bad), end_stream=False)
             client.flush()
-            events = await asyncio.to_thread(client.events, h2.events.StreamReset)
-            resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
-            assert resets and resets[0].error_code == ErrorCodes.PROTOCOL_ERROR
+            assert (await _first_reset(client)).error_code == ErrorCodes.PROTOCOL_ERROR
             # The connection goes on: a good request on stream 3 is answered.
             client.conn.send_headers(3, _headers(), end_stream=True)
             client.flush()
@@ -242,9 +248,7 @@ async def test_conflicting_content_lengths_reset_the_stream(backend: HttpBackend
             cl = [(b"content-length", b"1"), (b"content-length", b"2")]
             client.conn.send_headers(1, _headers(extra=cl), end_stream=False)
             client.flush()
-            events = await asyncio.to_thread(client.events, h2.events.StreamReset)
-            resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
-            assert resets and resets[0].error_code == ErrorCodes.PROTOCOL_ERROR
+            assert (await _first_reset(client)).error_code == ErrorCodes.PROTOCOL_ERROR
         finally:
             client.close()
     assert not backend.requests
@@ -489,10 +493,9 @@ async def test_an_idle_websocket_over_h2_is_reset_after_the_response_timeout(bac
                     if isinstance(e, h2.events.DataReceived):
                         client.conn.acknowledge_received_data(e.flow_controlled_length or 0, 1)
             t0 = asyncio.get_running_loop().time()
-            events = await asyncio.to_thread(client.events, h2.events.StreamReset)
+            reset = await _first_reset(client)
             waited = asyncio.get_running_loop().time() - t0
-            resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
-            assert resets and resets[0].stream_id == 1 and resets[0].error_code == ErrorCodes.CANCEL
+            assert reset.stream_id == 1 and reset.error_code == ErrorCodes.CANCEL
             assert 0.3 < waited < 4.0  # (about 0.6 s; generous: the machine is shared)
             client.conn.send_headers(3, _headers(), end_stream=True)  # the connection goes on
             client.flush()
@@ -514,9 +517,7 @@ async def test_websocket_over_h2_needs_the_route_to_allow_it(backend: HttpBacken
             assert client.conn.remote_settings.enable_connect_protocol == 0
             client.conn.send_headers(1, _ws_connect(), end_stream=False)
             client.flush()
-            events = await asyncio.to_thread(client.events, h2.events.StreamReset)
-            resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
-            assert resets and resets[0].error_code == ErrorCodes.PROTOCOL_ERROR
+            assert (await _first_reset(client)).error_code == ErrorCodes.PROTOCOL_ERROR
         finally:
             client.close()
     assert not backend.requests
