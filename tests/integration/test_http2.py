@@ -420,6 +420,19 @@ def _ws_connect(path: bytes = b"/ws") -> Fields:
     ]
 
 
+async def _ws_status(port: int, path: bytes) -> bytes:
+    """The :status an extended CONNECT for a WebSocket at `path` is answered with."""
+    client = await asyncio.to_thread(H2Client, port)
+    try:
+        client.conn.send_headers(1, _ws_connect(path), end_stream=False)
+        client.flush()
+        events = await asyncio.to_thread(client.events, h2.events.StreamEnded)
+        (resp,) = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+        return dict(resp.headers or [])[b":status"]
+    finally:
+        client.close()
+
+
 def _server_frame(payload: bytes) -> bytes:
     """An unmasked (server) text frame, as the backend echoes it (payload < 126 bytes)."""
     return bytes([0x81, len(payload)]) + payload
@@ -531,15 +544,7 @@ async def test_websocket_over_h2_refused_on_a_route_without_it(backend: HttpBack
         '[[http.route]]\npath = "/"\npool = "alpha"\nupgrade = []\n'
     )
     async with Proxy(config({"alpha": [backend.address]}, routes, "h2c = true")) as p:
-        client = await asyncio.to_thread(H2Client, p.port)
-        try:
-            client.conn.send_headers(1, _ws_connect(b"/other"), end_stream=False)
-            client.flush()
-            events = await asyncio.to_thread(client.events, h2.events.StreamEnded)
-            (resp,) = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
-            assert dict(resp.headers or [])[b":status"] == b"501"
-        finally:
-            client.close()
+        assert await _ws_status(p.port, b"/other") == b"501"
     assert not backend.requests
 
 
@@ -584,12 +589,4 @@ async def test_websocket_over_h2_backend_that_does_not_switch_is_a_502(backend: 
     """A backend that answers the Upgrade with a 2xx opened no tunnel: the client must not
     take it for one (RFC 8441 5: a 2xx means the tunnel is up)."""
     async with Proxy(config({"alpha": [backend.address]}, ROUTES, "h2c = true")) as p:
-        client = await asyncio.to_thread(H2Client, p.port)
-        try:
-            client.conn.send_headers(1, _ws_connect(b"/echo"), end_stream=False)
-            client.flush()
-            events = await asyncio.to_thread(client.events, h2.events.StreamEnded)
-            (resp,) = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
-            assert dict(resp.headers or [])[b":status"] == b"502"
-        finally:
-            client.close()
+        assert await _ws_status(p.port, b"/echo") == b"502"
