@@ -3,13 +3,14 @@
     python -m bench.gen stream HOST:PORT --streams 1 --duration 3
     python -m bench.gen rr     HOST:PORT --conns 1 --size 1 --duration 3
     python -m bench.gen crr    HOST:PORT --conns 8 --size 1 --duration 3
+    python -m bench.gen crr    HOST:PORT --rate 1000 --duration 3
     python -m bench.gen http   http://HOST:PORT/small --conns 32 [--close] --duration 3
     python -m bench.gen http   http://HOST:PORT/small --rate 2000 --duration 3
 
 `stream` moves bytes with sendfile(2) from a memfd, so the sender never copies
 through Python; `direct` in TCP_STREAM is this generator against the splice
-sink alone, the ceiling everything else is measured under. `http --rate` is an
-open-loop generator: request i is due at start + i/rate and its latency is
+sink alone, the ceiling everything else is measured under. `http --rate` and
+`crr --rate` are open-loop generators: request (or connection) i is due at start + i/rate and its latency is
 counted from that due time, so a slow target cannot hide queueing
 (no coordinated omission); a pacing thread hands each request to the loop at
 its due time (the loop's own timers round to 1 ms, which sent bursts). Every loop stops at its deadline.
@@ -26,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -149,46 +150,54 @@ async def _rr(addr: tuple[str, int], conns: int, size: int, duration: float) -> 
 # ---------------------------------------------------------------- TCP_CRR
 
 
-async def _crr(addr: tuple[str, int], conns: int, size: int, duration: float) -> dict[str, float]:
+async def _crr(
+    addr: tuple[str, int], conns: int, size: int, duration: float, rate: float
+) -> dict[str, float]:
     loop = asyncio.get_running_loop()
     samples: list[int] = []
-    errors = 0
+    counts = {"errors": 0}
     msg = b"c" * size
     start = time.perf_counter_ns()
     deadline = start + int(duration * 1e9)
     last_error = ""
 
-    async def worker() -> None:
-        nonlocal errors, last_error
-        while time.perf_counter_ns() < deadline and errors < 1000:
-            t0 = time.perf_counter_ns()
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setblocking(False)
-            try:
-                await loop.sock_connect(s, addr)
-                await loop.sock_sendall(s, msg)
-                got = 0
-                while got < size:
-                    data = await loop.sock_recv(s, 65536)
-                    if not data:
-                        raise OSError("closed before the response")
-                    got += len(data)
-                samples.append(time.perf_counter_ns() - t0)
-            except OSError as exc:
-                errors += 1
-                last_error = str(exc)
-            finally:
-                s.close()
+    async def one(t0: int) -> None:
+        nonlocal last_error
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(s, addr), 10)
+            await loop.sock_sendall(s, msg)
+            got = 0
+            while got < size:
+                data = await asyncio.wait_for(loop.sock_recv(s, 65536), 30)
+                if not data:
+                    raise OSError("closed before the response")
+                got += len(data)
+            samples.append(time.perf_counter_ns() - t0)
+        except (OSError, TimeoutError) as exc:
+            counts["errors"] += 1
+            last_error = str(exc) or type(exc).__name__
+        finally:
+            s.close()
 
-    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(conns))), duration + 30)
+    if rate > 0:
+        await _open_loop(one, start, rate, duration, counts)
+    else:
+
+        async def worker() -> None:
+            while time.perf_counter_ns() < deadline and counts["errors"] < 1000:
+                await one(time.perf_counter_ns())
+
+        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(conns))), duration + 30)
     elapsed = (time.perf_counter_ns() - start) / 1e9
     if not samples:
-        raise OSError(f"no connection completed ({errors} errors: {last_error})")
+        raise OSError(f"no connection completed ({counts['errors']} errors: {last_error})")
     return {
         "connections": len(samples),
         "elapsed": elapsed,
         "rate": len(samples) / elapsed,
-        "errors": errors,
+        "errors": counts["errors"],
     } | latency_summary_us(samples)
 
 
@@ -291,34 +300,7 @@ async def _http(url: str, conns: int, close: bool, duration: float, rate: float)
             idle.append(client)
 
     if rate > 0:
-        # Open loop: request i is due at start + i/rate; latency counts from the due time.
-        # The loop's timers have millisecond resolution (libuv), which sent 2000 req/s as
-        # bursts of 2-3 requests every ~1.3 ms; a thread sleeping with the kernel's
-        # high-resolution timer paces them (`_pace`), and the loop sends each one.
-        tasks: set[asyncio.Task[None]] = set()
-        finished = loop.create_future()
-
-        def launch(due: int, last: bool) -> None:
-            if len(tasks) > 4096:  # the target has stopped answering: do not pile up forever
-                counts["errors"] += 1
-            else:
-                task = loop.create_task(one(due))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            if last and not finished.done():
-                finished.set_result(None)
-
-        total = int(duration * rate)
-        if total == 0:
-            finished.set_result(None)
-        # The pacer waits for the GIL whenever the loop runs Python: let it in within 0.2 ms.
-        sys.setswitchinterval(0.0002)
-        pacer = threading.Thread(target=_pace, args=(loop, launch, start, rate, total), daemon=True)
-        pacer.start()
-        await asyncio.wait_for(finished, duration + 30)
-        pacer.join(5)
-        if tasks:
-            await asyncio.wait(tasks, timeout=35)
+        await _open_loop(one, start, rate, duration, counts)
     else:
 
         async def worker() -> None:
@@ -334,6 +316,45 @@ async def _http(url: str, conns: int, close: bool, duration: float, rate: float)
     return {"requests": len(samples), "elapsed": elapsed, "rate": len(samples) / elapsed} | (
         counts | latency_summary_us(samples)
     )
+
+
+async def _open_loop(
+    one: Callable[[int], Coroutine[None, None, None]],
+    start: int,
+    rate: float,
+    duration: float,
+    counts: dict[str, int],
+) -> None:
+    """Open loop: `one(due)` is started for i < duration*rate at due = start + i/rate (ns),
+    whether or not the earlier ones have finished; latency counts from the due time, so a
+    slow target cannot hide queueing. The loop's timers have millisecond resolution (libuv),
+    which sent 2000/s as bursts of 2-3 every ~1.3 ms; a thread sleeping with the kernel's
+    high-resolution timer paces them (`_pace`), and the loop runs each one."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+    finished = loop.create_future()
+
+    def launch(due: int, last: bool) -> None:
+        if len(tasks) > 4096:  # the target has stopped answering: do not pile up forever
+            counts["errors"] += 1
+        else:
+            task = loop.create_task(one(due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if last and not finished.done():
+            finished.set_result(None)
+
+    total = int(duration * rate)
+    if total == 0:
+        finished.set_result(None)
+    # The pacer waits for the GIL whenever the loop runs Python: let it in within 0.2 ms.
+    sys.setswitchinterval(0.0002)
+    pacer = threading.Thread(target=_pace, args=(loop, launch, start, rate, total), daemon=True)
+    pacer.start()
+    await asyncio.wait_for(finished, duration + 30)
+    pacer.join(5)
+    if tasks:
+        await asyncio.wait(tasks, timeout=35)
 
 
 def _pace(
@@ -370,7 +391,7 @@ def main(argv: list[str]) -> int:
             if a.kind == "rr":
                 coro = _rr(_addr(a.target), a.conns, a.size, duration)
             elif a.kind == "crr":
-                coro = _crr(_addr(a.target), a.conns, a.size, duration)
+                coro = _crr(_addr(a.target), a.conns, a.size, duration, a.rate)
             else:
                 coro = _http(a.target, a.conns, a.close, duration, a.rate)
             result = loop.run_until_complete(coro)

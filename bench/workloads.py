@@ -6,7 +6,7 @@ Every run returns a metrics dict whose "value" is the workload's headline figure
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bench.procs import BenchError
@@ -76,6 +76,15 @@ WORKLOADS: tuple[Workload, ...] = (
         "connect, 1-byte request/response, close; 8 in parallel",
         params={"conns": 8, "size": 1},
         quick=True,
+    ),
+    Workload(
+        "TCP_CRR_paced",
+        "crr",
+        "echo",
+        "conn/s",
+        "TCP_CRR at a fixed 1,000 new connections/s per worker (open loop): CPU per connection "
+        "at equal load per worker",
+        params={"conns": 0, "size": 1, "rate": 1000, "per_worker": True},
     ),
     Workload(
         "HTTP_small_ka",
@@ -158,6 +167,14 @@ WORKLOADS: tuple[Workload, ...] = (
 BY_NAME = {w.name: w for w in WORKLOADS}
 
 
+def at_workers(w: Workload, n: int) -> Workload:
+    """The workload as run against n workers (threads): a per-worker pace is multiplied by n,
+    so each worker carries the load one carries alone."""
+    if not w.params.get("per_worker") or n == 1:
+        return w
+    return replace(w, params={**w.params, "rate": w.params["rate"] * n})
+
+
 def tool_for(w: Workload) -> str:
     if w.kind == "stream":
         return "iperf3 -Z" if which("iperf3") else "built-in sendfile sender"
@@ -167,7 +184,7 @@ def tool_for(w: Workload) -> str:
         return ("h2load -t1 --h1" if w.params["h1"] else "h2load -t1") + (
             "" if which("h2load") else " (not installed: apt-get install nghttp2-client)"
         )
-    if w.kind == "rate":
+    if w.kind == "rate" or w.params.get("rate"):
         return "built-in open-loop client (uvloop, paced by a thread to tens of µs)"
     return "built-in client (uvloop)"
 
@@ -184,7 +201,12 @@ def run_one(w: Workload, addr: Addr, duration: float, cpus: frozenset[int] | Non
             res = run_gen("stream", target, ["--streams", str(p["streams"])], duration, cpus)
         res["value"] = res["gbps"]
     elif w.kind in ("rr", "crr"):
-        res = run_gen(w.kind, target, ["--conns", str(p["conns"]), "--size", str(p["size"])], duration, cpus)
+        args = ["--conns", str(p["conns"]), "--size", str(p["size"])]
+        if p.get("rate"):
+            args += ["--rate", str(p["rate"])]
+        res = run_gen(w.kind, target, args, duration, cpus)
+        if p.get("rate"):
+            _check_paced(res, "connections", p["rate"], duration)
         res["value"] = res["rate"]
     elif w.kind == "http":
         url = f"http://{target}{p['path']}"
@@ -207,16 +229,21 @@ def run_one(w: Workload, addr: Addr, duration: float, cpus: frozenset[int] | Non
         url = f"http://{target}{p['path']}"
         res = run_gen("http", url, ["--rate", str(p["rate"])], duration, cpus)
         _check_http(res)
-        wanted = p["rate"] * duration
-        if res["requests"] < 0.95 * wanted:
-            raise BenchError(
-                f"only {res['requests']:.0f} of {wanted:.0f} requests answered at {p['rate']} req/s "
-                f"({res.get('errors', 0):.0f} errors)"
-            )
+        _check_paced(res, "requests", p["rate"], duration)
         res["value"] = res["p50_us"]
     else:  # pragma: no cover
         raise BenchError(f"unknown workload kind {w.kind}")
     return res
+
+
+def _check_paced(res: dict[str, float], what: str, rate: float, duration: float) -> None:
+    """An open-loop run counts only if the target kept up with the pace."""
+    wanted = rate * duration
+    if res[what] < 0.95 * wanted:
+        raise BenchError(
+            f"only {res[what]:.0f} of {wanted:.0f} {what} answered at {rate:g}/s "
+            f"({res.get('errors', 0):.0f} errors)"
+        )
 
 
 def _check_http(res: dict[str, float]) -> None:
