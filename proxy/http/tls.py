@@ -4,11 +4,12 @@ which are reloaded when their files change on disk (configured paths and ACME-ma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import conf
@@ -73,6 +74,86 @@ def server_context() -> ssl.SSLContext:
     return ctx
 
 
+# A worker's copy of the certificate and key files as its supervisor loaded them when it
+# checked the config (path -> bytes). A worker that starts (or restarts after a crash) while a
+# file is being rewritten serves this copy, as its siblings go on serving the certificate they
+# loaded, instead of failing to start: nginx's and HAProxy's workers get theirs from the
+# master's memory. The file is tried again when it changes.
+_CHECKED: dict[str, bytes] = {}
+
+
+def configured_certs(config: conf.Config) -> list[conf.TlsCert]:
+    """Every certificate file pair a config names: HTTPS listeners and SMTP STARTTLS."""
+    return [c for h in config.http for c in h.tls] + [s.tls for s in config.smtp if s.tls is not None]
+
+
+def checked_files(certs: Iterable[conf.TlsCert]) -> dict[str, bytes]:
+    """The bytes of each certificate pair that loads as read (a supervisor's, for its workers);
+    a pair that does not is left out, and its workers read the files themselves."""
+    out: dict[str, bytes] = {}
+    for c in certs:
+        try:
+            pair = {path: Path(path).read_bytes() for path in (c.cert, c.key) if path}
+            with _in_memory(pair[c.cert], pair.get(c.key) if c.key else None) as (cert, key):
+                server_context().load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError):
+            continue
+        out.update(pair)
+    return out
+
+
+def keep_checked(files: Mapping[str, bytes]) -> None:
+    """In a worker: the supervisor's copy (checked_files), before any TLS listener is built."""
+    _CHECKED.clear()
+    _CHECKED.update(files)
+
+
+@contextlib.contextmanager
+def _in_memory(cert: bytes, key: bytes | None) -> Iterator[tuple[str, str | None]]:
+    """Paths that read as `cert` and `key` (load_cert_chain takes paths only): memfds."""
+    fds: list[int] = []
+    try:
+        paths: list[str] = []
+        for data in (cert, key) if key is not None else (cert,):
+            fd = os.memfd_create("sekisho-tls", os.MFD_CLOEXEC)
+            fds.append(fd)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            paths.append(f"/proc/self/fd/{fd}")
+        yield paths[0], paths[1] if len(paths) > 1 else None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _load_checked_copy(
+    ctx: ssl.SSLContext, cert: str, key: str | None
+) -> tuple[list[str], float | None] | None:
+    """Load the supervisor's copy of a pair into `ctx`: its names and notAfter, or None."""
+    data = _CHECKED.get(cert)
+    key_data = _CHECKED.get(key) if key else None
+    if data is None or (key and key_data is None):
+        return None
+    try:
+        with _in_memory(data, key_data) as (cert_path, key_path):
+            ctx.load_cert_chain(cert_path, key_path)
+            return _names(ctx, cert_path), _not_after(cert_path)
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def load_cert_chain(ctx: ssl.SSLContext, cert: str, key: str | None) -> None:
+    """`ctx.load_cert_chain` from the files, else from the supervisor's checked copy (a
+    listener whose certificate is not watched: SMTP STARTTLS)."""
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        if _load_checked_copy(ctx, cert, key) is None:
+            raise
+        log.warning("tls: %s does not load (%s): serving the copy the supervisor checked", cert, exc)
+
+
 class CertFiles:
     """One certificate served from files (cert and key; one path when the key is in the
     certificate's file): loaded again when either file changes on disk, and swapped in only
@@ -115,18 +196,28 @@ class CertFiles:
         ctx.set_alpn_protocols(self.alpn)
         try:
             ctx.load_cert_chain(self.cert, self.key)
+            names, not_after = _names(ctx, self.cert), _not_after(self.cert)
         except (OSError, ssl.SSLError) as exc:
             self.error = f"{self.cert}: {exc}"
             if self.context is not None:
                 log.error(
                     "tls: %s changed but does not load, still serving the old certificate: %s", self.cert, exc
                 )
-            return False
+                return False
+            copied = _load_checked_copy(ctx, self.cert, self.key)
+            if copied is None:
+                return False
+            log.warning(
+                "tls: %s does not load (%s): serving the copy the supervisor checked, until the file loads",
+                self.cert,
+                exc,
+            )
+            names, not_after = copied
         if self.context is not None:
             self.reloads += 1
             log.info("tls: %s changed on disk: new certificate in use", self.cert)
-        self.context, self.names, self.error = ctx, _names(ctx, self.cert), ""
-        self.not_after = _not_after(self.cert)
+        self.context, self.names, self.error = ctx, names, ""
+        self.not_after = not_after
         return True
 
 

@@ -20,7 +20,7 @@ import gc
 import logging
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import conf
@@ -50,6 +50,7 @@ class Prepared:
     frontends: dict[Key, Frontend]
     access_log: AccessLog | None
     text: str | None = None  # the config file's text, for worker processes
+    cert_files: Mapping[str, bytes] = field(default_factory=dict)  # as checked, for worker processes
 
 
 def listen_keys(config: conf.Config) -> list[Key]:

@@ -24,6 +24,7 @@ from typing import Any
 import conf
 from lb.pool import PoolSet, ServerView
 from lb.shared import SharedCounts
+from proxy.http.tls import keep_checked
 from proxy.process import control
 from proxy.process.serving import Key, LocalServing, tune_gc
 from proxy.process.tasks import Background
@@ -41,6 +42,7 @@ class WorkerInit:
     workers: int  # how many serve this generation (they share each listener's max_connections)
     config_text: str
     config_source: str
+    cert_files: dict[str, bytes]  # certificate and key files as the supervisor checked them
     # kind, address, the inherited fds of its SO_REUSEPORT group: worker i watches slots
     # i, i+workers, ... (and a dead sibling's while the supervisor says so)
     sockets: tuple[tuple[str, conf.Address, tuple[int, ...]], ...]
@@ -99,6 +101,7 @@ class Worker:
         self.writer = writer
         config = conf.load_text(init.config_text, source=init.config_source)
         self.config = config
+        keep_checked(init.cert_files)  # before any TLS listener loads its files
         self.tasks = Background(log)
         self.pools = PoolSet(config.pools)
         fd, rows, columns, row = init.counts

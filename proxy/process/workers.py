@@ -42,6 +42,7 @@ from typing import Any
 import conf
 from lb.pool import PoolSet
 from lb.shared import Columns, SharedCounts
+from proxy.http.tls import checked_files, configured_certs
 from proxy.listener import join
 from proxy.process import control, totals
 from proxy.process.frontends import StatsBook, sections
@@ -146,6 +147,7 @@ class Workers:
         self._listeners: list[dict[str, Any]] = []
         self._gone: dict[str, Any] | None = None  # counters of workers that have exited
         self._config_text = ""
+        self._cert_files: Mapping[str, bytes] = {}  # the certificate files as checked (tls.checked_files)
         self._config: conf.Config | None = None
         self._groups: dict[Key, Group] = {}  # slot 0 is the daemon's socket
         self._covered: dict[int, WorkerProcess] = {}  # a dead worker's index -> who watches its slots
@@ -159,6 +161,7 @@ class Workers:
         text of the config for the workers: they never read the file themselves."""
         check = LocalServing(self.pools, self.tasks)
         check.abandon(check.prepare(config))
+        cert_files = checked_files(configured_certs(config))
         try:
             text = Path(config.source).read_text(encoding="utf-8")
         except OSError as exc:
@@ -169,7 +172,7 @@ class Workers:
             same = False
         if not same:
             raise StartupError(f"{config.source} changed while it was loaded; load it again")
-        return Prepared(config, {}, None, text)
+        return Prepared(config, {}, None, text, cert_files)
 
     def abandon(self, prepared: Prepared) -> None:
         pass
@@ -190,6 +193,7 @@ class Workers:
         old_groups, self._groups = self._groups, groups
         self.generation += 1
         self._config, self._config_text = config, prepared.text or ""
+        self._cert_files = prepared.cert_files
         self.drain_timeout = config.global_.drain_timeout
         fresh = [self._spawn(i, self.generation) for i in range(self.count)]
         results = await asyncio.gather(*(self._wait_ready(w) for w in fresh))
@@ -287,6 +291,7 @@ class Workers:
             generation=generation,
             workers=self.count,
             config_text=self._config_text,
+            cert_files=dict(self._cert_files),
             config_source=self._config.source if self._config else "",
             sockets=tuple((k[0], k[1], tuple(s.fileno() for s in g)) for k, g in self._groups.items()),
             counts=(self.counts.fd, self.counts.rows, self.counts.columns, row),

@@ -21,7 +21,7 @@ import conf
 from lb.pool import PoolSet
 from proxy.access import ClientFilter
 from proxy.accesslog import AccessLog
-from proxy.http.tls import server_context
+from proxy.http.tls import load_cert_chain, server_context
 from proxy.linger import linger_close
 from proxy.smtp.backend import (
     BackendError,
@@ -84,7 +84,7 @@ class SmtpFrontend:
         self.tls: ssl.SSLContext | None = None
         if config.tls is not None:
             ctx = server_context()  # TLS 1.2+, AEAD suites only, as on HTTPS listeners
-            ctx.load_cert_chain(config.tls.cert, config.tls.key)
+            load_cert_chain(ctx, config.tls.cert, config.tls.key)
             self.tls = ctx
 
     def make_protocol(self, on_close: Callable[[], None]) -> asyncio.BaseProtocol:

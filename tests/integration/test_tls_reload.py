@@ -4,8 +4,12 @@ without a reload and without dropping an open connection."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
 import ssl
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -82,6 +86,54 @@ def test_changed_certificate_files_are_served_once_the_key_matches(tmp_path: Pat
             metrics = r.read().decode()
         expiry = 'sekisho_tls_certificate_expiry_timestamp_seconds{host="www.example.test"} '
         assert expiry in metrics, metrics  # the supervisor reads the files its workers serve
+    except Exception as exc:
+        raise AssertionError(f"{exc!r}; sekisho said: {''.join(daemon.log)}") from exc
+    finally:
+        daemon.stop()
+
+
+def _workers_serving(daemon: Daemon) -> int:
+    return sum(bool(re.search(r"worker \d+ \(generation \d+\) serving", line)) for line in daemon.log)
+
+
+def test_a_worker_restarted_while_the_certificate_is_half_written_serves_the_checked_copy(
+    tmp_path: Path,
+) -> None:
+    """nginx's and HAProxy's workers take their certificates from the master's memory; ours
+    read the files, so a worker restarted after a crash while a deploy rewrites the
+    certificate would fail to start (and be retried after the crash-loop brake) where its
+    sibling serves on. It serves the copy the supervisor checked at the last (re)load."""
+    ca = trustme.CA(organization_name="Checked CA")
+    cert, key = tmp_path / "site.pem", tmp_path / "site.key"
+    issued = ca.issue_cert("www.example.test")
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    port = free_port()
+    toml = tmp_path / "sekisho.toml"
+    toml.write_text(
+        f'[global]\naccess_log = ""\nworkers = 2\n'
+        f'[[http]]\nlisten = ["127.0.0.1:{port}"]\ntls = [{{ cert = "{cert}", key = "{key}" }}]\n'
+        "[[http.route]]\nstatus = 204\n"
+    )
+    cadata = ca.cert_pem.bytes().decode()
+    daemon = Daemon(toml, port).start(timeout=20)
+    try:
+        deadline = time.monotonic() + 20
+        while _workers_serving(daemon) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.2)  # past the crash-loop brake (a worker dying in its first second waits)
+        pem = cert.read_bytes()
+        cert.write_bytes(pem[: len(pem) // 2])  # a deploy caught half way
+        children = ["ps", "--ppid", str(daemon.pid), "-o", "pid="]
+        ps = subprocess.run(children, check=True, capture_output=True, text=True)
+        os.kill(min(int(p) for p in ps.stdout.split()), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _workers_serving(daemon) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _workers_serving(daemon) == 3, "the restarted worker does not serve"
+        assert "serving the copy the supervisor checked" in "".join(daemon.log)
+        # 16 new connections: the kernel hashes them over both workers' sockets.
+        assert all("Checked CA" in _issuer(port, cadata) for _ in range(16))
     except Exception as exc:
         raise AssertionError(f"{exc!r}; sekisho said: {''.join(daemon.log)}") from exc
     finally:

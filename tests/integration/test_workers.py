@@ -531,6 +531,7 @@ async def test_a_message_a_worker_fails_on_does_not_stop_it(caplog: pytest.LogCa
         workers=1,
         config_text='[pool.web]\nservers = [{ address = "127.0.0.1:9" }]\n',
         config_source="test",
+        cert_files={},
         sockets=(),
         counts=(-1, 0, 0, -1),  # no row of the shared table: counts alone
         view={},
