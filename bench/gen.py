@@ -158,7 +158,6 @@ async def _crr(
     counts = {"errors": 0}
     msg = b"c" * size
     start = time.perf_counter_ns()
-    deadline = start + int(duration * 1e9)
     last_error = ""
 
     async def one(t0: int) -> None:
@@ -181,15 +180,7 @@ async def _crr(
         finally:
             s.close()
 
-    if rate > 0:
-        await _open_loop(one, start, rate, duration, counts)
-    else:
-
-        async def worker() -> None:
-            while time.perf_counter_ns() < deadline and counts["errors"] < 1000:
-                await one(time.perf_counter_ns())
-
-        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(conns))), duration + 30)
+    await _drive(one, start, duration, counts, rate=rate, conns=conns)
     elapsed = (time.perf_counter_ns() - start) / 1e9
     if not samples:
         raise OSError(f"no connection completed ({counts['errors']} errors: {last_error})")
@@ -270,7 +261,6 @@ async def _http(url: str, conns: int, close: bool, duration: float, rate: float)
     samples: list[int] = []
     counts = {"errors": 0, "non2xx": 0, "bytes": 0, "connections": 0}
     start = time.perf_counter_ns()
-    deadline = start + int(duration * 1e9)
 
     async def connect() -> _HttpClient:
         counts["connections"] += 1
@@ -299,15 +289,7 @@ async def _http(url: str, conns: int, close: bool, duration: float, rate: float)
         else:
             idle.append(client)
 
-    if rate > 0:
-        await _open_loop(one, start, rate, duration, counts)
-    else:
-
-        async def worker() -> None:
-            while time.perf_counter_ns() < deadline and counts["errors"] < 1000:
-                await one(time.perf_counter_ns())
-
-        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(conns))), duration + 35)
+    await _drive(one, start, duration, counts, rate=rate, conns=conns)
     elapsed = (time.perf_counter_ns() - start) / 1e9
     for client in idle:
         client.transport.close()
@@ -316,6 +298,29 @@ async def _http(url: str, conns: int, close: bool, duration: float, rate: float)
     return {"requests": len(samples), "elapsed": elapsed, "rate": len(samples) / elapsed} | (
         counts | latency_summary_us(samples)
     )
+
+
+async def _drive(
+    one: Callable[[int], Coroutine[None, None, None]],
+    start: int,
+    duration: float,
+    counts: dict[str, int],
+    *,
+    rate: float,
+    conns: int,
+) -> None:
+    """Run `one(t0)` until the deadline: paced at `rate` (open loop), else back to back on
+    `conns` concurrent workers (closed loop), which stop early after 1,000 errors."""
+    if rate > 0:
+        await _open_loop(one, start, rate, duration, counts)
+        return
+    deadline = start + int(duration * 1e9)
+
+    async def worker() -> None:
+        while time.perf_counter_ns() < deadline and counts["errors"] < 1000:
+            await one(time.perf_counter_ns())
+
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(conns))), duration + 35)
 
 
 async def _open_loop(
