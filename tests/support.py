@@ -19,11 +19,13 @@ REQUIRE_ALL = os.environ.get("SEKISHO_REQUIRE_ALL") == "1"
 
 
 def require_or_skip(ok: bool, reason: str) -> None:
+    """A missing tool or privilege: a failure in CI (SEKISHO_REQUIRE_ALL=1), a skip only on
+    a developer's machine that lacks it."""
     if ok:
         return
-    if REQUIRE_ALL:
-        pytest.fail(f"required in CI (SEKISHO_REQUIRE_ALL=1): {reason}")
-    pytest.skip(reason)
+    if not REQUIRE_ALL:
+        pytest.skip(reason)
+    pytest.fail(f"required in CI (SEKISHO_REQUIRE_ALL=1): {reason}")
 
 
 def require_root() -> None:
