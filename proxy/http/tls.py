@@ -127,31 +127,26 @@ def _in_memory(cert: bytes, key: bytes | None) -> Iterator[tuple[str, str | None
             os.close(fd)
 
 
-def _load_checked_copy(
-    ctx: ssl.SSLContext, cert: str, key: str | None
-) -> tuple[list[str], float | None] | None:
-    """Load the supervisor's copy of a pair into `ctx`: its names and notAfter, or None."""
-    data = _CHECKED.get(cert)
-    key_data = _CHECKED.get(key) if key else None
-    if data is None or (key and key_data is None):
-        return None
-    try:
-        with _in_memory(data, key_data) as (cert_path, key_path):
-            ctx.load_cert_chain(cert_path, key_path)
-            return _names(ctx, cert_path), _not_after(cert_path)
-    except (OSError, ssl.SSLError):
-        return None
-
-
-def load_cert_chain(ctx: ssl.SSLContext, cert: str, key: str | None) -> None:
-    """`ctx.load_cert_chain` from the files, else from the supervisor's checked copy (a
-    listener whose certificate is not watched: SMTP STARTTLS)."""
+def load_cert_chain(
+    ctx: ssl.SSLContext, cert: str, key: str | None, *, from_copy: bool = True
+) -> tuple[list[str], float | None]:
+    """`ctx.load_cert_chain` from the files, else (`from_copy`) from the supervisor's checked
+    copy; the names and notAfter of the certificate loaded. Raises what the files raised."""
     try:
         ctx.load_cert_chain(cert, key)
+        return _names(ctx, cert), _not_after(cert)
     except (OSError, ssl.SSLError) as exc:
-        if _load_checked_copy(ctx, cert, key) is None:
+        data, key_data = _CHECKED.get(cert), _CHECKED.get(key) if key else None
+        if not from_copy or data is None or (key and key_data is None):
             raise
+        try:
+            with _in_memory(data, key_data) as (cert_copy, key_copy):
+                ctx.load_cert_chain(cert_copy, key_copy)
+                loaded = _names(ctx, cert_copy), _not_after(cert_copy)
+        except (OSError, ssl.SSLError):
+            raise exc from None
         log.warning("tls: %s does not load (%s): serving the copy the supervisor checked", cert, exc)
+        return loaded
 
 
 class CertFiles:
@@ -195,24 +190,15 @@ class CertFiles:
         ctx = server_context()
         ctx.set_alpn_protocols(self.alpn)
         try:
-            ctx.load_cert_chain(self.cert, self.key)
-            names, not_after = _names(ctx, self.cert), _not_after(self.cert)
+            # (a certificate in use stays in use rather than give way to the supervisor's copy)
+            names, not_after = load_cert_chain(ctx, self.cert, self.key, from_copy=self.context is None)
         except (OSError, ssl.SSLError) as exc:
             self.error = f"{self.cert}: {exc}"
             if self.context is not None:
                 log.error(
                     "tls: %s changed but does not load, still serving the old certificate: %s", self.cert, exc
                 )
-                return False
-            copied = _load_checked_copy(ctx, self.cert, self.key)
-            if copied is None:
-                return False
-            log.warning(
-                "tls: %s does not load (%s): serving the copy the supervisor checked, until the file loads",
-                self.cert,
-                exc,
-            )
-            names, not_after = copied
+            return False
         if self.context is not None:
             self.reloads += 1
             log.info("tls: %s changed on disk: new certificate in use", self.cert)

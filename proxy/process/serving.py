@@ -50,7 +50,7 @@ class Prepared:
     frontends: dict[Key, Frontend]
     access_log: AccessLog | None
     text: str | None = None  # the config file's text, for worker processes
-    cert_files: Mapping[str, bytes] = field(default_factory=dict)  # as checked, for worker processes
+    cert_files: dict[str, bytes] = field(default_factory=dict)  # as checked, for worker processes
 
 
 def listen_keys(config: conf.Config) -> list[Key]:

@@ -147,7 +147,7 @@ class Workers:
         self._listeners: list[dict[str, Any]] = []
         self._gone: dict[str, Any] | None = None  # counters of workers that have exited
         self._config_text = ""
-        self._cert_files: Mapping[str, bytes] = {}  # the certificate files as checked (tls.checked_files)
+        self._cert_files: dict[str, bytes] = {}  # the certificate files as checked (tls.checked_files)
         self._config: conf.Config | None = None
         self._groups: dict[Key, Group] = {}  # slot 0 is the daemon's socket
         self._covered: dict[int, WorkerProcess] = {}  # a dead worker's index -> who watches its slots
@@ -291,7 +291,7 @@ class Workers:
             generation=generation,
             workers=self.count,
             config_text=self._config_text,
-            cert_files=dict(self._cert_files),
+            cert_files=self._cert_files,
             config_source=self._config.source if self._config else "",
             sockets=tuple((k[0], k[1], tuple(s.fileno() for s in g)) for k, g in self._groups.items()),
             counts=(self.counts.fd, self.counts.rows, self.counts.columns, row),
