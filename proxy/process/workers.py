@@ -146,9 +146,9 @@ class Workers:
         self.stats = StatsBook()  # the totals of every worker, refreshed before each scrape
         self._listeners: list[dict[str, Any]] = []
         self._gone: dict[str, Any] | None = None  # counters of workers that have exited
-        self._config_text = ""
-        self._cert_files: dict[str, bytes] = {}  # the certificate files as checked (tls.checked_files)
-        self._config: conf.Config | None = None
+        # What the current generation serves (config, its text, the certificate files as
+        # checked): a worker restarted later starts from it, never from a reload that failed.
+        self._prepared: Prepared | None = None
         self._groups: dict[Key, Group] = {}  # slot 0 is the daemon's socket
         self._covered: dict[int, WorkerProcess] = {}  # a dead worker's index -> who watches its slots
         self._view_pending = False
@@ -192,19 +192,18 @@ class Workers:
             return False
         old_groups, self._groups = self._groups, groups
         self.generation += 1
-        self._config, self._config_text = config, prepared.text or ""
-        self._cert_files = prepared.cert_files
-        self.drain_timeout = config.global_.drain_timeout
+        old_prepared, self._prepared = self._prepared, prepared
         fresh = [self._spawn(i, self.generation) for i in range(self.count)]
         results = await asyncio.gather(*(self._wait_ready(w) for w in fresh))
         if not all(results):
             for w in fresh:
                 self._kill(w)
             self.generation -= 1
-            self.count, self._groups = old_count, old_groups
+            self.count, self._groups, self._prepared = old_count, old_groups, old_prepared
             for sock in made:
                 sock.close()
             return False
+        self.drain_timeout = config.global_.drain_timeout
         old, self.current = self.current, fresh
         self._covered.clear()
         for w in old:
@@ -278,8 +277,9 @@ class Workers:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fds = [theirs.fileno(), self.counts.fd, *(s.fileno() for g in self._groups.values() for s in g)]
         env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
-        if self._config is not None:
-            env["SEKISHO_LOG_LEVEL"] = self._config.global_.log_level
+        prepared = self._prepared
+        assert prepared is not None  # (commit sets it before the first spawn)
+        env["SEKISHO_LOG_LEVEL"] = prepared.config.global_.log_level
         w.proc = subprocess.Popen(
             [sys.executable, "-m", "proxy.process.worker", str(theirs.fileno())],
             pass_fds=fds,
@@ -290,9 +290,9 @@ class Workers:
             index=index,
             generation=generation,
             workers=self.count,
-            config_text=self._config_text,
-            cert_files=self._cert_files,
-            config_source=self._config.source if self._config else "",
+            config_text=prepared.text or "",
+            cert_files=prepared.cert_files,
+            config_source=prepared.config.source,
             sockets=tuple((k[0], k[1], tuple(s.fileno() for s in g)) for k, g in self._groups.items()),
             counts=(self.counts.fd, self.counts.rows, self.counts.columns, row),
             view=self.pools.view(),
@@ -435,7 +435,7 @@ class Workers:
                 total = totals.add(total, report)
         if total is None:
             return
-        names = {(s.kind, s.name) for s in sections(self._config)} if self._config else set()
+        names = {(s.kind, s.name) for s in sections(self._prepared.config)} if self._prepared else set()
         for kind in ("http", "smtp", "tcp"):
             book = total["stats"].get(kind, {})
             self.stats.by_kind[kind] = {n: v for n, v in book.items() if (kind, n) in names}

@@ -3,6 +3,7 @@ the health view a worker copies, the totals over workers, `global.workers`."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -14,8 +15,10 @@ from lb.pool import PoolSet
 from lb.shared import Columns, SharedCounts
 from proxy.http.stats import HttpStats
 from proxy.process import totals
+from proxy.process.serving import Prepared
+from proxy.process.tasks import Background
 from proxy.process.worker import slots_of
-from proxy.process.workers import count_for
+from proxy.process.workers import WorkerProcess, Workers, count_for
 from proxy.smtp.stats import SmtpStats
 
 
@@ -187,3 +190,40 @@ def test_workers_setting() -> None:
         assert "global.workers" in str(err.value.issues[0]) and message in str(err.value.issues[0])
     assert count_for("auto") == len(os.sched_getaffinity(0))
     assert count_for(3) == 3
+
+
+@pytest.mark.asyncio
+async def test_a_failed_reload_leaves_restarts_on_the_config_that_serves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """New workers that do not start fail the reload; a worker of the old generation that
+    dies afterwards is restarted from the old config (text and certificates), not from the
+    refused one."""
+    workers = Workers(2, PoolSet({}), Background(logging.getLogger("test")))
+    spawned: list[tuple[int, Prepared | None]] = []
+    starts = iter([True, True, False, False])  # the first generation starts, the second does not
+
+    def spawn(index: int, generation: int) -> WorkerProcess:
+        spawned.append((generation, workers._prepared))
+        return WorkerProcess(index, generation, -1)
+
+    async def ready(w: WorkerProcess) -> bool:
+        return next(starts)
+
+    monkeypatch.setattr(workers, "_spawn", spawn)
+    monkeypatch.setattr(workers, "_wait_ready", ready)
+    monkeypatch.setattr(workers, "_kill", lambda w: None)
+    serving = Prepared(_config(), {}, None, "serving", {"/c.pem": b"old"})
+    refused = Prepared(_config("rr"), {}, None, "refused", {"/c.pem": b"new"})
+    try:
+        assert await workers.commit(serving, {})
+        assert not await workers.commit(refused, {})
+        assert (workers.generation, workers.count) == (1, 2)
+        workers._spawn(0, workers.generation)  # a restart, as _replace does it
+        assert spawned[-1] == (1, serving)
+        assert [p.text for _, p in spawned if p is not None] == ["serving"] * 2 + ["refused"] * 2 + [
+            "serving"
+        ]
+    finally:
+        workers.counts.close()
+        os.close(workers.counts.fd)
