@@ -162,7 +162,8 @@ class CertFiles:
         self.not_after: float | None = None  # of the certificate in use (epoch seconds)
         self.error = ""
         self.reloads = 0
-        self._seen: tuple[tuple[int, int, int], ...] | None = None  # of the files last tried
+        # (stat) signature of the files last tried: () none yet, None missing
+        self._seen: tuple[tuple[int, int, int], ...] | None = ()
         if not self.refresh() and required:
             raise TlsConfigError(self.error)
 
@@ -180,8 +181,8 @@ class CertFiles:
         """Load the files again if they changed since last tried; True when a new
         certificate was swapped in."""
         signature = self._signature()
-        if signature is None:
-            if self.context is None:
+        if signature is None and (self.context is not None or self.cert not in _CHECKED):
+            if self.context is None:  # (an ACME file not issued yet: one stat per look)
                 self.error = f"{self.cert}: cannot read"
             return False
         if signature == self._seen:

@@ -67,6 +67,19 @@ def test_a_file_that_does_not_load_at_start_is_served_from_the_copy_until_it_loa
     assert files.refresh() and files.names == ["new.example.test"]
 
 
+def test_a_file_missing_at_start_is_served_from_the_copy_until_it_is_back(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    pair = _pair(tmp_path, ca, "www.example.test", "site")
+    keep_checked(checked_files([pair]))
+    saved = Path(pair.cert).read_bytes()
+    os.unlink(pair.cert)  # a deploy that removes and writes the file again
+    files = CertFiles(pair.cert, pair.key, ["http/1.1"], required=True)
+    assert files.names == ["www.example.test"]
+    assert not files.refresh()  # still missing: nothing new
+    Path(pair.cert).write_bytes(saved)
+    assert files.refresh() and files.reloads == 1 and files.names == ["www.example.test"]
+
+
 def test_without_a_copy_a_file_that_does_not_load_is_an_error(tmp_path: Path) -> None:
     pair = _pair(tmp_path, trustme.CA(), "www.example.test", "site")
     _half_write(pair.cert)
