@@ -148,7 +148,6 @@ class Listener:
         self._pending: dict[socket.socket, asyncio.Handle] = {}
         self._on_closed = self._closed  # bound once, handed to every accepted connection
         self._family = int(sock.family)  # the property builds an enum on every read
-        self._started = False
 
     @property
     def frontend(self) -> Frontend:
@@ -165,14 +164,13 @@ class Listener:
         return host, port
 
     def start(self) -> None:
-        self._started = True
         if hasattr(self.frontend, "take_socket"):
             self._poller = poller()
         self.watch(self.sock)
 
     def watch(self, sock: socket.socket) -> None:
         """Accept from `sock` too (a worker's own socket, or a dead sibling's it covers)."""
-        if sock in self._watched or not self._started:
+        if sock in self._watched:
             return
         self._watched.append(sock)
         if self._poller is not None:

@@ -133,10 +133,8 @@ class Worker:
 
     async def run(self, reader: asyncio.StreamReader) -> int:
         mine = self.slots(self.init.index)
-        await self.serving.commit(self.serving.prepare(self.config), {k: s[0] for k, s in mine.items() if s})
-        for key, socks in mine.items():  # more slots than workers: a reload to fewer workers
-            for sock in socks[1:]:
-                await self.serving.watch(key, sock, True)
+        await self.serving.commit(self.serving.prepare(self.config), {k: s[0] for k, s in mine.items()})
+        await self.watch(self.init.index, True)  # its other slots, after a reload to fewer workers
         tune_gc()
         control.send(self.writer, "ready", os.getpid())
         log.info("worker %d (generation %d) serving", self.init.index, self.init.generation)

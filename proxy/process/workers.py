@@ -87,6 +87,11 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.proc.pid if self.proc is not None else 0
 
+    @property
+    def serving(self) -> bool:
+        """Started and not gone (one that drains has left `Workers.current`)."""
+        return self.ready.done() and not self.gone
+
     def send(self, *message: Any) -> None:
         if self.writer is not None:
             control.send(self.writer, *message)
@@ -126,6 +131,12 @@ class WorkerProcess:
             "requests": last.get("requests", 0),
             "uptime": round(time.time() - self.started, 1),
         }
+
+
+def _close_joined(group: Group) -> None:
+    """Close the sockets the supervisor joined to an address's group: slot 0 is the daemon's."""
+    for sock in group[1:]:
+        sock.close()
 
 
 class Workers:
@@ -209,9 +220,8 @@ class Workers:
         for w in old:
             self._drain(w)
         for key, group in old_groups.items():  # addresses gone (or bound anew): their worker sockets
-            if groups.get(key, [None])[0] is not group[0]:
-                for sock in group[1:]:
-                    sock.close()
+            if key not in groups or groups[key][0] is not group[0]:
+                _close_joined(group)
         return True
 
     def _grow(self, sockets: Mapping[Key, socket.socket]) -> tuple[dict[Key, Group], Group]:
@@ -236,8 +246,7 @@ class Workers:
     async def close(self, key: Key) -> None:
         live = [w for w in (*self.current, *self.draining) if w.ready.done()]
         await asyncio.gather(*(w.close(key) for w in live), return_exceptions=True)
-        for sock in self._groups.pop(key, [])[1:]:  # slot 0 is the daemon's to close
-            sock.close()
+        _close_joined(self._groups.pop(key, []))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -255,8 +264,7 @@ class Workers:
         self.counts.close()
         os.close(self.counts.fd)
         for group in self._groups.values():
-            for sock in group[1:]:  # slot 0 is the daemon's to close
-                sock.close()
+            _close_joined(group)
         self._groups.clear()
 
     def listener_stats(self) -> list[dict[str, Any]]:
@@ -385,11 +393,14 @@ class Workers:
     def _cover(self, dead: WorkerProcess) -> None:
         """Until it is replaced, a live worker watches the dead one's sockets (and those
         the dead one was watching for others): what the kernel queues there is served."""
-        live = [w for w in self.current if w.ready.done() and not w.gone and not w.draining]
+        live = [w for w in self.current if w.serving]
         if not live:
             return  # nobody to take them: they wait, queued, for the new worker
         orphans = [dead.index, *(i for i, w in self._covered.items() if w is dead)]
         for n, index in enumerate(orphans):
+            if any(w.index == index for w in live):
+                self._covered.pop(index, None)  # its replacement serves it already
+                continue
             if (adopter := self._covered.get(index)) is not None and adopter in live:
                 continue  # a replacement that died too: still covered
             adopter = live[(dead.index + n) % len(live)]
@@ -423,7 +434,7 @@ class Workers:
     # ------------------------------------------------------------ the totals
     def accepting(self) -> bool:
         """Some worker accepts: with every worker dead (a crash loop), nobody does."""
-        return any(w.ready.done() and not w.gone and not w.draining for w in self.current)
+        return any(w.serving for w in self.current)
 
     async def refresh(self) -> None:
         """Ask every worker for its counters and add them up (before a scrape or status)."""
