@@ -383,10 +383,10 @@ class H2Connection(asyncio.Protocol):
         if st is None:  # answered already: the body is not wanted, but the window is
             self.h2.ack_data(sid, flow_len)
             return
+        st.to_ack += flow_len  # given back when written, or when the stream is forgotten
         if st.ws_key is not None:  # WebSocket bytes: a tunnel, no body rules
             st.active = now
             st.received += len(data)
-            st.to_ack += flow_len
             self._to_backend(st, (data,))
             return
         try:
@@ -395,7 +395,6 @@ class H2Connection(asyncio.Protocol):
             self._stream_error(st, exc.reason, now)
             return
         st.received += len(data)
-        st.to_ack += flow_len
         out = st.ex.request_data(data, now)
         if type(out) is tuple:
             self._to_backend(st, out)
@@ -447,9 +446,10 @@ class H2Connection(asyncio.Protocol):
     def _on_reset(self, sid: int, status: int = 499) -> None:
         """The stream is closed by the client's RST_STREAM (or, `status` 400, by our
         RST_STREAM for a protocol error of the client's)."""
-        st = self.streams.pop(sid, None)
-        self.guard.stream_closed(sid)
-        if st is not None:
+        st = self.streams.get(sid)
+        if st is None:
+            self.guard.stream_closed(sid)
+        elif self._forget(st):
             self._release(st)
             st.ex.status = st.ex.status or status  # (nginx logs a client gone as 499)
             self._log(st)
@@ -742,19 +742,17 @@ class H2Connection(asyncio.Protocol):
             self._condemn(verdict)
 
     def _reset(self, st: Stream, code: int) -> None:
-        if self.streams.pop(st.sid, None) is None:
+        if not self._forget(st):
             return
         self._release(st)
-        self.guard.stream_closed(st.sid)
         self.h2.reset_stream(st.sid, code)
         self._log(st)
         self._maybe_done()
 
     def _finish(self, st: Stream) -> None:
         """The stream's response is complete: settle its backend connection, forget it."""
-        if self.streams.pop(st.sid, None) is None:
+        if not self._forget(st):
             return
-        self.guard.stream_closed(st.sid)
         if st.leg is not None:
             self._resume_up(st)
             st.leg.settle()
@@ -762,6 +760,21 @@ class H2Connection(asyncio.Protocol):
             self.h2.reset_stream(st.sid, h2server.NO_ERROR)
         self._log(st)
         self._maybe_done()
+
+    def _forget(self, st: Stream) -> bool:
+        """Take a stream off the books (False: it was already). What the client sent on it and
+        was not acknowledged (not written to a backend: a 413, a reset, a failed dial) goes back
+        to the connection's window; the stream's own window closes with it. Without this every
+        later upload on the connection stalls once 64 KiB were refused."""
+        if self.streams.pop(st.sid, None) is None:
+            return False
+        self.guard.stream_closed(st.sid)
+        if st.to_ack:
+            self.h2.ack_data(0, st.to_ack)
+            st.to_ack = 0
+            if self.h2.out:
+                self._flush_soon()
+        return True
 
     def _release(self, st: Stream) -> None:
         """Let go of a stream's backend side: a dial under way, the backend connection."""

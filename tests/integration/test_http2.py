@@ -359,6 +359,32 @@ async def test_a_connection_window_overflow_is_a_flow_control_error_not_a_flood(
 
 
 @pytest.mark.asyncio
+async def test_refused_uploads_give_the_connection_window_back(backend: HttpBackend) -> None:
+    """Bytes the client sent on a stream answered 413 were never acknowledged, so after 64 KiB
+    refused the connection's window stayed closed and every later upload on it stalled."""
+    routes = '[[http.route]]\npath = "/"\npool = "alpha"\n'
+    async with Proxy(config({"alpha": [backend.address]}, routes, "h2c = true\nmax_body_bytes = 20000")) as p:
+        client = await asyncio.to_thread(H2Client, p.port)
+        try:
+            post = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/echo")]
+            for sid in (1, 3):  # 32,000 bytes each, over the limit: 413
+                client.conn.send_headers(sid, post)
+                client.conn.send_data(sid, b"x" * 16000)
+                client.conn.send_data(sid, b"x" * 16000)
+                client.flush()
+                events = await asyncio.to_thread(client.events, h2.events.StreamEnded)
+                answers = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+                assert [dict(e.headers)[b":status"] for e in answers] == [b"413"], events
+            client.conn.ping(b"12345678")  # answered after the WINDOW_UPDATEs queued before it
+            client.flush()
+            await asyncio.to_thread(client.events, h2.events.PingAckReceived)
+            # The connection's window is open again (it was 1,535 of 65,535 before the fix).
+            assert client.conn.outbound_flow_control_window >= 65535 - 32767
+        finally:
+            client.close()
+
+
+@pytest.mark.asyncio
 async def test_goaway_on_retire_lets_the_stream_in_flight_finish(backend: HttpBackend) -> None:
     async with Proxy(config({"alpha": [backend.address]}, ROUTES, "h2c = true")) as p:
         client = await asyncio.to_thread(H2Client, p.port)
