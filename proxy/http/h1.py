@@ -916,7 +916,12 @@ class H1Connection(asyncio.Protocol):
             # closes a WebSocket (and as HTTP/2 tunnels are reset).
             if now >= self.tunnel_active + self.timeouts.response - 0.001:
                 log.info("%s %s: tunnel idle, closed", self.peer, ex.target if ex is not None else "-")
-                self._close()
+                self._release_upstream()
+                transport = self.transport
+                if transport is not None and transport.get_write_buffer_size():
+                    self._abort()  # a client that stopped reading: what is queued will never go
+                else:
+                    self._close()
                 return
         elif ex is not None:
             outcome = ex.expired(now, backend_full=bool(self.flow.read_paused & BACKPRESSURE))

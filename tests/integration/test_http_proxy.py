@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -321,6 +322,34 @@ async def test_an_idle_websocket_is_closed_after_the_response_timeout(
             assert await reader.read() == b""  # closed by sekisho
         assert asyncio.get_running_loop().time() - t0 > 0.3  # (about 0.6 s)
         writer.close()
+
+
+@pytest.mark.asyncio
+async def test_an_idle_websocket_whose_client_stopped_reading_frees_the_backend(
+    backends: tuple[HttpBackend, HttpBackend],
+) -> None:
+    """The client sends and stops reading: the echo fills what sekisho may queue for it, the
+    backend is paused, the tunnel goes quiet. Closing politely would wait for a write that
+    never ends and keep the backend connection with it; the tunnel is cut."""
+    a, _ = backends
+    listener = "timeouts = { header = 5.0, idle = 5.0, connect = 1.0, response = 0.6 }"
+    async with Proxy(config({"alpha": [a.address], "beta": [a.address]}, ROUTES, listener)) as p:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (fills fast)
+        sock.connect(("127.0.0.1", p.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(WS_UPGRADE)
+        status, _, _ = await read_response(reader)
+        assert status == 101 and len(a._writers) == 1
+        writer.write(ws_frame(b"x" * 125) * 64000)  # 8 MB to echo (more than the sockets hold), never read
+        async with asyncio.timeout(10):
+            await writer.drain()
+        t0 = asyncio.get_running_loop().time()
+        async with asyncio.timeout(10):
+            while a._writers:  # the backend connection ends
+                await asyncio.sleep(0.05)
+        assert asyncio.get_running_loop().time() - t0 < 5
+        writer.transport.abort()
 
 
 @pytest.mark.asyncio
