@@ -58,7 +58,6 @@ from proxy.http.h2server import (
     ENDED,
     INTERNAL_ERROR,
     PROTOCOL_ERROR,
-    REFUSED,
     REFUSED_STREAM,
     REQUEST,
     RESET,
@@ -284,7 +283,7 @@ class H2Connection(asyncio.Protocol):
                 self._on_reset(ev[1])  # type: ignore[arg-type]
             elif kind is WINDOW:
                 self._on_window(ev[1])  # type: ignore[arg-type]
-            elif kind is ABORTED or kind is REFUSED:  # (RST_STREAM queued: the client's fault)
+            elif kind is ABORTED:  # (RST_STREAM queued: the client's fault)
                 self._on_reset(ev[1], 400)  # type: ignore[arg-type]
                 verdict = self.guard.stream_error(ev[1], now)  # type: ignore[arg-type]
                 if verdict is not None:

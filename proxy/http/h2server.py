@@ -31,7 +31,7 @@ HTTP/2 request here. What is kept from RFC 9113, checked where the frame is read
   FLOW_CONTROL_ERROR), both send windows (WINDOW_UPDATE of 0, or past 2^31-1, is an
   error), SETTINGS_INITIAL_WINDOW_SIZE applied to every open stream;
 - max_concurrent_streams: a stream past it is refused (RST_STREAM REFUSED_STREAM, as
-  nginx does), reported as `REFUSED` so the abuse guard can count it;
+  nginx does), reported as ABORTED with that code so the abuse guard can count it;
 - HPACK: received blocks are decoded with hpack's `Decoder` (public API), every block,
   also those of streams we ignore (the table must stay in step); a decoding error is
   a COMPRESSION_ERROR, a list over SETTINGS_MAX_HEADER_LIST_SIZE is `HeaderListTooLarge`
@@ -98,10 +98,10 @@ ENABLE_CONNECT_PROTOCOL = 0x8
 # (ENDED, sid) after DATA or trailers with END_STREAM (not after a REQUEST that ended:
 # its end_stream says so), (TRAILERS, sid, headers), (RESET, sid, code): the client reset
 # it, (ABORTED, sid, code): we reset it for a stream error of the client's (already
-# queued), (REFUSED, sid): a stream past max_concurrent_streams (RST_STREAM queued),
+# queued; REFUSED_STREAM: past max_concurrent_streams),
 # (WINDOW, sid): a send window grew (0: the connection's, or every stream's),
 # (TERMINATED, code, last_sid): the client's GOAWAY.
-REQUEST, DATA_RECEIVED, ENDED, TRAILERS, RESET, ABORTED, REFUSED, WINDOW, TERMINATED = range(9)
+REQUEST, DATA_RECEIVED, ENDED, TRAILERS, RESET, ABORTED, WINDOW, TERMINATED = range(8)
 
 # Who reset a stream, kept for the last RECENTLY_RESET resets (a late frame on a closed
 # stream is read by how it closed: see the module docstring); as many gaps in the ids.
@@ -404,9 +404,7 @@ class ServerConnection:
                 self._stream_error(sid, PROTOCOL_ERROR, events, report=True)
                 return
             if len(self.streams) >= self.max_concurrent_streams:
-                self.out += _rst(sid, REFUSED_STREAM)
-                self._remember(sid, RESET_BY_US)
-                events.append((REFUSED, sid))
+                self._stream_error(sid, REFUSED_STREAM, events, report=True)
                 return
             self.streams[sid] = _Stream(self.local_initial_window, self.peer_initial_window, not end_stream)
             events.append((REQUEST, sid, headers, end_stream))
