@@ -651,7 +651,7 @@ class H2Connection(asyncio.Protocol):
                 if size <= 0:
                     self.guard.flow_blocked(sid if h2c.stream_window(sid) <= 0 else 0, self.loop.time())
                     break
-                chunk = bytes(out[:size])
+                chunk = out[:size]
                 del out[:size]
                 h2c.send_data(sid, chunk, st.out_end and not out)
                 self.guard.data_sent()

@@ -54,7 +54,6 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import NoReturn
 
-import hpack
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 
 from proxy.http.h2frames import encode_integer, frame_head
@@ -162,13 +161,12 @@ class ServerConnection:
         max_header_list_size: int = 65536,
         max_frame_size: int = DEFAULT_FRAME_SIZE,
         extended_connect: bool = False,
-        decoder: hpack.Decoder | None = None,
     ) -> None:
         self.max_concurrent_streams = max_concurrent_streams
         self.max_header_list_size = max_header_list_size
         self.max_frame_size = max_frame_size
         self.extended_connect = extended_connect
-        self.decoder = decoder if decoder is not None else CachingDecoder(max_header_list_size)
+        self.decoder = CachingDecoder(max_header_list_size)
         self.streams: dict[int, _Stream] = {}
         self.recently_reset: OrderedDict[int, int] = OrderedDict()  # sid -> RESET_BY_US/_CLIENT
         self.skipped: deque[tuple[int, int]] = deque(maxlen=RECENTLY_RESET)  # ids never opened
@@ -563,11 +561,7 @@ class ServerConnection:
         st = self.streams.get(sid)
         return st.send_window if st is not None and st.local_open else 0
 
-    def stream_open(self, sid: int) -> bool:
-        st = self.streams.get(sid)
-        return st is not None and st.local_open
-
-    def headers_frames(self, sid: int, block: bytes, end_stream: bool) -> bytes:
+    def send_headers(self, sid: int, block: bytes, end_stream: bool) -> None:
         """A response's HEADERS (+ CONTINUATION) for an encoded `block` (no dynamic table);
         the stream's state moved. Informational responses too (end_stream False)."""
         st = self.streams.get(sid)
@@ -580,16 +574,21 @@ class ServerConnection:
         if end_stream:
             self._local_end(sid, st)
         size = self.max_outbound_frame_size
+        out = self.out
         if len(block) <= size:
-            return frame_head(len(block), HEADERS, flags | FLAG_END_HEADERS, sid) + block
-        parts = [frame_head(size, HEADERS, flags, sid), block[:size]]
+            out += frame_head(len(block), HEADERS, flags | FLAG_END_HEADERS, sid)
+            out += block
+            return
+        out += frame_head(size, HEADERS, flags, sid)
+        out += block[:size]
         for off in range(size, len(block), size):
             chunk = block[off : off + size]
-            last = off + size >= len(block)
-            parts += (frame_head(len(chunk), CONTINUATION, FLAG_END_HEADERS if last else 0, sid), chunk)
-        return b"".join(parts)
+            out += frame_head(
+                len(chunk), CONTINUATION, FLAG_END_HEADERS if off + size >= len(block) else 0, sid
+            )
+            out += chunk
 
-    def data_frame(self, sid: int, data: bytes, end_stream: bool) -> bytes:
+    def send_data(self, sid: int, data: bytes | bytearray, end_stream: bool) -> None:
         """One DATA frame; `len(data)` within `send_window_of(sid)` and the frame size."""
         st = self.streams.get(sid)
         if st is None or not st.local_open:
@@ -599,19 +598,13 @@ class ServerConnection:
         self.send_window -= n
         if end_stream:
             self._local_end(sid, st)
-            return frame_head(n, DATA, FLAG_END_STREAM, sid) + data
-        return frame_head(n, DATA, 0, sid) + data
+        self.out += frame_head(n, DATA, FLAG_END_STREAM if end_stream else 0, sid)
+        self.out += data
 
     def _local_end(self, sid: int, st: _Stream) -> None:
         st.local_open = False
         if not st.remote_open:
             del self.streams[sid]
-
-    def send_headers(self, sid: int, block: bytes, end_stream: bool) -> None:
-        self.out += self.headers_frames(sid, block, end_stream)
-
-    def send_data(self, sid: int, data: bytes, end_stream: bool) -> None:
-        self.out += self.data_frame(sid, data, end_stream)
 
     def reset_stream(self, sid: int, code: int) -> None:
         """RST_STREAM for an open stream (nothing for one already closed)."""
