@@ -40,9 +40,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from lb.pool import BackendPool
-from proxy.http import h2server
 from proxy.http.exchange import ABORT, RETRY, Answer, Exchange, Outcome, Triple
-from proxy.http.h2frames import encode_block, fields_block, status_field
+from proxy.http.h2frames import (
+    CANCEL,
+    INTERNAL_ERROR,
+    NO_ERROR,
+    PROTOCOL_ERROR,
+    REFUSED_STREAM,
+    encode_block,
+    fields_block,
+    status_field,
+)
 from proxy.http.h2guard import AbuseGuard, GuardLimits, Verdict
 from proxy.http.h2request import (
     H2Request,
@@ -53,12 +61,8 @@ from proxy.http.h2request import (
 )
 from proxy.http.h2server import (
     ABORTED,
-    CANCEL,
     DATA_RECEIVED,
     ENDED,
-    INTERNAL_ERROR,
-    PROTOCOL_ERROR,
-    REFUSED_STREAM,
     REQUEST,
     RESET,
     TERMINATED,
@@ -79,7 +83,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sekisho.http")
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _OUT_HIGH = 1 << 16  # response bytes buffered per stream before its backend is paused
 
 
@@ -756,7 +759,7 @@ class H2Connection(asyncio.Protocol):
             self._resume_up(st)
             st.leg.settle()
         if not st.ended:  # answered before the request was whole: stop its upload (RFC 9113 8.1)
-            self.h2.reset_stream(st.sid, h2server.NO_ERROR)
+            self.h2.reset_stream(st.sid, NO_ERROR)
         self._log(st)
         self._maybe_done()
 
@@ -815,7 +818,7 @@ class H2Connection(asyncio.Protocol):
         if self.closed or self.goaway_sent:
             return
         self.goaway_sent = True
-        self.h2.goaway(h2server.NO_ERROR, self.last_sid)
+        self.h2.goaway(NO_ERROR, self.last_sid)
         self._flush()
         if not self.streams:
             self._finish_connection()
@@ -825,12 +828,12 @@ class H2Connection(asyncio.Protocol):
         log.info("%s: HTTP/2 connection closed: %s (%s)", self.peer, verdict.kind, verdict.reason)
         abuse = self.fe.counters.h2_abuse
         abuse[verdict.kind] = abuse.get(verdict.kind, 0) + 1
-        self.h2.close(int(verdict.error_code), self.last_sid)  # (an HPACK bomb's is queued already)
+        self.h2.close(verdict.error_code, self.last_sid)  # (an HPACK bomb's is queued already)
         self._flush()
         self._close(linger=True)  # (the client's unread frames must not reset our GOAWAY away)
 
     def _finish_connection(self) -> None:
-        self.h2.close(h2server.NO_ERROR, self.last_sid)
+        self.h2.close(NO_ERROR, self.last_sid)
         self._flush()
         self._close()
 

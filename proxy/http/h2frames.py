@@ -1,14 +1,12 @@
 """Response HEADERS blocks and frame headers, built by us for the hot path.
 
-`h2` encodes every header block with hpack's general encoder (a dynamic-table search
-and insert per field, Huffman coding, a frame object per frame): about a fifth of an
-HTTP/2 request's CPU here. A response block is encoded here instead, as HAProxy's
-HPACK encoder does (hpack-enc.c): `:status` from the static table, every other field
-a literal *without indexing*, its name from the static table when it is there, no
-Huffman coding. Such a block never reads or changes the dynamic table, so the
-client's decoder stays in step with h2's encoder, which still encodes every block
-we do not (informational responses, our own answers, trailers). A few bytes more
-on the wire per field; no per-connection compression state to keep in sync.
+Every response block is encoded here, as HAProxy's HPACK encoder does (hpack-enc.c):
+`:status` from the static table, every other field a literal *without indexing*, its
+name from the static table when it is there, no Huffman coding. Such a block never
+reads or changes the dynamic table, so there is no per-connection compression state to
+keep in step with the client's decoder (hpack's general encoder, a dynamic-table search
+and insert per field and Huffman coding, was about a fifth of an HTTP/2 request's CPU).
+A few bytes more on the wire per field. The module also holds the wire's constants.
 
 `fields_block` caches the encoded fields per backend field block (`Head.fields`):
 nginx and most backends repeat their response fields byte for byte, except `Date`,
@@ -82,10 +80,40 @@ STATIC_NAMES: dict[bytes, int] = {
 # `:status` values with a static entry of their own (RFC 7541 Appendix A, 8-14).
 _STATUS_INDEXED = {200: 8, 204: 9, 206: 10, 304: 11, 400: 12, 404: 13, 500: 14}
 
-TYPE_DATA = 0x0
-TYPE_HEADERS = 0x1
+# ---- the wire's constants, one set for h2server, h2guard and h2.py (RFC 9113)
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+FRAME_HEAD = struct.Struct("!BHBBL")  # 4.1: 24-bit length (high byte, low 16), type, flags, R + id
+
+# Frame types and flags (6).
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE = range(9)
+CONTINUATION = 9
 FLAG_END_STREAM = 0x1
+FLAG_ACK = 0x1
 FLAG_END_HEADERS = 0x4
+FLAG_PADDED = 0x8
+FLAG_PRIORITY = 0x20
+
+# Error codes (7).
+NO_ERROR = 0x0
+PROTOCOL_ERROR = 0x1
+INTERNAL_ERROR = 0x2
+FLOW_CONTROL_ERROR = 0x3
+SETTINGS_TIMEOUT = 0x4
+STREAM_CLOSED = 0x5
+FRAME_SIZE_ERROR = 0x6
+REFUSED_STREAM = 0x7
+CANCEL = 0x8
+COMPRESSION_ERROR = 0x9
+ENHANCE_YOUR_CALM = 0xB
+
+# Settings (6.5.2, RFC 8441 3).
+HEADER_TABLE_SIZE = 0x1
+ENABLE_PUSH = 0x2
+MAX_CONCURRENT_STREAMS = 0x3
+INITIAL_WINDOW_SIZE = 0x4
+MAX_FRAME_SIZE = 0x5
+MAX_HEADER_LIST_SIZE = 0x6
+ENABLE_CONNECT_PROTOCOL = 0x8
 
 _CACHE_MAX = 512  # field blocks remembered (a backend's Date makes one a second)
 _fields_cache: dict[bytes, bytes] = {}

@@ -50,18 +50,27 @@ Rules and where their defaults come from:
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Any
 
-from h2.errors import ErrorCodes
-from h2.settings import SettingCodes
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-# Frame types (RFC 9113 6) and flags.
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE = range(9)
-CONTINUATION = 9
-END_STREAM, END_HEADERS, PADDED = 0x1, 0x4, 0x8
+from proxy.http.h2frames import (
+    CONTINUATION,
+    DATA,
+    ENHANCE_YOUR_CALM,
+    FLAG_END_HEADERS,
+    FLAG_END_STREAM,
+    FLAG_PADDED,
+    FRAME_HEAD,
+    FRAME_SIZE_ERROR,
+    HEADERS,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PROTOCOL_ERROR,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+)
 
 KINDS = (
     "rapid_reset",
@@ -80,14 +89,11 @@ KINDS = (
 )
 
 
-_FRAME_HEAD = struct.Struct("!BHBBL")  # RFC 9113 4.1: 24-bit length, type, flags, R + stream id
-
-
 @dataclass(frozen=True, slots=True)
 class GuardLimits:
     """Limits of one connection; the module docstring gives each default's source."""
 
-    # What we advertise (`h2_settings`); the byte limits below follow them.
+    # What the connection advertises (ServerConnection's settings); the byte limits follow them.
     max_concurrent_streams: int = 100  # HAProxy and h2 default (nginx 128, Go 250)
     max_header_list_size: int = 65536
     max_frame_size: int = 16384
@@ -107,21 +113,13 @@ class GuardLimits:
     priority_per_stream: int = 100
     send_timeout: float = 60.0
 
-    def h2_settings(self) -> dict[SettingCodes | int, int]:
-        """The local SETTINGS the guard's limits assume (for `H2Connection.update_settings`)."""
-        return {
-            SettingCodes.MAX_CONCURRENT_STREAMS: self.max_concurrent_streams,
-            SettingCodes.MAX_HEADER_LIST_SIZE: self.max_header_list_size,
-            SettingCodes.MAX_FRAME_SIZE: self.max_frame_size,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """Close the connection: GOAWAY with `error_code`. `kind` is one of KINDS."""
 
     kind: str
-    error_code: ErrorCodes
+    error_code: int  # (RFC 9113 7)
     reason: str
 
 
@@ -215,7 +213,7 @@ class AbuseGuard:
     # -- what the protocol reports -------------------------------------------------
 
     def receive(self, data: bytes | bytearray | memoryview, now: float) -> Verdict | None:
-        """Scan received bytes (before h2 gets them); the verdict if the connection must close."""
+        """Scan received bytes before the connection reads them: the verdict if it must close."""
         if self.verdict is not None:
             return self.verdict
         i, n = 0, len(data)
@@ -227,14 +225,14 @@ class AbuseGuard:
                 if self._padded is not None:
                     flags, length = self._padded
                     self._padded = None
-                    if length - 1 - data[i] <= 0 and not flags & END_STREAM and self.empty_data.hit(now):
+                    if length - 1 - data[i] <= 0 and not flags & FLAG_END_STREAM and self.empty_data.hit(now):
                         return self._close("empty_data_flood", "empty DATA frames")
                 k = min(self._skip, n - i)
                 self._skip -= k
                 i += k
                 continue
             if not self._head and n - i >= 9:  # (the usual case: a whole frame header here)
-                high, low, kind, flags, sid = _FRAME_HEAD.unpack_from(data, i)
+                high, low, kind, flags, sid = FRAME_HEAD.unpack_from(data, i)
                 i += 9
                 length = high << 16 | low
                 verdict = self._frame(kind, flags, sid & 0x7FFFFFFF, length, now)
@@ -275,7 +273,7 @@ class AbuseGuard:
         return self.verdict
 
     def hpack_bomb(self) -> Verdict:
-        """h2 raised DenialOfServiceError (it has queued GOAWAY ENHANCE_YOUR_CALM itself)."""
+        """The connection's HPACK limit tripped (it has queued GOAWAY ENHANCE_YOUR_CALM itself)."""
         return self._close("hpack_bomb", "decoded header list over max_header_list_size")
 
     def data_sent(self, frames: int = 1) -> None:
@@ -328,28 +326,28 @@ class AbuseGuard:
     def _frame(self, ftype: int, flags: int, sid: int, length: int, now: float) -> Verdict | None:
         lim = self.limits
         if length > lim.max_frame_size:
-            return self._close("framing", f"frame of {length} bytes", ErrorCodes.FRAME_SIZE_ERROR)
+            return self._close("framing", f"frame of {length} bytes", FRAME_SIZE_ERROR)
         block = self.block
         if block is not None:
             if ftype != CONTINUATION or sid != block.stream_id:
-                return self._close("framing", "frame inside a header block", ErrorCodes.PROTOCOL_ERROR)
+                return self._close("framing", "frame inside a header block", PROTOCOL_ERROR)
             reason = block.add(length, lim)
             if reason is not None:
                 return self._close("continuation_flood", reason)
-            if flags & END_HEADERS:
+            if flags & FLAG_END_HEADERS:
                 self.block = None
             return None
         if ftype == DATA:
-            if flags & PADDED and length:
+            if flags & FLAG_PADDED and length:
                 self._padded = (flags, length)
-            elif not length and not flags & END_STREAM and self.empty_data.hit(now):
+            elif not length and not flags & FLAG_END_STREAM and self.empty_data.hit(now):
                 return self._close("empty_data_flood", "empty DATA frames")
         elif ftype == HEADERS:
             if sid & 1 and sid > self.last_stream_id:
                 self.last_stream_id = sid
                 self.streams += 1
                 self.rapid.unanswered.add(sid)
-            if not flags & END_HEADERS:
+            if not flags & FLAG_END_HEADERS:
                 self.block = HeaderBlock(sid, length, now)
         elif ftype == RST_STREAM:
             if self.rapid.reset(sid, now):
@@ -371,12 +369,12 @@ class AbuseGuard:
             if self.priorities > lim.priority_per_stream * (1 + self.streams):
                 return self._close("priority_flood", "PRIORITY frames")
         elif ftype == CONTINUATION:
-            return self._close("framing", "CONTINUATION outside a header block", ErrorCodes.PROTOCOL_ERROR)
+            return self._close("framing", "CONTINUATION outside a header block", PROTOCOL_ERROR)
         elif ftype > CONTINUATION and self.unknown.hit(now):
             return self._close("unknown_frame_flood", "frames of unknown types")
         return None
 
-    def _close(self, kind: str, reason: str, code: ErrorCodes = ErrorCodes.ENHANCE_YOUR_CALM) -> Verdict:
+    def _close(self, kind: str, reason: str, code: int = ENHANCE_YOUR_CALM) -> Verdict:
         if self.verdict is None:
             self.verdict = Verdict(kind, code, reason)
             self.counts[kind] += 1

@@ -56,42 +56,45 @@ from typing import NoReturn
 
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 
-from proxy.http.h2frames import encode_integer, frame_head
+from proxy.http.h2frames import (  # the wire's constants (RFC 9113)
+    COMPRESSION_ERROR,
+    CONTINUATION,
+    DATA,
+    ENABLE_CONNECT_PROTOCOL,
+    ENABLE_PUSH,
+    ENHANCE_YOUR_CALM,
+    FLAG_ACK,
+    FLAG_END_HEADERS,
+    FLAG_END_STREAM,
+    FLAG_PADDED,
+    FLAG_PRIORITY,
+    FLOW_CONTROL_ERROR,
+    FRAME_HEAD,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADER_TABLE_SIZE,
+    HEADERS,
+    INITIAL_WINDOW_SIZE,
+    MAX_CONCURRENT_STREAMS,
+    MAX_FRAME_SIZE,
+    MAX_HEADER_LIST_SIZE,
+    NO_ERROR,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    REFUSED_STREAM,
+    RST_STREAM,
+    SETTINGS,
+    STREAM_CLOSED,
+    WINDOW_UPDATE,
+    encode_integer,
+    frame_head,
+)
 from proxy.http.h2glue import CachingDecoder
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-# Frame types and flags (RFC 9113 6).
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE = range(9)
-CONTINUATION = 9
-FLAG_END_STREAM = 0x1
-FLAG_ACK = 0x1
-FLAG_END_HEADERS = 0x4
-FLAG_PADDED = 0x8
-FLAG_PRIORITY = 0x20
 _SELF_DEPENDENT = 0x100  # not a wire flag: a HEADERS whose priority names its own stream
-
-# Error codes (RFC 9113 7).
-NO_ERROR = 0x0
-PROTOCOL_ERROR = 0x1
-INTERNAL_ERROR = 0x2
-FLOW_CONTROL_ERROR = 0x3
-SETTINGS_TIMEOUT = 0x4
-STREAM_CLOSED = 0x5
-FRAME_SIZE_ERROR = 0x6
-REFUSED_STREAM = 0x7
-CANCEL = 0x8
-COMPRESSION_ERROR = 0x9
-ENHANCE_YOUR_CALM = 0xB
-
-# Settings (RFC 9113 6.5.2, RFC 8441 3).
-HEADER_TABLE_SIZE = 0x1
-ENABLE_PUSH = 0x2
-MAX_CONCURRENT_STREAMS = 0x3
-INITIAL_WINDOW_SIZE = 0x4
-MAX_FRAME_SIZE = 0x5
-MAX_HEADER_LIST_SIZE = 0x6
-ENABLE_CONNECT_PROTOCOL = 0x8
 
 # Events: (REQUEST, sid, headers, end_stream), (DATA_RECEIVED, sid, data, flow_controlled_length),
 # (ENDED, sid) after DATA or trailers with END_STREAM (not after a REQUEST that ended:
@@ -112,7 +115,6 @@ DEFAULT_WINDOW = 65535
 DEFAULT_FRAME_SIZE = 16384
 DEFAULT_TABLE_SIZE = 4096
 
-_HEAD = struct.Struct("!BHBBL")
 _U32 = struct.Struct("!L")
 _SETTING = struct.Struct("!HL")
 _PRIORITY = struct.Struct("!LB")
@@ -236,7 +238,7 @@ class ServerConnection:
         events: list[Event] = []
         i = 0
         n = len(buf)
-        unpack = _HEAD.unpack_from
+        unpack = FRAME_HEAD.unpack_from
         limit = self.max_frame_size
         try:
             while n - i >= 9:

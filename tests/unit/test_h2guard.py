@@ -12,7 +12,6 @@ from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import DataReceived, RequestReceived
 from h2.exceptions import DenialOfServiceError
-from h2.settings import SettingCodes
 from hpack import Encoder
 from hyperframe.frame import (
     ContinuationFrame,
@@ -28,7 +27,9 @@ from hyperframe.frame import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.http.h2guard import KINDS, PREFACE, AbuseGuard, GuardLimits, RateLimit, Verdict
+from proxy.http.h2frames import PREFACE
+from proxy.http.h2guard import KINDS, AbuseGuard, GuardLimits, RateLimit, Verdict
+from proxy.http.h2server import ServerConnection
 
 REQUEST = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"example.com"), (b":path", b"/")]
 BLOCK = Encoder().encode(REQUEST)
@@ -446,16 +447,22 @@ def test_a_closed_stream_window_resets_only_that_stream() -> None:
 # -- settings -----------------------------------------------------------------------------
 
 
-def test_h2_settings_are_what_the_limits_assume() -> None:
+def test_the_connection_advertises_and_enforces_what_the_limits_assume() -> None:
+    """h2.py builds its ServerConnection from the guard's limits: the SETTINGS a client
+    receives, and the HPACK limit the connection enforces, are the guard's."""
     limits = GuardLimits()
-    assert limits.h2_settings() == {
-        SettingCodes.MAX_CONCURRENT_STREAMS: 100,
-        SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
-        SettingCodes.MAX_FRAME_SIZE: 16384,
-    }
     assert limits.header_block_bytes == 2 * limits.max_header_list_size
-    server = H2Connection(H2Configuration(client_side=False))
-    server.initiate_connection()
-    server.update_settings(limits.h2_settings())
-    # h2's own HPACK limit is the one advertised (it enforces it before the ACK, too).
+    server = ServerConnection(
+        max_concurrent_streams=limits.max_concurrent_streams,
+        max_header_list_size=limits.max_header_list_size,
+        max_frame_size=limits.max_frame_size,
+    )
+    server.initiate()
+    client = H2Connection(H2Configuration(client_side=True))
+    client.initiate_connection()
+    client.receive_data(server.data_to_send())
+    advertised = client.remote_settings
+    assert advertised.max_concurrent_streams == limits.max_concurrent_streams == 100
+    assert advertised.max_header_list_size == limits.max_header_list_size == 65536
+    assert advertised.max_frame_size == limits.max_frame_size == 16384
     assert server.decoder.max_header_list_size == limits.max_header_list_size

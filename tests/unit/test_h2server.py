@@ -44,15 +44,13 @@ from hyperframe.frame import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.http import h2server
-from proxy.http.h2frames import encode_block
+from proxy.http import h2frames, h2server
+from proxy.http.h2frames import PREFACE, REFUSED_STREAM, encode_block
 from proxy.http.h2server import (
     ABORTED,
     DATA_RECEIVED,
     ENDED,
     MAX_WINDOW,
-    PREFACE,
-    REFUSED_STREAM,
     REQUEST,
     RESET,
     TERMINATED,
@@ -255,7 +253,7 @@ def test_we_reset_a_stream_and_ignore_what_follows_on_it() -> None:
     server, client = _pair()
     client.send_headers(1, POST)
     server.receive(client.data_to_send())
-    server.reset_stream(1, h2server.CANCEL)
+    server.reset_stream(1, h2frames.CANCEL)
     got = client.receive_data(server.data_to_send())
     assert any(isinstance(e, StreamReset) and e.error_code == ErrorCodes.CANCEL for e in got)
     wire = b"".join(
@@ -358,7 +356,7 @@ def test_data_after_the_clients_end_stream_is_stream_closed() -> None:
     server = _opened()
     events = server.receive(HeadersFrame(1, data=BLOCK, flags=("END_HEADERS", "END_STREAM")).serialize())
     events = server.receive(DataFrame(1, data=b"late").serialize())
-    assert events == [(ABORTED, 1, h2server.STREAM_CLOSED)]
+    assert events == [(ABORTED, 1, h2frames.STREAM_CLOSED)]
     assert _rst(server).error_code == ErrorCodes.STREAM_CLOSED
     assert server.receive(HeadersFrame(3, data=BLOCK, flags=("END_HEADERS", "END_STREAM")).serialize())[0][
         :2
@@ -372,14 +370,14 @@ def test_trailers_that_do_not_end_the_stream_are_a_stream_error() -> None:
     server = _opened()
     server.receive(HeadersFrame(1, data=BLOCK, flags=("END_HEADERS",)).serialize())
     trailers = HeadersFrame(1, data=Encoder().encode([(b"x-t", b"1")]), flags=("END_HEADERS",))
-    assert server.receive(trailers.serialize()) == [(ABORTED, 1, h2server.PROTOCOL_ERROR)]
+    assert server.receive(trailers.serialize()) == [(ABORTED, 1, h2frames.PROTOCOL_ERROR)]
     assert _rst(server).error_code == ErrorCodes.PROTOCOL_ERROR
 
 
 def test_a_stream_depending_on_itself_is_a_stream_error() -> None:
     server = _opened()
     frame = HeadersFrame(1, data=BLOCK, flags=("END_HEADERS", "PRIORITY"), depends_on=1)
-    assert server.receive(frame.serialize()) == [(ABORTED, 1, h2server.PROTOCOL_ERROR)]
+    assert server.receive(frame.serialize()) == [(ABORTED, 1, h2frames.PROTOCOL_ERROR)]
     assert server.receive(PriorityFrame(3, depends_on=3).serialize()) == []
     assert _rst(server).stream_id == 3
 
@@ -393,7 +391,7 @@ def test_data_past_the_streams_window_is_a_stream_error() -> None:
     server.local_initial_window = 100  # (as if we had advertised a small window)
     server.streams[1].recv_window = 100
     assert server.receive(DataFrame(1, data=b"x" * 101).serialize()) == [
-        (ABORTED, 1, h2server.FLOW_CONTROL_ERROR)
+        (ABORTED, 1, h2frames.FLOW_CONTROL_ERROR)
     ]
 
 
@@ -401,7 +399,7 @@ def test_window_update_of_zero_on_a_stream_is_a_stream_error() -> None:
     server = _opened()
     server.receive(HeadersFrame(1, data=BLOCK, flags=("END_HEADERS", "END_STREAM")).serialize())
     assert server.receive(WindowUpdateFrame(1, window_increment=0).serialize()) == [
-        (ABORTED, 1, h2server.PROTOCOL_ERROR)
+        (ABORTED, 1, h2frames.PROTOCOL_ERROR)
     ]
 
 
@@ -409,7 +407,7 @@ def test_a_stream_window_past_the_maximum_is_a_stream_error() -> None:
     server = _opened()
     server.receive(HeadersFrame(1, data=BLOCK, flags=("END_HEADERS", "END_STREAM")).serialize())
     events = server.receive(WindowUpdateFrame(1, window_increment=MAX_WINDOW).serialize())
-    assert events == [(ABORTED, 1, h2server.FLOW_CONTROL_ERROR)]
+    assert events == [(ABORTED, 1, h2frames.FLOW_CONTROL_ERROR)]
 
 
 # -- frames on closed streams (RFC 9113 5.1; h2spec http2/5.1/8-12, 5.1.1/2) ----------------
@@ -427,7 +425,7 @@ def test_data_after_the_clients_reset_is_stream_closed_once() -> None:
         (RESET, 1, ErrorCodes.CANCEL)
     ]
     events = server.receive(b"".join(DataFrame(1, data=b"x" * 10000).serialize() for _ in range(4)))
-    assert events == [(ABORTED, 1, h2server.STREAM_CLOSED)]  # one RST_STREAM for the stream
+    assert events == [(ABORTED, 1, h2frames.STREAM_CLOSED)]  # one RST_STREAM for the stream
     rst, update = _frames(server.data_to_send())
     assert isinstance(rst, RstStreamFrame) and rst.error_code == ErrorCodes.STREAM_CLOSED
     assert isinstance(update, WindowUpdateFrame) and update.stream_id == 0
@@ -439,7 +437,7 @@ def test_headers_after_the_clients_reset_are_stream_closed() -> None:
     _request(server, 1, end_stream=False)
     server.receive(RstStreamFrame(1, error_code=ErrorCodes.CANCEL).serialize())
     late = HeadersFrame(1, data=BLOCK, flags=("END_HEADERS", "END_STREAM")).serialize()
-    assert server.receive(late) == [(ABORTED, 1, h2server.STREAM_CLOSED)]
+    assert server.receive(late) == [(ABORTED, 1, h2frames.STREAM_CLOSED)]
     assert _rst(server).error_code == ErrorCodes.STREAM_CLOSED
     _request(server, 3, end_stream=True)  # the connection goes on, its HPACK table in step
 
@@ -450,7 +448,7 @@ def test_data_after_both_sides_ended_is_stream_closed() -> None:
     server.send_headers(1, encode_block([(b":status", b"204")]), True)
     server.data_to_send()
     assert server.receive(DataFrame(1, data=b"late", flags=("END_STREAM",)).serialize()) == [
-        (ABORTED, 1, h2server.STREAM_CLOSED)
+        (ABORTED, 1, h2frames.STREAM_CLOSED)
     ]
     assert _rst(server).error_code == ErrorCodes.STREAM_CLOSED
 
@@ -487,7 +485,7 @@ def test_resets_are_remembered_within_a_bound() -> None:
     last = 2 * h2server.RECENTLY_RESET + 41  # (odd: a client stream)
     for sid in range(1, last + 1, 2):
         _request(server, sid, end_stream=False)
-        server.reset_stream(sid, h2server.CANCEL)
+        server.reset_stream(sid, h2frames.CANCEL)
     assert len(server.recently_reset) == h2server.RECENTLY_RESET
     server.data_to_send()
     assert server.receive(_trailers(last)) == []  # a recent reset of ours: ignored
