@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from proxy.http import h11glue
+from proxy.http import fastpath, h11glue
 from proxy.http.fastpath import MAX_FIELDS, RequestHead, recognise
 from proxy.http.h1 import H1Connection
 from proxy.http.headers import check_content_length, head_end, precheck_head
@@ -545,7 +545,20 @@ def test_a_head_sent_again_is_judged_once_and_alike() -> None:
     again = recognise(head)
     assert first is not None and again is first  # remembered: one object for the same bytes
     assert again.end == len(head) and not again.keep_alive and isinstance(again.items, tuple)
-    assert recognise(head.replace(b"close", b"keep-alive")) is not first  # other bytes: judged
+    other = recognise(head.replace(b"close", b"keep-alive"))  # other bytes: judged on their own
+    assert other is not None and other.keep_alive and other is not first
     long = b"GET /long HTTP/1.1\r\nHost: memo.example\r\nX-Pad: " + b"a" * 2000 + b"\r\n\r\n"
     judged = recognise(long)
     assert judged is not None and recognise(long) is not judged  # long heads: not remembered
+
+
+def test_a_full_memo_starts_again_and_still_answers_right() -> None:
+    heads = [b"GET /m%d HTTP/1.1\r\nHost: memo.example\r\n\r\n" % i for i in range(fastpath._MEMO_SIZE + 1)]
+    judged = [recognise(h) for h in heads]  # the last one finds the memo full: it is emptied
+    assert all(j is not None and j.target == b"/m%d" % i for i, j in enumerate(judged))
+    assert len(fastpath._seen) <= fastpath._MEMO_SIZE
+    again = recognise(heads[0])  # forgotten when the memo was emptied: judged again, alike
+    assert again is not None and again.target == b"/m0" and again.items == judged[0].items
+    assert recognise(b"GET / HTTP/1.1\r\nHost: a\r\n") is None  # no end of head yet
+    assert recognise(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n") is None  # unusual: h11 judges
+    assert recognise(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n") is None  # (remembered as such)
