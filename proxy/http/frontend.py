@@ -15,7 +15,7 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import conf
@@ -170,9 +170,10 @@ class HttpFrontend:
         if self._ssl is None and self._acme_tls is None:  # plain HTTP: no handshake to wait for
             try:
                 sock.setblocking(False)
-                attach_accepted(self.loop, conn, sock, lambda exc: self._set_up_failed(conn, sock, exc))
-            except (OSError, ValueError) as exc:
+            except OSError as exc:
                 self._set_up_failed(conn, sock, exc)
+                return
+            attach_accepted(self.loop, conn, sock, lambda exc: self._set_up_failed(conn, sock, exc))
             return
         task = self.loop.create_task(self._set_up(conn, sock))
         self._setups.add(task)
@@ -227,24 +228,19 @@ def attach_accepted(
     waits for is done. This leans on the coroutine protocol (a coroutine yields the future it
     waits for), which every asyncio loop's task relies on too; tests/integration/
     test_http_intake.py's `test_attach_accepted_*` fail if a loop stops doing so."""
-    steps = loop.connect_accepted_socket(lambda: protocol, sock)
+    _step(loop.connect_accepted_socket(lambda: protocol, sock), failed)
+
+
+def _step(steps: Coroutine[Any, Any, object], failed: Callable[[BaseException], None]) -> None:
+    """Run `steps` to its next wait, and again each time what it waits for is done."""
     try:
         waiting = steps.send(None)
     except StopIteration:
-        return  # done already
-    except BaseException:
-        steps.close()
-        raise
-
-    def resume(_: object) -> None:
-        try:
-            steps.send(None)
-        except StopIteration:
-            pass
-        except Exception as exc:  # the loop closed the transport it made; say so once
-            failed(exc)
-
-    waiting.add_done_callback(resume)
+        return
+    except Exception as exc:  # refused, or the loop closed the transport it made: say so once
+        failed(exc)
+        return
+    waiting.add_done_callback(lambda _: _step(steps, failed))
 
 
 def _once(fn: Callable[[], None]) -> Callable[[], None]:
