@@ -165,14 +165,15 @@ async def _crr(
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
         try:
-            await asyncio.wait_for(loop.sock_connect(s, addr), 10)
-            await loop.sock_sendall(s, msg)
-            got = 0
-            while got < size:
-                data = await asyncio.wait_for(loop.sock_recv(s, 65536), 30)
-                if not data:
-                    raise OSError("closed before the response")
-                got += len(data)
+            async with asyncio.timeout(30):  # (one deadline, no task: wait_for made two per connection)
+                await loop.sock_connect(s, addr)
+                await loop.sock_sendall(s, msg)
+                got = 0
+                while got < size:
+                    data = await loop.sock_recv(s, 65536)
+                    if not data:
+                        raise OSError("closed before the response")
+                    got += len(data)
             samples.append(time.perf_counter_ns() - t0)
         except (OSError, TimeoutError) as exc:
             counts["errors"] += 1

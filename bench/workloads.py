@@ -201,12 +201,12 @@ def run_one(w: Workload, addr: Addr, duration: float, cpus: frozenset[int] | Non
             res = run_gen("stream", target, ["--streams", str(p["streams"])], duration, cpus)
         res["value"] = res["gbps"]
     elif w.kind in ("rr", "crr"):
-        args = ["--conns", str(p["conns"]), "--size", str(p["size"])]
-        if p.get("rate"):
-            args += ["--rate", str(p["rate"])]
+        rate = p.get("rate")
+        paced = ["--rate", str(rate)] if rate else []
+        args = ["--conns", str(p["conns"]), "--size", str(p["size"]), *paced]
         res = run_gen(w.kind, target, args, duration, cpus)
-        if p.get("rate"):
-            _check_paced(res, "connections", p["rate"], duration)
+        if rate:
+            _check_paced(res, "connections", rate, duration)
         res["value"] = res["rate"]
     elif w.kind == "http":
         url = f"http://{target}{p['path']}"

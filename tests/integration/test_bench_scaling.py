@@ -29,8 +29,8 @@ def test_scaling_bench_reports_gains_and_spread(tmp_path: Path) -> None:
     paced = doc["summary"]["TCP_CRR_paced"]
     assert "gain" not in paced["sekisho-w2"]  # n by construction
     assert paced["sekisho-w2"]["cpu_ratio"] > 0
-    made = {
-        r["workers"]: r["metrics"]["connections"] for r in doc["runs"] if r["workload"] == "TCP_CRR_paced"
-    }
+    paced_runs = [r for r in doc["runs"] if r["workload"] == "TCP_CRR_paced"]
+    assert all("metrics" in r for r in paced_runs), paced_runs  # (a failed run says why)
+    made = {r["workers"]: r["metrics"]["connections"] for r in paced_runs}
     assert 450 <= made[1] <= 500 and 950 <= made[2] <= 1000  # 1,000/s per worker for 0.5 s
     assert "sekisho-w2" in (tmp_path / report.name.replace(".json", ".md")).read_text()
