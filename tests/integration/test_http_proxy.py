@@ -320,7 +320,8 @@ async def test_an_idle_websocket_is_closed_after_the_response_timeout(
         t0 = asyncio.get_running_loop().time()
         async with asyncio.timeout(10):
             assert await reader.read() == b""  # closed by sekisho
-        assert asyncio.get_running_loop().time() - t0 > 0.3  # (about 0.6 s)
+        quiet = asyncio.get_running_loop().time() - t0
+        assert 0.3 < quiet < 4.0  # about 0.6 s: `response`, not `idle` (5 s)
         writer.close()
 
 
